@@ -1,0 +1,168 @@
+"""Datasets of SPEC §1, held in memory as tensors: fixed train/val split, pixels scaled to [0, 1].
+
+MNIST ships inside the package and is checksum-verified on every load. Fashion-MNIST is read from
+a directory of IDX files; CIFAR-10 from `cifar-10-batches-py` (see `ticketlab.cifar`).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TicketlabError
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10")
+VAL_SIZE = 5000
+SPLIT_SEED = 0
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# SHA-256 of the decompressed canonical IDX files (../shared/data/mnist/README.md).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+IDX_FILES = tuple(MNIST_SHA256)
+
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The three splits as tensors: x float32 in [0, 1] (N, 784) or (N, C, H, W); y int64."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        return Dataset(self.name, *(getattr(self, f).to(device) for f in _TENSOR_FIELDS))
+
+
+_TENSOR_FIELDS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+
+def split_indices(n_train: int, n_val: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of SPEC §1: val drawn by legacy numpy; train = the rest in file order."""
+    val = np.random.RandomState(seed).choice(n_train, n_val, replace=False)
+    is_val = np.zeros(n_train, dtype=bool)
+    is_val[val] = True
+    return np.flatnonzero(~is_val), val
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The decompressed bytes of an IDX file (gzip or raw), with a one-line error if unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TicketlabError(f"cannot read data file {path}: {e.strerror}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error):
+            raise TicketlabError(
+                f"data file {path} is a truncated or corrupt gzip: replace it with a fresh copy"
+            ) from None
+    return raw
+
+
+def parse_idx(data: bytes, source: str) -> np.ndarray:
+    """Parse IDX bytes (magic 0x0000 08 NDIM, big-endian dims) into a uint8 array."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise TicketlabError(f"{source} is not an IDX uint8 file (wrong magic number): replace it with a fresh copy")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise TicketlabError(f"{source} is truncated (incomplete IDX header): replace it with a fresh copy")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        raise TicketlabError(
+            f"{source} has {len(data)} bytes but its IDX header promises {expected}: replace it with a fresh copy"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise TicketlabError(f"missing data file {directory / stem}(.gz): put the four IDX files in {directory}")
+
+
+def load_idx_dir(directory: Path, sha256: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The four MNIST-format IDX arrays from a directory, checksum-verified when `sha256` is given."""
+    arrays = {}
+    for stem in IDX_FILES:
+        path = _find_idx(directory, stem)
+        data = read_idx_bytes(path)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256[stem]:
+            raise TicketlabError(
+                f"checksum mismatch for {path}: the file is corrupt or not the canonical MNIST; reinstall ticketlab"
+            )
+        arrays[stem] = parse_idx(data, str(path))
+    return arrays
+
+
+def _from_idx(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
+    images, labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    t_images, t_labels = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
+    if images.shape[0] != labels.shape[0] or t_images.shape[0] != t_labels.shape[0]:
+        raise TicketlabError(f"{name}: image and label files disagree on the number of examples")
+    return from_arrays(name, images.reshape(len(images), -1), labels, t_images.reshape(len(t_images), -1), t_labels)
+
+
+def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> Dataset:
+    """Build a Dataset from uint8 arrays: split the training set (SPEC §1) and scale by 1/255."""
+    train_idx, val_idx = split_indices(len(train_x))
+
+    def pixels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / np.float32(255.0))
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64))
+
+    return Dataset(
+        name,
+        pixels(train_x[train_idx]),
+        labels(train_y[train_idx]),
+        pixels(train_x[val_idx]),
+        labels(train_y[val_idx]),
+        pixels(test_x),
+        labels(test_y),
+    )
+
+
+def mnist_dir() -> Path:
+    return Path(str(resources.files("ticketlab") / "datasets" / "mnist"))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """Load a dataset of SPEC §1 by name. `data_dir` overrides where non-shipped data is read."""
+    if name == "mnist":
+        directory = Path(data_dir) if data_dir else mnist_dir()
+        return _from_idx(name, load_idx_dir(directory, MNIST_SHA256))
+    if name == "fashion-mnist":
+        directory = Path(data_dir or FASHION_MNIST_DIR)
+        if not directory.is_dir():
+            raise TicketlabError(
+                f"Fashion-MNIST not found in {directory}: install Debian's dataset-fashion-mnist or pass --data-dir"
+            )
+        return _from_idx(name, load_idx_dir(directory))
+    if name == "cifar10":
+        from .cifar import load_cifar10
+
+        return load_cifar10(data_dir, download=download)
+    raise TicketlabError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
