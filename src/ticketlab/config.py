@@ -1,0 +1,156 @@
+"""Hyperparameters declared once, as typed dataclasses: CLI flags, help, defaults and hashes derive.
+
+A run's identity is the hash of its *resolved* config with every field that equals its default
+for that net left out (OpenLTH's rule): adding a new field with a default never renames old runs,
+and `--epochs 55` names the same run as no flag at all.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import DATASETS
+from .errors import TicketlabError
+from .nets import NETS, get_net
+from .trainer import TEST_EVAL_POLICIES, Schedule
+
+TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (SPEC §3). None means 'the SPEC default for this net'."""
+
+    net: str = _f("fc", "network", tuple(NETS))
+    dataset: str | None = _f(None, "dataset (default: mnist for fc, cifar10 for conv nets)", DATASETS)
+    seed: int = _f(0, "run seed: init and batch order derive from it")
+    epochs: int | None = _f(None, "epochs (default: SPEC's per net); exclusive with --iterations")
+    iterations: int | None = _f(None, "training steps (default: epochs x floor(N_train / batch))")
+    learning_rate: float | None = _f(None, "Adam learning rate (default: SPEC's per net)")
+    batch_size: int = _f(60, "examples per step")
+    eval_every: int = _f(100, "evaluate val and test every this many steps (and at 0 and the end)")
+    test_eval: str = _f("all", "evaluate test at every point, or only where val loss improves", TEST_EVAL_POLICIES)
+    eval_train: bool = _f(False, "also evaluate the whole training set at each point (slow)")
+    stop_at_val_accuracy: float | None = _f(None, "evaluate val after every step and stop once it reaches this (0-1)")
+
+    def validate(self) -> None:
+        """Refuse nonsense before any work starts, naming the field and the fix."""
+        get_net(self.net)
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise TicketlabError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
+        if self.seed < 0:
+            raise TicketlabError(f"--seed must be >= 0, got {self.seed}")
+        if self.epochs is not None and self.iterations is not None:
+            raise TicketlabError("give --epochs or --iterations, not both")
+        for name in ("epochs", "iterations", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TicketlabError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise TicketlabError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        if self.batch_size > TRAIN_SIZES[self.resolved_dataset]:
+            raise TicketlabError(f"--batch-size {self.batch_size} exceeds the training set of {self.resolved_dataset}")
+        target = self.stop_at_val_accuracy
+        if target is not None and not (0 < target <= 1):
+            raise TicketlabError(f"--stop-at-val-accuracy is a fraction in (0, 1], got {target}")
+
+    @property
+    def resolved_dataset(self) -> str:
+        return self.dataset or get_net(self.net).dataset
+
+    def resolved(self) -> "TrainConfig":
+        """The same run with every None replaced by its SPEC default (epochs folded into iterations)."""
+        spec = get_net(self.net)
+        steps_per_epoch = TRAIN_SIZES[self.resolved_dataset] // self.batch_size
+        iterations = self.iterations or (self.epochs or spec.epochs) * steps_per_epoch
+        return dataclasses.replace(
+            self,
+            dataset=self.resolved_dataset,
+            epochs=None,
+            iterations=iterations,
+            learning_rate=self.learning_rate if self.learning_rate is not None else spec.learning_rate,
+        )
+
+    def schedule(self, **extra: Any) -> Schedule:
+        r = self.resolved()
+        return Schedule(
+            iterations=r.iterations,
+            learning_rate=r.learning_rate,
+            batch_size=r.batch_size,
+            eval_every=r.eval_every,
+            test_eval=r.test_eval,
+            eval_train=r.eval_train,
+            stop_at_val_accuracy=r.stop_at_val_accuracy,
+            **extra,
+        )
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """The fields of a resolved config that differ from the resolved defaults for the same net."""
+    resolved = config.resolved() if hasattr(config, "resolved") else config
+    base = type(config)(net=config.net) if hasattr(config, "net") else type(config)()
+    base = base.resolved() if hasattr(base, "resolved") else base
+    out = {}
+    for f in dataclasses.fields(resolved):
+        value = getattr(resolved, f.name)
+        if f.name == "net" or value != getattr(base, f.name):
+            out[f.name] = value
+    return out
+
+
+def content_hash(kind: str, fields: dict[str, Any]) -> str:
+    """A short stable hash of a canonical JSON form."""
+    text = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_name(kind: str, config: Any) -> str:
+    return f"{kind}_{content_hash(kind, identity(config))}"
+
+
+# --- CLI derivation --------------------------------------------------------------------------
+
+
+def _base_type(annotation: Any) -> type:
+    hint = annotation
+    if isinstance(hint, str):
+        hint = eval(hint, {"typing": typing}, {})  # annotations are postponed strings here
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0]
+    return hint
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field: --field-name, typed, with its help, choices and default."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f.type)
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+            continue
+        default_text = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=f.default,
+            choices=f.metadata.get("choices"),
+            help=help_text + default_text,
+            metavar=None if f.metadata.get("choices") else f.name.upper(),
+        )
+
+
+def dataclass_from_namespace(cls: type, ns: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,40 @@
+"""Choosing the device a run trains on."""
+from __future__ import annotations
+
+import torch
+
+from .errors import TicketlabError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when available, else CPU; 'cuda' without a GPU is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise TicketlabError("--device cuda but no CUDA GPU is visible to torch: use --device cpu or install a CUDA build of torch")
+        return torch.device(name)
+    raise TicketlabError(f"unknown device {name!r}: choose one of {', '.join(DEVICES)}")
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What a result was computed with, recorded beside it."""
+    import platform
+
+    import numpy
+
+    env: dict[str, object] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env

@@ -1,0 +1,110 @@
+"""`ticketlab train`: one dense or masked network, stored as a run directory."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig, content_hash, identity
+from .data import load_dataset
+from .device import environment
+from .errors import TicketlabError
+from .nets import NetSpec, get_net, init_weights
+from .progress import ProgressLine
+from .seeds import generator
+from .store import (
+    SUMMARY,
+    building,
+    is_complete,
+    load_arrays,
+    pack_masks,
+    save_arrays,
+    weight_arrays,
+    write_json,
+)
+from .trainer import MemberStart, train_cohort
+
+
+def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:
+    """Bool masks from an .npz with one array per layer name (e.g. fc1, fc2, fc3), and its sha256."""
+    try:
+        raw = path.read_bytes()
+        arrays = load_arrays(path)
+    except (OSError, ValueError) as e:
+        raise TicketlabError(f"cannot read mask file {path}: {e}; give an .npz with one array per layer") from None
+    masks = []
+    for layer in spec.layers:
+        if layer.name not in arrays:
+            raise TicketlabError(f"mask file {path} has no array {layer.name!r}: it needs {', '.join(l.name for l in spec.layers)}")
+        a = arrays[layer.name]
+        if tuple(a.shape) != layer.weight_shape:
+            raise TicketlabError(f"mask {layer.name} in {path} has shape {a.shape}, expected {layer.weight_shape}")
+        masks.append(torch.from_numpy(a.astype(bool)))
+    return masks, hashlib.sha256(raw).hexdigest()
+
+
+def run_train(
+    config: TrainConfig,
+    out_root: Path,
+    device: torch.device,
+    data_dir: str | None = None,
+    download: bool = False,
+    mask_file: Path | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Train (or find already trained) the run of `config`; return its directory."""
+    config.validate()
+    spec = get_net(config.net)
+    resolved = config.resolved()
+    ident = identity(config)
+    masks, mask_digest = (None, None)
+    if mask_file is not None:
+        masks, mask_digest = read_mask_file(mask_file, spec)
+        ident["mask_sha256"] = mask_digest
+    run_dir = out_root / f"train_{content_hash('train', ident)}"
+    if is_complete(run_dir):
+        if not quiet:
+            print(f"already done: {run_dir}", flush=True)
+        return run_dir
+    data = load_dataset(resolved.dataset, data_dir, download)
+
+    init = init_weights(spec, generator(config.seed, "init"))
+    start = init if masks is None else [w * m for w, m in zip(init, masks)]
+    bar = None if quiet else ProgressLine(f"[train {spec.name} seed {config.seed}] iter")
+
+    def progress(it: int, total: int, val_acc: list[float]) -> None:
+        if bar is not None:
+            bar.update(it, total, f"val acc {100 * val_acc[0]:.2f}%", force=it == total)
+
+    t0 = time.perf_counter()
+    (result,) = train_cohort(spec, data, [MemberStart(start, masks)], config.schedule(), config.seed, device, progress)
+    wall = time.perf_counter() - t0
+    summary = {**result.summary(), "seed": config.seed, "net": spec.name, "dataset": resolved.dataset, "wall_seconds": wall}
+    if bar is not None:
+        bar.close(
+            f"early stop at iteration {summary['early_stop_iteration']}: "
+            f"test accuracy {100 * summary['test_accuracy_at_early_stop']:.2f}% ({wall:.1f} s)"
+        )
+    names = [layer.name for layer in spec.layers]
+    with building(run_dir) as tmp:
+        write_json(
+            tmp / "config.json",
+            {
+                "kind": "train",
+                "name": run_dir.name,
+                "identity": ident,
+                "config": dataclasses.asdict(resolved),
+                "environment": environment(device),
+            },
+        )
+        write_json(tmp / "history.json", result.history)
+        save_arrays(tmp / "weights_start.npz", weight_arrays(names, start, [torch.zeros(l.out_channels) for l in spec.layers]))
+        save_arrays(tmp / "weights_final.npz", weight_arrays(names, result.final_weights, result.final_biases))
+        if masks is not None:
+            save_arrays(tmp / "masks.npz", pack_masks(names, masks))
+        write_json(tmp / SUMMARY, summary)
+    return run_dir

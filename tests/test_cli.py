@@ -1,0 +1,110 @@
+"""`ticketlab train` end to end, and the one-line errors of bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ticketlab.cli import main
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "ticketlab", *args], capture_output=True, text=True, env=env)
+
+
+def test_train_writes_run_dir_and_rerun_skips(tmp_path):
+    out = tmp_path / "runs"
+    proc = _run(["train", "--net", "fc", "--iterations", "120", "--eval-every", "60", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert run_dir.parent == out and run_dir.name.startswith("train_")
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "history.json", "summary.json", "weights_start.npz", "weights_final.npz"} <= files
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("early_stop_iteration", "test_accuracy_at_early_stop", "val_loss_at_early_stop",
+                "final_test_accuracy", "iterations", "seed", "wall_seconds"):
+        assert key in summary
+    assert summary["iterations"] == 120 and summary["test_accuracy_at_early_stop"] > 0.8
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["iteration"] == [0, 60, 120]
+    with np.load(run_dir / "weights_final.npz", allow_pickle=False) as f:
+        assert f["fc1.weight"].shape == (784, 300) and f["fc3.bias"].shape == (10,)
+    # same command again: found, not retrained; the printed path is the same
+    again = _run(["train", "--net", "fc", "--iterations", "120", "--eval-every", "60", "--out", str(out)])
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert "already done" in again.stdout
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_masked_train_and_rerun_identical_metrics(tmp_path):
+    mask_path = tmp_path / "mask.npz"
+    rng = np.random.RandomState(0)
+    np.savez(mask_path, fc1=rng.rand(784, 300) < 0.3, fc2=rng.rand(300, 100) < 0.5, fc3=np.ones((100, 10), bool))
+    args = ["train", "--iterations", "50", "--eval-every", "25", "--mask", str(mask_path)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    (a,) = (tmp_path / "a").iterdir()
+    (b,) = (tmp_path / "b").iterdir()
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    sa.pop("wall_seconds"), sb.pop("wall_seconds")
+    assert sa == sb
+    with np.load(a / "weights_final.npz") as f:
+        w = f["fc1.weight"]
+    with np.load(mask_path) as m:
+        assert np.count_nonzero(w[~m["fc1"]]) == 0 and np.count_nonzero(w[m["fc1"]]) > 0
+
+
+BAD_INPUTS = [
+    (["train", "--net", "resnet"], "invalid choice: 'resnet'"),
+    (["train", "--dataset", "svhn"], "invalid choice: 'svhn'"),
+    (["train", "--seed", "-1"], "--seed must be >= 0"),
+    (["train", "--iterations", "0"], "--iterations must be >= 1"),
+    (["train", "--epochs", "2", "--iterations", "5"], "not both"),
+    (["train", "--learning-rate", "nan"], "--learning-rate must be a positive number"),
+    (["train", "--iterations", "ten"], "invalid int value: 'ten'"),
+    (["train", "--stop-at-val-accuracy", "75"], "fraction in (0, 1]"),
+    (["train", "--batch-size", "100000"], "exceeds the training set"),
+    (["train", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "Fashion-MNIST not found"),
+    (["train", "--net", "conv2", "--data-dir", "/nonexistent"], "--data-dir"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path):
+    try:
+        code = main([*args, "--out", str(tmp_path / "out"), "--threads", "1"])
+    except SystemExit as e:  # argparse's own refusals (bad choice, bad type) exit from the parser
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not list((tmp_path / "out").glob("train_*"))
+
+
+def test_corrupt_data_and_unwritable_out_via_subprocess(tmp_path):
+    from ticketlab.data import IDX_FILES, mnist_dir
+
+    bad = tmp_path / "mnist"
+    bad.mkdir()
+    for stem in IDX_FILES:
+        (bad / f"{stem}.gz").write_bytes((mnist_dir() / f"{stem}.gz").read_bytes())
+    raw = bytearray((bad / "t10k-images-idx3-ubyte.gz").read_bytes())
+    raw[-20] ^= 0xFF  # flips bits inside the deflate stream
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    proc = _run(["train", "--iterations", "5", "--data-dir", str(bad), "--out", str(tmp_path / "o")])
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "t10k-images" in proc.stderr and "Traceback" not in proc.stderr
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = _run(["train", "--iterations", "5", "--out", str(blocker / "runs")])
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "cannot write to output directory" in proc.stderr
