@@ -51,6 +51,58 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(ns: argparse.Namespace) -> int:
+    from .store import ensure_writable
+    from .sweep import Runtime, run_sweep
+    from .sweep_spec import load_sweep, preset_names, preset_text
+
+    if ns.list:
+        import tomllib
+
+        for name in preset_names():
+            doc = tomllib.loads(preset_text(name))
+            print(f"{name:26s} {doc.get('description', '')}")
+        return 0
+    if ns.preset is None:
+        raise TicketlabError("name a preset or a .toml file (ticketlab sweep --list shows the presets)")
+    if ns.workers is not None and ns.workers < 1:
+        raise TicketlabError(f"--workers must be >= 1, got {ns.workers}")
+    overrides = {"seeds": ns.seeds, "net": ns.net, "iterations": ns.iterations}
+    spec = load_sweep(ns.preset, ns.scale, overrides)
+    _set_threads(ns.threads)
+    runtime = Runtime(ns.device, ns.data_dir, ns.download)
+    from .device import resolve_device
+
+    resolve_device(ns.device)
+    ensure_writable(ns.out)
+    wall = run_sweep(spec, ns.out, runtime, ns.workers)
+    print(f"sweep {spec.name} ({spec.scale}) complete in {wall:.0f} s; see: ticketlab results {ns.out}", file=sys.stderr)
+    print(ns.out)
+    return 0
+
+
+def _cmd_results(ns: argparse.Namespace) -> int:
+    from .results import format_table, result_rows, to_csv
+
+    if not ns.dir.is_dir():
+        raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
+    rows = result_rows(ns.dir)
+    if ns.csv is not None:
+        ns.csv.write_text(to_csv(rows))
+        print(f"wrote {len(rows)} rows to {ns.csv}", file=sys.stderr)
+    elif ns.parquet is not None:
+        from .results import results_frame
+
+        try:
+            results_frame(ns.dir).to_parquet(ns.parquet)
+        except ImportError as e:
+            raise TicketlabError(f"parquet export needs pyarrow: pip install pyarrow ({e})") from None
+        print(f"wrote {len(rows)} rows to {ns.parquet}", file=sys.stderr)
+    else:
+        print(format_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ticketlab", description="Lottery-ticket experiments (Zhou et al. 2019), reproducible.")
     parser.add_argument("--version", action="version", version=f"ticketlab {__version__}")
@@ -61,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", type=Path, default=None, help=".npz with one bool array per layer (fc1, ...): train that subnetwork from the seed's init")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sweep", help="run (or resume) an experiment preset or TOML sweep",
+                       description="Run a sweep; rerunning the same command resumes it, skipping finished runs.")
+    p.add_argument("preset", nargs="?", help="preset name (see --list) or path to a .toml sweep file")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--scale", default="full", choices=("quick", "full"), help="full = paper protocol; quick = CPU-sized (default: full)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
+    p.add_argument("--iterations", type=int, default=None, help="training steps per run (default: the preset's)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: min(seeds, cores))")
+    _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("results", help="print or export the results table of a sweep directory")
+    p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file")
+    group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow)")
+    p.set_defaults(func=_cmd_results)
     return parser
 
 

@@ -33,7 +33,8 @@ class ProgressLine:
         eta = elapsed / done * (total - done) if done > 0 else float("nan")
         eta_text = format_seconds(eta) if eta == eta else "?"
         pct = 100.0 * done / total if total else 100.0
-        text = f"{self.label} {done:g}/{total:g} ({pct:.0f}%) {extra} elapsed {format_seconds(elapsed)}, ETA {eta_text}"
+        count = f"{done:g}/{total:g} " if float(done).is_integer() else ""
+        text = f"{self.label} {count}({pct:.0f}%) {extra} elapsed {format_seconds(elapsed)}, ETA {eta_text}"
         if self.tty:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)

@@ -125,6 +125,37 @@ def _prune(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int
     return prune_lowest(score(criterion, w_init, w_final, gen), mask, n, gen)
 
 
+def prune_n(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int, seed: int) -> Tensor:
+    """Prune `n` of the remaining weights of one layer by `criterion` (the shared piece behind
+    prune_layer, and behind sweeps that take several SPEC rounds' worth of pruning in one step)."""
+    return _prune(criterion, w_init, w_final, mask, n, seed)
+
+
+def oneshot_masks(criterion: str, w_init: Tensor, w_final: Tensor, counts: list[int], seed: int) -> list[Tensor]:
+    """Masks of a full layer pruned by `criterion` at several prune counts at once.
+
+    Each mask equals `prune_n(criterion, w_init, w_final, ones, n, seed)` for its n: the score order
+    (ties included) does not depend on n, so score-based masks are prefixes of one ordering and
+    nest. The percentile rules bisect per count.
+    """
+    check_criterion(criterion)
+    _check_same_shape(w_init, w_final)
+    full = torch.ones(w_final.shape, dtype=torch.bool)
+    if is_percentile_rule(criterion):
+        small = criterion == "small_init_small_final"
+        return [percentile_rule_prune(w_init, w_final, full, n, small) for n in counts]
+    gen = torch.Generator().manual_seed(seed)
+    scores = score(criterion, w_init, w_final, gen).reshape(-1)
+    shuffled = torch.randperm(scores.numel(), generator=gen)
+    ranked = shuffled[torch.sort(scores[shuffled], stable=True).indices]  # lowest score first
+    masks = []
+    for n in counts:
+        flat = torch.ones(scores.numel(), dtype=torch.bool)
+        flat[ranked[:n]] = False
+        masks.append(flat.reshape(w_final.shape))
+    return masks
+
+
 def prune_layer(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, keep: float, seed: int) -> Tensor:
     """One iterative round on one layer: prune prune_count(remaining, keep) weights by `criterion`.
 

@@ -1,0 +1,450 @@
+"""The reproduction report: an HTML page (figures embedded) and a Markdown twin, from a results table.
+
+Every number comes from `summary_tables`, `published_comparison` and `ticketlab.claims.check_claims`,
+which tests can call to recompute what the page shows. Accuracies are shown in % with 2 decimals;
+"x ± y" is the mean ± standard deviation over seeds.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from .claims import Claim, check_claims
+from .figures import (
+    ITERATIVE_EXPERIMENTS,
+    SUPERMASK_EXPERIMENTS,
+    curve_keys,
+    dataset_label,
+    dense_baseline,
+    describe_figure,
+    experiment_rows,
+    nearest_level,
+    net_groups,
+    net_label,
+    ordered_groups,
+    seed_stats,
+    value_column,
+)
+
+LEVELS: tuple[float, ...] = (41.0, 17.0, 7.0, 3.0, 1.2)  # % remaining columns of the summary tables
+LEVEL_TOLERANCE = 1.5  # a level counts as "at L%" within this factor of L
+LEARNED_ACCURACY_COLUMNS = ("test_accuracy", "test_accuracy_mean", "mean_test_accuracy", "test_accuracy_at_init")
+DEFAULT_TITLE = "Deconstructing Lottery Tickets — reproduction report"
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+
+
+def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
+    row = nearest_level(stats, target, LEVEL_TOLERANCE)
+    tag = f"at_{target:g}"
+    if row is None:
+        return {f"{tag}_mean": math.nan, f"{tag}_std": math.nan, f"{tag}_remaining": math.nan}
+    return {f"{tag}_mean": row["mean"], f"{tag}_std": row["std"], f"{tag}_remaining": row["remaining_percent"]}
+
+
+def _curve_summary(rows: pd.DataFrame, value: str) -> dict[str, float]:
+    """Best seed-mean accuracy over levels (and where), and the accuracy at the fixed levels."""
+    stats = seed_stats(rows, value)
+    best = stats.loc[stats["mean"].idxmax()]
+    out = {
+        "n_seeds": int(rows["seed"].nunique()),
+        "best_mean": best["mean"],
+        "best_std": best["std"],
+        "best_remaining": best["remaining_percent"],
+    }
+    for level in LEVELS:
+        out.update(_level_entry(stats, level))
+    return out
+
+
+def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per experiment: one row per (net, dataset, curve) with best accuracy and fixed-level accuracies.
+
+    Accuracies in %, mean/std over seeds; `best_remaining` and `at_L_remaining` say at which %
+    remaining (the level nearest L within a factor 1.5; NaN if none). The seed mean is taken per
+    level first, so "best" is the best level of the mean curve.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
+        rows = experiment_rows(results, experiment)
+        value = value_column(experiment)
+        if rows.empty or value not in rows:
+            continue
+        rows = rows.dropna(subset=[value])
+        keys = curve_keys(rows, experiment)
+        records = []
+        for net, dataset, g in net_groups(rows):
+            for key, curve in ordered_groups(g, keys):
+                records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve, value)})
+        if records:
+            tables[experiment] = pd.DataFrame.from_records(records)
+    return tables
+
+
+def _seed_values(rows: pd.DataFrame, value: str) -> pd.Series:
+    """One value per seed (its rows averaged), in %."""
+    return rows.groupby("seed")[value].mean().dropna() * 100.0
+
+
+def _all_iterative(results: pd.DataFrame) -> pd.DataFrame:
+    parts = [experiment_rows(results, e) for e in ITERATIVE_EXPERIMENTS]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed"])
+
+
+def _all_supermask(results: pd.DataFrame) -> pd.DataFrame:
+    parts = [experiment_rows(results, e) for e in SUPERMASK_EXPERIMENTS]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed", "start", "dwr", "criterion"])
+
+
+def _entry(quantity: str, net: str, published: float, note: str, seeds: pd.Series | None, detail: str = "") -> dict:
+    """A comparison row from per-seed values (None or empty: not run)."""
+    if seeds is None or seeds.empty:
+        return {"quantity": quantity, "net": net, "published": published, "published_note": note,
+                "ours": math.nan, "difference": math.nan, "n_seeds": 0, "detail": "", "status": "not run"}
+    ours = float(seeds.mean())
+    spread = f"range {seeds.min():.2f}–{seeds.max():.2f} over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
+    return {"quantity": quantity, "net": net, "published": published, "published_note": note, "ours": ours,
+            "difference": ours - published, "n_seeds": int(len(seeds)), "detail": "; ".join(p for p in (detail, spread) if p),
+            "status": "ok"}
+
+
+def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Series | None, str]:
+    """Per-seed values at the best (key..., level) of the seed-mean curve, and where it was."""
+    if rows.empty:
+        return None, ""
+    means = rows.groupby(list(keys) + ["round"], dropna=False)["test_accuracy_at_init"].mean()
+    if means.dropna().empty:
+        return None, ""
+    where = means.idxmax()
+    sel = rows
+    for k, v in zip(list(keys) + ["round"], where):
+        sel = sel[sel[k] == v]
+    detail = ", ".join(f"{k}={v}" for k, v in zip(keys, where))
+    remaining = sel["remaining_percent"].mean()
+    return _seed_values(sel, "test_accuracy_at_init"), f"best: {detail + ', ' if detail else ''}at {remaining:.2f}% remaining"
+
+
+def _supermask_converged(results: pd.DataFrame) -> pd.DataFrame:
+    rows = experiment_rows(results, "supermask-at-init")
+    if not rows.empty and (rows["base"] == "converged").any():
+        rows = rows[rows["base"] == "converged"]
+    return rows
+
+
+def _learned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    rows = results[results["experiment"] == "learned-supermask"] if "experiment" in results else results.iloc[0:0]
+    column = next((c for c in LEARNED_ACCURACY_COLUMNS if c in rows and rows[c].notna().any()), None)
+    return rows, column
+
+
+def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
+
+    How ours are computed: dense = round-0 rows of the iterative experiments (each seed's rows
+    averaged, then the seeds); untrained = supermask rows at level 0 with start=init; best supermask =
+    the best (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
+    """
+    it = _all_iterative(results)
+    sm = _all_supermask(results)
+    sm_conv = _supermask_converged(results)
+    value = "test_accuracy_at_early_stop"
+
+    def dense(net: str) -> pd.Series | None:
+        rows = it[(it["net"] == net) & (it["round"] == 0)] if not it.empty else it
+        return _seed_values(rows, value) if not rows.empty and value in rows else None
+
+    def untrained(net: str) -> pd.Series | None:
+        rows = sm[(sm["net"] == net) & (sm["round"] == 0) & (sm["start"] == "init")] if not sm.empty else sm
+        return _seed_values(rows, "test_accuracy_at_init") if not rows.empty else None
+
+    out = [
+        _entry("Dense FC, MNIST: test accuracy at early stop", "fc", 97.92, "mean of 5 seeds; range 97.82–97.99", dense("fc")),
+        _entry("Untrained dense FC, MNIST: test accuracy", "fc", 9.4, "about 9.4% (chance)", untrained("fc")),
+    ]
+    signed = sm_conv[sm_conv["start"] == "signed_constant"] if not sm_conv.empty else sm_conv
+    vals, where = _best_curve_point(signed[signed["net"] == "fc"] if not signed.empty else signed, ["criterion", "dwr"])
+    out.append(_entry("Supermask at init, best mask, signed constant: FC, MNIST", "fc", 86.0, "paper abstract", vals, where))
+    conv = signed[signed["net"] != "fc"] if not signed.empty else signed
+    vals, where = _best_curve_point(conv, ["net", "criterion", "dwr"])
+    out.append(_entry("Supermask at init, best mask, signed constant: conv, CIFAR-10", "conv", 41.0,
+                      "paper abstract (best conv net)", vals, where))
+    plain = sm_conv[(sm_conv["start"] == "init") & (~sm_conv["dwr"]) & (sm_conv["net"] == "fc")
+                    & (sm_conv["criterion"] == "large_final_same_sign")] if not sm_conv.empty else sm_conv
+    vals, where = _best_curve_point(plain, [])
+    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 80.0, "paper: above 80%", vals, where))
+    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 76.3,
+                      "study: mean of 5 seeds, no DWR", vals, where))
+    for net, paper in (("conv2", 69.2), ("conv4", 75.4), ("conv6", 78.3)):
+        out.append(_entry(f"Trained dense {net_label(net)}, CIFAR-10: test accuracy at early stop", net, paper,
+                          "paper (learned-supermask table)", dense(net)))
+    learned, column = _learned_rows(results)
+    for net, paper in (("conv2", 66.0), ("conv4", 72.5), ("conv6", 76.5)):
+        rows = learned[learned["net"] == net] if column else learned.iloc[0:0]
+        if column and "dwr" in rows:
+            rows = rows[rows["dwr"].map(lambda v: str(v).strip().lower() in ("true", "1"))]
+        seeds = _seed_values(rows, column) if column and not rows.empty else None
+        out.append(_entry(f"Learned supermask with DWR: {net_label(net)}, CIFAR-10", net, paper, "paper", seeds))
+    return pd.DataFrame.from_records(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting (shared by HTML and Markdown: a cell is (text, tooltip))
+
+
+Cell = tuple[str, str]
+
+
+def fmt_pct(value: float) -> str:
+    """A % number with 2 decimals, blank for NaN."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def fmt_mean_std(mean: float, std: float) -> str:
+    """'97.12 ± 0.33'; just the mean when there is no std (one seed); blank for NaN."""
+    if mean is None or math.isnan(mean):
+        return ""
+    return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+_PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
+                "freeze_init_zero_random": "random control"}
+
+
+def _key_text(column: str, value: Any) -> str:
+    if column == "dwr":
+        return "yes" if value else "no"
+    paper = _PAPER_NAMES.get(str(value)) if column in ("mask1", "mask0") else None
+    return f"{value} ({paper})" if paper else str(value)
+
+
+_KEY_HEADERS = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action", "base": "base",
+                "start": "start weights", "dwr": "DWR"}
+
+
+def summary_display(table: pd.DataFrame) -> tuple[list[str], list[list[Cell]]]:
+    """Headers and cells of a summary table as the report shows it."""
+    keys = [c for c in _KEY_HEADERS if c in table.columns]
+    headers = ["net", "dataset", *(_KEY_HEADERS[k] for k in keys), "seeds", "best (%)", "best at % remaining",
+               *(f"at {level:g}% (%)" for level in LEVELS)]
+    body = []
+    for r in table.to_dict("records"):
+        cells: list[Cell] = [(net_label(r["net"]), ""), (dataset_label(r["dataset"]), "")]
+        cells += [(_key_text(k, r[k]), "") for k in keys]
+        cells += [(str(r["n_seeds"]), ""), (fmt_mean_std(r["best_mean"], r["best_std"]), ""), (fmt_pct(r["best_remaining"]), "")]
+        for level in LEVELS:
+            tag = f"at_{level:g}"
+            where = r[f"{tag}_remaining"]
+            tip = "" if math.isnan(where) else f"at {where:.2f}% remaining"
+            cells.append((fmt_mean_std(r[f"{tag}_mean"], r[f"{tag}_std"]), tip))
+        body.append(cells)
+    return headers, body
+
+
+def comparison_display(table: pd.DataFrame) -> tuple[list[str], list[list[Cell]]]:
+    """Headers and cells of the published-numbers comparison."""
+    headers = ["quantity", "published (%)", "published note", "ours (%)", "ours − published (pp)", "our detail"]
+    body = []
+    for r in table.to_dict("records"):
+        ours = "not run" if r["status"] == "not run" else fmt_pct(r["ours"])
+        diff = "" if r["status"] == "not run" else f"{r['difference']:+.2f}"
+        body.append([(r["quantity"], ""), (fmt_pct(r["published"]), ""), (r["published_note"], ""), (ours, ""),
+                     (diff, ""), (r["detail"], "")])
+    return headers, body
+
+
+def verdict_text(claim: Claim) -> str:
+    """'holds', 'does not hold' or 'insufficient data'."""
+    return {True: "holds", False: "does not hold", None: "insufficient data"}[claim.holds]
+
+
+def claims_display(claims: Sequence[Claim]) -> tuple[list[str], list[list[Cell]]]:
+    """Headers and cells of the claims table."""
+    headers = ["claim", "statement", "verdict", "mean paired diff (pp)", "95% CI (pp)", "n", "evidence"]
+    body = []
+    for c in claims:
+        ci = "" if math.isnan(c.ci_low) else f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+        mean = "" if math.isnan(c.mean_diff) else f"{c.mean_diff:+.2f}"
+        body.append([(c.name, ""), (c.statement, ""), (verdict_text(c), ""), (mean, ""), (ci, ""), (str(c.n), ""),
+                     (c.evidence, "")])
+    return headers, body
+
+
+def flatten_meta(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Every key/value of `meta`, nested dicts as dotted keys, lists joined by commas."""
+    items: list[tuple[str, str]] = []
+    for key, value in meta.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items += flatten_meta(value, name + ".")
+        elif isinstance(value, (list, tuple, set)):
+            items.append((name, ", ".join(str(v) for v in value)))
+        else:
+            items.append((name, str(value)))
+    return items
+
+
+def _scale_text(meta: dict) -> str:
+    scale = meta.get("scale")
+    if scale is None:
+        return "not stated"
+    if isinstance(scale, dict):
+        return "; ".join(f"{k}: {v}" for k, v in flatten_meta(scale))
+    return str(scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1250px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+.scale{background:#fff4d6;border:2px solid #e0a800;padding:.7em 1em;font-size:1.15em;margin:1em 0}
+table{border-collapse:collapse;margin:.8em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+th{background:#f2f2f2}td.num{text-align:right;white-space:nowrap}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#444}
+.holds{color:#126b12;font-weight:bold}.fails{color:#a11;font-weight:bold}.undecided{color:#777}
+"""
+
+
+def _html_table(headers: Sequence[str], body: Iterable[Sequence[Cell]], numeric_from: int = 0) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    rows = []
+    for cells in body:
+        tds = []
+        for i, (text, tip) in enumerate(cells):
+            attrs = ' class="num"' if numeric_from and i >= numeric_from else ""
+            attrs += f' title="{e(tip)}"' if tip else ""
+            css = {"holds": "holds", "does not hold": "fails", "insufficient data": "undecided"}.get(text)
+            inner = f'<span class="{css}">{e(text)}</span>' if css else e(text)
+            tds.append(f"<td{attrs}>{inner}</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _experiment_intro(experiment: str, results: pd.DataFrame) -> str:
+    """One sentence naming the measure, plus the dense baselines of iterative experiments."""
+    if experiment in SUPERMASK_EXPERIMENTS:
+        return "Test accuracy at initialisation (no training) of the masked network, in %."
+    rows = experiment_rows(results, experiment)
+    parts = []
+    for net, dataset, g in net_groups(rows):
+        base = dense_baseline(g)
+        if base is not None:
+            sd = g[g["round"] == 0].groupby("seed")["test_accuracy_at_early_stop"].mean().std() * 100.0
+            parts.append(f"{net_label(net)} dense baseline (round 0): {fmt_mean_std(base, sd)}%")
+    return "Test accuracy at early stop, in %. " + "; ".join(parts) + ("." if parts else "")
+
+
+def render_html(results: pd.DataFrame, meta: dict, figures: Sequence[Path], tables: dict[str, pd.DataFrame],
+                comparison: pd.DataFrame, claims: Sequence[Claim]) -> str:
+    """The whole report page, figures embedded as data URIs."""
+    e = html.escape
+    title = str(meta.get("title", DEFAULT_TITLE))
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<div class="scale"><strong>Scale:</strong> {e(_scale_text(meta))}</div>',
+        "<p>Accuracies in %, 2 decimals; “a ± b” is the mean ± standard deviation over seeds. "
+        "Density = fraction of weights kept (shown as % remaining); sparsity = fraction pruned.</p>",
+        "<h2>Run configuration and environment</h2>",
+        _html_table(["key", "value"], [[(k, ""), (v, "")] for k, v in flatten_meta(meta)]),
+        "<h2>Figures</h2>",
+    ]
+    pngs = [Path(f) for f in figures if Path(f).suffix.lower() == ".png"]
+    if not pngs:
+        parts.append("<p>No figures.</p>")
+    for png in pngs:
+        parts.append(
+            f'<figure><img src="{_png_data_uri(png)}" alt="{e(png.stem)}">'
+            f"<figcaption><strong>{e(png.name)}</strong>: {e(describe_figure(png))}</figcaption></figure>"
+        )
+    parts.append("<h2>Results by experiment</h2>")
+    parts.append(f"<p>Best = the best level of the seed-mean curve. “at L%” = the level nearest L% remaining "
+                 f"(within a factor {LEVEL_TOLERANCE:g}; blank if none); hover a cell for the exact level.</p>")
+    for experiment, table in tables.items():
+        headers, body = summary_display(table)
+        parts += [f"<h3>{e(experiment)}</h3>", f"<p>{e(_experiment_intro(experiment, results))}</p>",
+                  _html_table(headers, body)]
+    headers, body = comparison_display(comparison)
+    parts += ["<h2>Comparison with the published numbers</h2>", _html_table(headers, body)]
+    headers, body = claims_display(claims)
+    parts += ["<h2>The papers' claims, checked</h2>",
+              "<p>Paired differences across seeds (same seed, same level), 95% t interval; a claim holds when the "
+              "interval lies entirely on the claimed side, and needs at least 2 seeds.</p>"]
+    parts.append(_html_table(headers, body) if claims else "<p>No claim could be checked on these rows.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: Sequence[str], body: Iterable[Sequence[Cell]]) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(_md_escape(t) for t, _ in cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], out_dir: Path,
+                    tables: dict[str, pd.DataFrame], comparison: pd.DataFrame, claims: Sequence[Claim]) -> str:
+    """The report as Markdown, figures linked by path relative to `out_dir`."""
+    title = str(meta.get("title", DEFAULT_TITLE))
+    parts = [f"# {title}", "", f"> **Scale:** {_scale_text(meta)}", "",
+             "Accuracies in %, 2 decimals; \"a ± b\" is the mean ± standard deviation over seeds.", "",
+             "## Run configuration and environment", "",
+             _md_table(["key", "value"], [[(k, ""), (v, "")] for k, v in flatten_meta(meta)]), "", "## Figures", ""]
+    for png in (Path(f) for f in figures if Path(f).suffix.lower() == ".png"):
+        rel = Path(os.path.relpath(png.resolve(), Path(out_dir).resolve())).as_posix()
+        parts += [f"![{png.stem}]({rel})", "", f"*{png.name}*: {describe_figure(png)}", ""]
+    parts += ["## Results by experiment", "",
+              f"Best = the best level of the seed-mean curve; \"at L%\" = the level nearest L% remaining "
+              f"(within a factor {LEVEL_TOLERANCE:g}; blank if none).", ""]
+    for experiment, table in tables.items():
+        headers, body = summary_display(table)
+        parts += [f"### {experiment}", "", _experiment_intro(experiment, results), "", _md_table(headers, body), ""]
+    headers, body = comparison_display(comparison)
+    parts += ["## Comparison with the published numbers", "", _md_table(headers, body), ""]
+    headers, body = claims_display(claims)
+    parts += ["## The papers' claims, checked", "",
+              "Paired differences across seeds (same seed, same level), 95% t interval; a claim holds when the "
+              "interval lies entirely on the claimed side (n >= 2).", "",
+              _md_table(headers, body) if claims else "No claim could be checked on these rows.", ""]
+    return "\n".join(parts)
+
+
+def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path]) -> tuple[Path, Path]:
+    """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = summary_tables(results)
+    comparison = published_comparison(results)
+    claims = check_claims(results)
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path.write_text(render_html(results, meta, figures, tables, comparison, claims), encoding="utf-8")
+    md_path.write_text(render_markdown(results, meta, figures, out_dir, tables, comparison, claims), encoding="utf-8")
+    return html_path, md_path

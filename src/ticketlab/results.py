@@ -1,0 +1,125 @@
+"""The results table: one row per result of every sweep in a directory (`ticketlab results`)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import TicketlabError
+from .nets import get_net
+from .runstore import dense_identity, round_identity, run_dir
+from .store import SUMMARY, is_complete, read_json
+from .supermask import read_rows, supermask_identity
+from .sweep import bases_of, chains_of, read_manifests, spec_from_manifest
+
+COLUMNS = (
+    "experiment", "net", "dataset", "seed", "criterion", "mask1", "mask0", "round", "remaining_weights",
+    "remaining_percent", "early_stop_iteration", "test_accuracy_at_early_stop", "val_loss_at_early_stop",
+    "final_test_accuracy", "test_accuracy_at_init", "base", "base_iterations", "base_test_accuracy", "start", "dwr",
+)
+
+
+def _row(**values: Any) -> dict[str, Any]:
+    return {c: values.get(c) for c in COLUMNS}
+
+
+def _iterative_rows(root: Path, spec) -> list[dict[str, Any]]:
+    net = get_net(spec.net)
+    rows = []
+    for seed in spec.seed_list:
+        config = spec.train_config(seed)
+        step = spec.round_step
+        for chain in chains_of(spec):
+            for r in spec.round_list:
+                if r == 0:
+                    path = run_dir(root, "dense", dense_identity(config))
+                else:
+                    path = run_dir(root, "round", round_identity(config, chain.criterion, chain.mask1, chain.mask0, r, step))
+                if not is_complete(path):
+                    continue
+                s = read_json(path / SUMMARY)
+                rows.append(_row(
+                    experiment=spec.name, net=spec.net, dataset=config.resolved_dataset, seed=seed,
+                    criterion=chain.criterion, mask1=chain.mask1, mask0=chain.mask0, round=r,
+                    remaining_weights=s["remaining_weights"],
+                    remaining_percent=100.0 * s["remaining_weights"] / net.prunable_weights,
+                    early_stop_iteration=s["early_stop_iteration"],
+                    test_accuracy_at_early_stop=s["test_accuracy_at_early_stop"],
+                    val_loss_at_early_stop=s["val_loss_at_early_stop"],
+                    final_test_accuracy=s["final_test_accuracy"],
+                ))
+    return rows
+
+
+def _supermask_rows(root: Path, spec) -> list[dict[str, Any]]:
+    net = get_net(spec.net)
+    rows = []
+    for seed in spec.seed_list:
+        config = spec.train_config(seed)
+        for base in bases_of(spec, config.resolved().iterations):
+            ident = supermask_identity(config, base, spec.criteria, spec.level_list, spec.starts, spec.dwr)
+            path = run_dir(root, "supermask", ident)
+            if not is_complete(path):
+                continue
+            summary, entries = read_rows(path)
+            for e in entries:
+                rows.append(_row(
+                    experiment=spec.name, net=spec.net, dataset=config.resolved_dataset, seed=seed,
+                    criterion=e["criterion"], round=e["round"], remaining_weights=e["remaining_weights"],
+                    remaining_percent=100.0 * e["remaining_weights"] / net.prunable_weights,
+                    test_accuracy_at_init=e["test_accuracy_at_init"], base=base,
+                    base_iterations=summary["base_iterations"], base_test_accuracy=summary["base_test_accuracy"],
+                    start=e["start"], dwr=e["dwr"],
+                ))
+    return rows
+
+
+def result_rows(root: Path) -> list[dict[str, Any]]:
+    """Every finished result of every sweep recorded in `root` (unfinished runs are left out)."""
+    root = Path(root)
+    manifests = read_manifests(root)
+    if not manifests:
+        raise TicketlabError(f"no sweep found in {root}: run `ticketlab sweep PRESET --out {root}` first")
+    rows: list[dict[str, Any]] = []
+    for record in manifests:
+        spec = spec_from_manifest(record)
+        rows += _iterative_rows(root, spec) if spec.kind == "iterative" else _supermask_rows(root, spec)
+    return rows
+
+
+def results_frame(root: Path):
+    """The results table as a pandas DataFrame (columns: `COLUMNS`)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise TicketlabError("pandas is needed for DataFrames: pip install 'ticketlab[plot]'") from None
+    return pd.DataFrame(result_rows(root), columns=list(COLUMNS))
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r[c] is None else r[c] for c in COLUMNS])
+    return buf.getvalue()
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Aligned text; columns that are blank in every row are left out to fit a terminal."""
+    shown = [c for c in COLUMNS if any(_text(r[c]) for r in rows)]
+    cells = [[_text(r[c]) for c in shown] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(shown)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(shown, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,198 @@
+"""Running a sweep: its jobs (one per seed), executed locally in parallel, resumable.
+
+A job trains or evaluates whatever of its seed's runs is not yet in the store; finished runs are
+skipped, so rerunning the same command after a crash or Ctrl-C redoes only unfinished work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .device import environment, resolve_device
+from .iterative import Chain, DataCache, ensure_dense, run_chains
+from .progress import ProgressLine
+from .store import read_json, write_json
+from .supermask import run_supermask
+from .sweep_spec import SweepSpec
+
+SWEEPS = "sweeps"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How (not what) to run: never part of a run's identity."""
+
+    device: str = "auto"
+    data_dir: str | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: SweepSpec
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name} seed {self.seed}"
+
+
+def chains_of(spec: SweepSpec) -> list[Chain]:
+    return [Chain(c, m1, m0) for c in spec.criteria for m1 in spec.mask1 for m0 in spec.mask0]
+
+
+def bases_of(spec: SweepSpec, iterations: int) -> list[str]:
+    """The spec's bases, without iteration snapshots the run never gets to (documented behaviour)."""
+    return [b for b in spec.bases if not (b.startswith("iterations_") and int(b.split("_")[1]) >= iterations)]
+
+
+def run_job(job: Job, root: Path, runtime: Runtime, report: Callable[[float], None] | None = None) -> None:
+    """Everything of one seed of one sweep."""
+    device = resolve_device(runtime.device)
+    data = DataCache(runtime.data_dir, runtime.download)
+    spec = job.spec
+    config = spec.train_config(job.seed)
+    if spec.kind == "iterative":
+        run_chains(root, config, chains_of(spec), spec.round_list, device, data, report)
+        return
+    bases = bases_of(spec, config.resolved().iterations)
+    units = len(bases) + 1
+    done = [0]
+
+    def sub(fraction: float) -> None:
+        if report is not None:
+            report((done[0] + fraction) / units)
+
+    ensure_dense(root, config, device, data, sub)
+    done[0] += 1
+    for base in bases:
+        run_supermask(root, config, base, list(spec.criteria), spec.level_list, list(spec.starts), list(spec.dwr), device, data, sub)
+        done[0] += 1
+    sub(0.0)
+
+
+def manifest_path(root: Path, spec: SweepSpec) -> Path:
+    return root / SWEEPS / f"{spec.name}.json"
+
+
+def write_manifest(root: Path, spec: SweepSpec, runtime: Runtime, status: str, wall: float | None = None) -> None:
+    """What a sweep directory holds, for `ticketlab results`: written before the work and after it."""
+    path = manifest_path(root, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"spec": dataclasses.asdict(spec), "status": status, "environment": environment(resolve_device(runtime.device))}
+    if wall is not None:
+        record["wall_seconds"] = wall
+    write_json(path, record)
+
+
+def read_manifests(root: Path) -> list[dict]:
+    folder = root / SWEEPS
+    if not folder.is_dir():
+        return []
+    return [read_json(p) for p in sorted(folder.glob("*.json"))]
+
+
+def spec_from_manifest(record: dict) -> SweepSpec:
+    values = dict(record["spec"])
+    for key in ("criteria", "mask1", "mask0", "bases", "starts", "dwr"):
+        values[key] = tuple(values[key])
+    return SweepSpec(**values)
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+_QUEUE = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    global _QUEUE  # the worker process's own progress channel, set once at its start
+    _QUEUE = queue
+    torch.set_num_threads(threads)
+
+
+def _worker(index: int, job: Job, root: Path, runtime: Runtime) -> int:
+    def report(fraction: float) -> None:
+        _QUEUE.put((index, fraction))
+
+    run_job(job, root, runtime, report)
+    return index
+
+
+def default_workers(n_jobs: int) -> int:
+    return max(1, min(n_jobs, os.cpu_count() or 1))
+
+
+def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False) -> float:
+    """Run jobs (in-process when one worker), one progress line; returns the wall time."""
+    bar = None if quiet else ProgressLine(f"[{label}]")
+    fractions = [0.0] * len(jobs)
+    t0 = time.perf_counter()
+
+    def show(force: bool = False) -> None:
+        if bar is not None:
+            done = sum(f >= 1.0 for f in fractions)
+            bar.update(sum(fractions), len(jobs), f"jobs {done}/{len(jobs)} done,", force=force)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+
+            def report(fraction: float, i: int = i) -> None:
+                fractions[i] = min(fraction, 1.0)
+                show()
+
+            run_job(job, root, runtime, report)
+            fractions[i] = 1.0
+            show(force=True)
+    else:
+        _execute_pool(jobs, root, runtime, workers, fractions, show)
+    if bar is not None:
+        bar.close()
+    return time.perf_counter() - t0
+
+
+def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import queue as queue_module
+
+    ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
+    q = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as pool:
+        futures = {pool.submit(_worker, i, job, root, runtime): i for i, job in enumerate(jobs)}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for f in finished:
+                    f.result()  # re-raises a worker's error here
+                    fractions[futures[f]] = 1.0
+                while True:
+                    try:
+                        i, fraction = q.get_nowait()
+                    except queue_module.Empty:
+                        break
+                    if fractions[i] < 1.0:
+                        fractions[i] = min(fraction, 1.0)
+                show()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            for p in list(pool._processes.values()):  # stop running workers now, not after their job
+                p.terminate()
+            raise
+
+
+def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False) -> float:
+    """Run (or resume) a sweep into the store at `root`; returns the wall time of this invocation."""
+    jobs = [Job(spec, seed) for seed in spec.seed_list]
+    write_manifest(root, spec, runtime, "running")
+    wall = execute(jobs, root, runtime, workers or default_workers(len(jobs)), f"sweep {spec.name} ({spec.scale})", quiet)
+    write_manifest(root, spec, runtime, "complete", wall)
+    return wall

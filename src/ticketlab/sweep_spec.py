@@ -1,0 +1,215 @@
+"""A sweep: one experiment of SPEC §4–8 over seeds, declared as a TOML file (the presets are such
+files). Top-level keys give the experiment; a `[quick]` or `[full]` table overrides them per scale.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .actions import MASK0_ACTIONS, MASK1_ACTIONS
+from .config import TrainConfig
+from .criteria import CRITERIA
+from .data import DATASETS
+from .errors import TicketlabError
+from .nets import NETS
+
+KINDS = ("iterative", "supermask")
+SCALES = ("quick", "full")
+STARTS = ("init", "signed_constant")
+VAL_ACCURACY_BASES = (0.25, 0.5, 0.75)
+BASE_ITERATIONS = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything a sweep runs. Iterative sweeps use criteria x mask1 x mask0 chains; supermask
+    sweeps prune one-shot from trained base nets and evaluate at init."""
+
+    name: str
+    kind: str
+    description: str = ""
+    net: str = "fc"
+    dataset: str | None = None
+    seeds: int = 5
+    first_seed: int = 0
+    # training of every run (None = SPEC §3 defaults for the net)
+    epochs: int | None = None
+    iterations: int | None = None
+    learning_rate: float | None = None
+    eval_every: int = 100
+    # iterative pruning (SPEC §4)
+    criteria: tuple[str, ...] = ("large_final",)
+    mask1: tuple[str, ...] = ("rewind",)
+    mask0: tuple[str, ...] = ("zero",)
+    rounds: int = 24  # SPEC rounds covered
+    round_step: int = 1  # SPEC rounds of pruning per trained round (quick scale: > 1)
+    # supermasks (SPEC §7)
+    bases: tuple[str, ...] = ("converged",)
+    starts: tuple[str, ...] = ("init",)
+    dwr: tuple[bool, ...] = (False,)
+    levels: int = 24  # one-shot levels p = 0..levels
+    level_step: int = 1
+    scale: str = "full"
+    source: str = ""
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def round_list(self) -> list[int]:
+        """The SPEC rounds this sweep trains (0 = the dense run)."""
+        return list(range(0, self.rounds + 1, self.round_step))
+
+    @property
+    def level_list(self) -> list[int]:
+        return list(range(0, self.levels + 1, self.level_step))
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The training config of every run of this sweep for one seed."""
+        return TrainConfig(
+            net=self.net,
+            dataset=self.dataset,
+            seed=seed,
+            epochs=self.epochs,
+            iterations=self.iterations,
+            learning_rate=self.learning_rate,
+            eval_every=self.eval_every,
+            test_eval="on_best",
+        )
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SweepSpec)}
+_TUPLE_FIELDS = {"criteria", "mask1", "mask0", "bases", "starts", "dwr"}
+_USER_FIELDS = set(_FIELDS) - {"scale", "source"}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for i, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line) or re.match(rf"\s*\[{re.escape(key)}\]", line):
+            return i
+    return None
+
+
+def _where(source: str, text: str, key: str) -> str:
+    line = _line_of(text, key)
+    return f"{source}:{line}" if line else source
+
+
+def _coerce(source: str, text: str, key: str, value: Any) -> Any:
+    """Check a TOML value's type against the field; lists become tuples."""
+    if key not in _USER_FIELDS:
+        valid = ", ".join(sorted(_USER_FIELDS))
+        raise TicketlabError(f"{_where(source, text, key)}: unknown field {key!r}; valid fields: {valid}")
+    if key in _TUPLE_FIELDS:
+        if not isinstance(value, list) or not value:
+            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list")
+        want = bool if key == "dwr" else str
+        if not all(isinstance(v, want) for v in value):
+            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must list {want.__name__} values")
+        return tuple(value)
+    default = _FIELDS[key].default
+    want_types: tuple[type, ...]
+    if key in ("epochs", "iterations", "seeds", "first_seed", "eval_every", "rounds", "round_step", "levels", "level_step"):
+        want_types = (int,)
+    elif key == "learning_rate":
+        want_types = (float, int)
+    else:
+        want_types = (str,)
+    if isinstance(value, bool) or not isinstance(value, want_types):
+        raise TicketlabError(
+            f"{_where(source, text, key)}: field {key!r} must be {' or '.join(t.__name__ for t in want_types)}, got {value!r}"
+        )
+    del default
+    return value
+
+
+def _check_names(source: str, text: str, spec: SweepSpec) -> None:
+    def bad(key: str, values: tuple, valid: tuple) -> None:
+        for v in values:
+            if v not in valid:
+                raise TicketlabError(f"{_where(source, text, key)}: unknown {key} {v!r}; valid: {', '.join(valid)}")
+
+    bad("kind", (spec.kind,), KINDS)
+    bad("net", (spec.net,), tuple(NETS))
+    if spec.dataset is not None:
+        bad("dataset", (spec.dataset,), DATASETS)
+    bad("criteria", spec.criteria, CRITERIA)
+    bad("mask1", spec.mask1, MASK1_ACTIONS)
+    bad("mask0", spec.mask0, MASK0_ACTIONS)
+    bad("starts", spec.starts, STARTS)
+    for base in spec.bases:
+        if not (base == "converged" or re.fullmatch(r"val_accuracy_0\.\d+", base) or re.fullmatch(r"iterations_\d+", base)):
+            raise TicketlabError(
+                f"{_where(source, text, 'bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
+            )
+    checks = [
+        ("seeds", spec.seeds >= 1, "must be >= 1"),
+        ("first_seed", spec.first_seed >= 0, "must be >= 0"),
+        ("rounds", spec.rounds >= 0, "must be >= 0"),
+        ("round_step", spec.round_step >= 1, "must be >= 1"),
+        ("levels", spec.levels >= 0, "must be >= 0"),
+        ("level_step", spec.level_step >= 1, "must be >= 1"),
+        ("eval_every", spec.eval_every >= 1, "must be >= 1"),
+    ]
+    for key, ok, what in checks:
+        if not ok:
+            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} {what}, got {getattr(spec, key)}")
+    if spec.epochs is not None and spec.iterations is not None:
+        raise TicketlabError(f"{source}: give epochs or iterations, not both")
+
+
+def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """A validated SweepSpec from TOML text at a scale, with command-line overrides applied last."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TicketlabError(f"{source}: malformed TOML: {e}") from None
+    values: dict[str, Any] = {}
+    scales = {s: doc.pop(s) for s in SCALES if s in doc}
+    for key, value in doc.items():
+        values[key] = _coerce(source, text, key, value)
+    if scale not in scales and scales:
+        raise TicketlabError(f"{source} has no [{scale}] table: it defines {', '.join(scales)}")
+    for key, value in scales.get(scale, {}).items():
+        values[key] = _coerce(source, text, key, value)
+    for key in ("name", "kind"):
+        if key not in values:
+            raise TicketlabError(f"{source}: missing required field {key!r}")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    spec = SweepSpec(**values, scale=scale, source=source)
+    _check_names(source, text, spec)
+    if overrides and overrides.get("net") and spec.dataset and spec.dataset != NETS[spec.net].dataset:
+        raise TicketlabError(f"--net {spec.net} conflicts with dataset {spec.dataset!r} in {source}: edit the file")
+    spec.train_config(spec.first_seed).validate()
+    return spec
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("ticketlab") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    return (resources.files("ticketlab") / "presets" / f"{name}.toml").read_text()
+
+
+def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """A preset by name, or a user's TOML file by path."""
+    if scale not in SCALES:
+        raise TicketlabError(f"unknown scale {scale!r}: choose quick or full")
+    if name_or_file in preset_names():
+        return parse_spec(preset_text(name_or_file), f"preset {name_or_file}", scale, overrides)
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise TicketlabError(f"cannot read sweep file {path}: {e.strerror}") from None
+        return parse_spec(text, str(path), scale, overrides)
+    raise TicketlabError(f"unknown preset {name_or_file!r}: choose one of {', '.join(preset_names())}, or give a .toml file")

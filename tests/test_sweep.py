@@ -1,0 +1,177 @@
+"""Sweeps: TOML specs and their errors, hashes, resumption after SIGKILL, results rows, supermasks."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ticketlab.config import TrainConfig, run_name
+from ticketlab.errors import TicketlabError
+from ticketlab.nets import get_net, init_weights
+from ticketlab.pruning import oneshot_masks, oneshot_prune_count, prune_oneshot
+from ticketlab.seeds import generator
+from ticketlab.sweep_spec import load_sweep, parse_spec, preset_names
+
+TINY = """\
+name = "tiny"
+kind = "iterative"
+criteria = ["large_final", "random"]
+mask1 = ["rewind"]
+mask0 = ["zero", "freeze_init"]
+seeds = 1
+iterations = 40
+eval_every = 20
+rounds = 3
+"""
+
+
+def test_pinned_run_hashes():
+    # Renaming runs orphans every store on disk: these may change only deliberately.
+    assert run_name("train", TrainConfig()) == "train_d75f1cf17c788d23"
+    assert run_name("train", TrainConfig(epochs=55)) == "train_d75f1cf17c788d23"
+    assert run_name("train", TrainConfig(seed=1)) == "train_f21576dabaa774cd"
+    assert run_name("train", TrainConfig(net="conv2", learning_rate=2e-4)) == run_name("train", TrainConfig(net="conv2"))
+    assert run_name("train", TrainConfig(test_eval="on_best")) != run_name("train", TrainConfig())
+
+
+def test_every_preset_parses_at_both_scales():
+    names = preset_names()
+    for expected in ("criteria", "large-final-signs", "magnitude-increase-signs", "mask1-actions", "mask0-actions",
+                     "supermask-at-init", "masking-is-training", "supermask-vs-training"):
+        assert expected in names
+    for name in names:
+        for scale in ("quick", "full"):
+            spec = load_sweep(name, scale)
+            assert spec.name == name and spec.scale == scale
+    full = load_sweep("criteria", "full")
+    assert full.seeds == 5 and full.round_list == list(range(25)) and len(full.criteria) == 13
+    quick = load_sweep("criteria", "quick", {"seeds": 2})
+    assert quick.seeds == 2 and quick.round_list == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (TINY + "colour = 3\n", r"tiny.toml:10: unknown field 'colour'"),
+        (TINY.replace('"random"', '"randm"'), r"tiny.toml:3: unknown criteria 'randm'; valid: large_final"),
+        (TINY.replace('"zero", ', '"nul", '), r"tiny.toml:5: unknown mask0 'nul'"),
+        (TINY.replace("rounds = 3", "rounds = [3]"), r"tiny.toml:9: field 'rounds' must be int"),
+        (TINY.replace("seeds = 1", "seeds = 0"), r"tiny.toml:6: field 'seeds' must be >= 1"),
+        (TINY + "iterations = \n", r"tiny.toml: malformed TOML: .*line 10"),
+        (TINY.replace('name = "tiny"\n', ""), r"missing required field 'name'"),
+    ],
+)
+def test_malformed_spec_names_file_line_and_field(tmp_path, text, message):
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    with pytest.raises(TicketlabError, match=message):
+        load_sweep(str(path), "quick")
+
+
+def test_unknown_preset_and_missing_scale(tmp_path):
+    with pytest.raises(TicketlabError, match="unknown preset 'critera': choose one of .*criteria"):
+        load_sweep("critera", "quick")
+    path = tmp_path / "s.toml"
+    path.write_text(TINY + "[full]\nseeds = 5\n")
+    with pytest.raises(TicketlabError, match=r"has no \[quick\] table"):
+        load_sweep(str(path), "quick")
+
+
+@pytest.mark.parametrize("criterion", ["large_final", "random", "magnitude_increase_same_sign", "large_init_large_final"])
+def test_oneshot_masks_equal_prune_oneshot(criterion):
+    g = torch.Generator().manual_seed(0)
+    w_i, w_f = torch.randn(30, 20, generator=g), torch.randn(30, 20, generator=g)
+    w_f[0, :5] = 0.0  # ties
+    levels = [0, 1, 3, 7]
+    counts = [oneshot_prune_count(600, 0.8, p) for p in levels]
+    masks = oneshot_masks(criterion, w_i, w_f, counts, seed=11)
+    for p, n, m in zip(levels, counts, masks):
+        assert torch.equal(m, prune_oneshot(criterion, w_i, w_f, 0.8, p, seed=11))
+        if criterion != "large_init_large_final":
+            assert int((~m).sum()) == n
+
+
+def _sweep(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "ticketlab", "sweep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _results(root: Path) -> str:
+    from ticketlab.results import result_rows, to_csv
+
+    return to_csv(result_rows(root))
+
+
+def test_sigkill_half_way_then_rerun_gives_identical_results(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    common = [str(spec), "--scale", "full", "--threads", "1"]
+    whole = _sweep([*common, "--out", str(tmp_path / "whole")])
+    assert whole.wait() == 0, whole.stderr.read()
+
+    killed = tmp_path / "killed"
+    proc = _sweep([*common, "--out", str(killed)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((killed / "runs").glob("round_*"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = [p for p in (killed / "runs").iterdir() if not p.name.startswith(".tmp")]
+    assert all((p / "summary.json").is_file() for p in finished)  # nothing looks finished that is not
+    partial = _results(killed)
+    assert partial != _results(tmp_path / "whole")  # it really was cut short
+
+    rerun = _sweep([*common, "--out", str(killed)])
+    assert rerun.wait() == 0, rerun.stderr.read()
+    assert _results(killed) == _results(tmp_path / "whole")
+    rows = _results(killed).strip().splitlines()
+    assert len(rows) == 1 + 4 * 4  # header + 4 chains x rounds 0..3
+
+
+def test_results_rows_follow_spec_levels(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY.replace('mask0 = ["zero", "freeze_init"]', 'mask0 = ["zero"]').replace("rounds = 3", "rounds = 2"))
+    proc = _sweep([str(spec), "--scale", "full", "--out", str(tmp_path / "o")])
+    assert proc.wait() == 0, proc.stderr.read()
+    from ticketlab.results import result_rows
+
+    rows = result_rows(tmp_path / "o")
+    lf = sorted((r for r in rows if r["criterion"] == "large_final"), key=lambda r: r["round"])
+    assert [r["remaining_weights"] for r in lf] == [266200, 213063, 170541]
+    assert [round(r["remaining_percent"], 2) for r in lf] == [100.0, 80.04, 64.06]
+    assert lf[0]["test_accuracy_at_early_stop"] == next(r for r in rows if r["criterion"] == "random" and r["round"] == 0)["test_accuracy_at_early_stop"]
+    assert all(r["experiment"] == "tiny" and r["mask1"] == "rewind" and r["base"] is None for r in rows)
+    # the rewind/zero start of round 1 is the init times the mask
+    run = next((tmp_path / "o" / "runs").glob("round_*"))
+    from ticketlab.store import load_arrays, unpack_masks
+
+    start = load_arrays(run / "start.npz")["fc1.weight"]
+    mask = unpack_masks(["fc1"], load_arrays(run / "masks.npz"))[0].numpy()
+    init = init_weights(get_net("fc"), generator(0, "init"))[0].numpy()
+    assert (start == init * mask).all()
+
+
+def test_supermask_large_final_same_sign_beats_random(mnist):
+    from ticketlab.supermask import evaluate_supermasks
+    from ticketlab.trainer import MemberStart, Schedule, train_cohort
+
+    spec = get_net("fc")
+    init = init_weights(spec, generator(0, "init"))
+    (trained,) = train_cohort(spec, mnist, [MemberStart(init)], Schedule(300, 1.2e-3, eval_every=300), seed=0)
+    rows = evaluate_supermasks(spec, init, trained.final_weights, mnist.test_x, mnist.test_y,
+                               ["large_final_same_sign", "random"], [0, 4, 8], ["init"], [False, True], 0, "converged", torch.device("cpu"))
+    best = {c: max(r["test_accuracy_at_init"] for r in rows if r["criterion"] == c) for c in ("large_final_same_sign", "random")}
+    assert best["large_final_same_sign"] > 0.5 and best["random"] < 0.2
+    # p = 0 keeps everything: the untrained dense net
+    assert {r["remaining_weights"] for r in rows if r["round"] == 0} == {266200}
+    # with zero biases, DWR scales every layer by a positive constant: argmax, hence accuracy, unchanged
+    for r in rows:
+        twin = next(s for s in rows if s["criterion"] == r["criterion"] and s["round"] == r["round"] and s["dwr"] != r["dwr"])
+        assert abs(twin["test_accuracy_at_init"] - r["test_accuracy_at_init"]) <= 1e-3
