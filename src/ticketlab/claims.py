@@ -120,7 +120,8 @@ def moderate_rounds(x: pd.Series) -> tuple[list[int], str]:
     if chosen.empty:
         r = int(pruned.idxmin())
         return [r], f"no level <= 50% remaining: used the sparsest, {pruned[r]:.2f}%"
-    return [int(r) for r in chosen.index], f"averaged over {len(chosen)} levels, {chosen.max():.2f}%..{chosen.min():.2f}% remaining"
+    note = f"averaged over {len(chosen)} levels, {chosen.max():.2f}%..{chosen.min():.2f}% remaining"
+    return [int(r) for r in chosen.index], note
 
 
 def all_pruned_rounds(x: pd.Series) -> tuple[list[int], str]:
@@ -129,7 +130,8 @@ def all_pruned_rounds(x: pd.Series) -> tuple[list[int], str]:
     pruned = by_round[by_round.index > 0]
     if pruned.empty:
         return [], "no pruned levels"
-    return [int(r) for r in pruned.index], f"averaged over all {len(pruned)} pruned levels, down to {pruned.min():.2f}% remaining"
+    note = f"averaged over all {len(pruned)} pruned levels, down to {pruned.min():.2f}% remaining"
+    return [int(r) for r in pruned.index], note
 
 
 def paired_level_diffs(a: pd.DataFrame, b: pd.DataFrame, value: str, levels=moderate_rounds) -> tuple[pd.Series, str]:
@@ -137,7 +139,7 @@ def paired_level_diffs(a: pd.DataFrame, b: pd.DataFrame, value: str, levels=mode
 
     Only (seed, level) cells present in both arms count, so a missing run never biases a seed.
     """
-    joined = _per_level(a, value).join(_per_level(b, value), lsuffix="_a", rsuffix="_b", how="inner").dropna()
+    joined = _per_level(a, value).add_suffix("_a").join(_per_level(b, value).add_suffix("_b"), how="inner").dropna()
     if joined.empty:
         return pd.Series(dtype=float), "no common seeds and levels"
     rounds, note = levels((joined["x_a"] + joined["x_b"]) / 2)
@@ -241,7 +243,9 @@ def _action_claims(results: pd.DataFrame) -> list[Claim]:
                 continue
             diffs, note = paired_level_diffs(g[g[column] == a], g[g[column] == b], value_column(experiment))
             claims.append(
-                _verdict(f"{a} beats {b} [{net_label(net)}]", f"{experiment} ({net_label(net)}): {statement}.", diffs, note)
+                _verdict(
+                    f"{a} beats {b} [{net_label(net)}]", f"{experiment} ({net_label(net)}): {statement}.", diffs, note
+                )
             )
     return claims
 

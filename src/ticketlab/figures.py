@@ -82,15 +82,8 @@ CRITERION_COLORS: dict[str, str] = {
 }
 _SECOND_OF_PAIR = {b for _, b in CRITERION_PAIRS}
 
-MASK1_ORDER: tuple[str, ...] = (
-    "rewind",
-    "reinit",
-    "signed_reinit",
-    "reshuffle",
-    "signed_reshuffle",
-    "constant",
-    "signed_constant",
-) + tuple(f"{a}_rescaled" for a in ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant"))
+_RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
+MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
 MASK1_LABELS: dict[str, str] = {
     "rewind": "rewind (lottery ticket)",
     "reinit": "random reinit",
@@ -153,7 +146,8 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "criteria_pairs": "The criteria figure split into complementary pairs; grey: random.",
     "large-final-signs": "large_final and its sign variants: test accuracy at early stop vs % remaining.",
     "magnitude-increase-signs": "magnitude_increase and its sign variants: test accuracy at early stop vs % remaining.",
-    "mask1-actions": "Start values of kept weights (mask-1 actions, SPEC §6): test accuracy at early stop vs % remaining.",
+    "mask1-actions": "Start values of kept weights (mask-1 actions, SPEC §6): test accuracy at early stop vs "
+    "% remaining.",
     "mask0-actions": "Values of pruned weights (mask-0 actions, SPEC §6): test accuracy at early stop vs % remaining.",
     "supermask-at-init": "Supermasks: test accuracy at init (no training) vs % remaining, per criterion; "
     "panels: start weights and dynamic weight rescaling (DWR).",
@@ -440,7 +434,9 @@ def format_level_axis(ax: "Axes", levels: Iterable[float]) -> None:
     ax.grid(True, which="major", alpha=0.3, lw=0.5)
 
 
-def reference_lines(ax: "Axes", baseline: float | None, baseline_label: str, chance: bool = True, value_in_label: bool = True) -> None:
+def reference_lines(
+    ax: "Axes", baseline: float | None, baseline_label: str, chance: bool = True, value_in_label: bool = True
+) -> None:
     """Dashed line at the dense/base accuracy, dotted at chance (10%)."""
     if baseline is not None and not math.isnan(baseline):
         label = f"{baseline_label} ({baseline:.2f}%)" if value_in_label else baseline_label
@@ -539,11 +535,10 @@ def _draw_level_curves(
     """One curve per group of `keys` (the last key styles it); returns the x levels drawn."""
     levels: list[float] = []
     main = keys[-1]
-    for key, g in ordered_groups(rows, keys):
+    if only is not None:
+        rows = rows[rows[main].isin(only)]
+    for key, stats in ordered_groups(seed_stats(rows, value, by=[*keys, "round"]), keys):
         name = str(key[-1])
-        if only is not None and name not in only:
-            continue
-        stats = seed_stats(g, value)
         style = curve_style(main, name)
         if len(keys) > 1:
             style["label"] = f"{style['label']} ({', '.join(str(k) for k in key[:-1])})"
@@ -570,7 +565,9 @@ def _iterative_figure(
     ax.set_title(title, fontsize=10)
     handles, labels = _unique_legend([ax])
     # Outside the axes: with up to 13 curves no spot inside is guaranteed free.
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7.5, frameon=False)
+    ax.legend(
+        handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7.5, frameon=False
+    )
     return fig
 
 
@@ -606,7 +603,9 @@ def _pairs_figure(
     return fig
 
 
-def _iterative_figures(rows: pd.DataFrame, experiment: str, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
+def _iterative_figures(
+    rows: pd.DataFrame, experiment: str, tag: str, band: str, out: Path, fmts: Sequence[str]
+) -> list[Path]:
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     title = _title(EXPERIMENT_TITLES.get(experiment, experiment), net, dataset, rows)
     only = SIGN_CRITERIA.get(experiment)
@@ -678,7 +677,8 @@ def _supermask_at_init(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts:
     title = _title("supermask at init", net, dataset, rows)
     combos = supermask_combos(rows)
     panels = [(start_dwr_label(s, d), rows[(rows["start"] == s) & (rows["dwr"] == d)]) for s, d in combos]
-    paths = _save(_level_panels(panels, title, band, "test accuracy at init (%)"), out, _stem("supermask-at-init", "", tag), fmts)
+    fig = _level_panels(panels, title, band, "test accuracy at init (%)")
+    paths = _save(fig, out, _stem("supermask-at-init", "", tag), fmts)
     for (s, d), (label, sub) in zip(combos, panels):
         fig = _pairs_figure(
             sub, "test_accuracy_at_init", ["criterion"], f"{title} — {label} — complementary pairs",
@@ -752,7 +752,8 @@ def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, f
             draw_curve(ax, stats["x"].to_numpy(dtype=float), stats, curve_style("criterion", str(crit)), band)
             xs += list(stats["x"])
         if "base_test_accuracy" in per_seed and per_seed["base_test_accuracy"].notna().any():
-            base = _over_seeds(per_seed.groupby(["base", "seed"]).mean(numeric_only=True).reset_index(), "base_test_accuracy")
+            per_base = per_seed.groupby(["base", "seed"]).mean(numeric_only=True).reset_index()
+            base = _over_seeds(per_base, "base_test_accuracy")
             style = {"label": "base net, trained weights", "color": "black", "marker": "o", "linestyle": "-"}
             draw_curve(ax, base["x"].to_numpy(dtype=float), base, style, band)
         reference_lines(ax, None, "")
@@ -793,9 +794,12 @@ def make_figures(
         raise ValueError(f"band must be one of {BANDS}, not {band!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tags = net_tags(results) if {"net", "dataset"} <= set(results.columns) else {}
+    drawn = ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS
+    has_columns = {"experiment", "net", "dataset"} <= set(results.columns)
+    # Only nets that get figures decide whether file names need the net.
+    tags = net_tags(results[results["experiment"].isin(drawn)]) if has_columns else {}
     paths: list[Path] = []
-    for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
+    for experiment in drawn:
         rows = experiment_rows(results, experiment)
         rows = rows.dropna(subset=[value_column(experiment)]) if not rows.empty else rows
         for net, dataset, g in net_groups(rows) if not rows.empty else ():

@@ -50,12 +50,13 @@ def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
     return {f"{tag}_mean": row["mean"], f"{tag}_std": row["std"], f"{tag}_remaining": row["remaining_percent"]}
 
 
-def _curve_summary(rows: pd.DataFrame, value: str) -> dict[str, float]:
+def _curve_summary(stats: pd.DataFrame) -> dict[str, float]:
     """Best seed-mean accuracy over levels (and where), and the accuracy at the fixed levels."""
-    stats = seed_stats(rows, value)
-    best = stats.loc[stats["mean"].idxmax()]
+    # Round 0 is the same dense run for every curve: "best" means the best pruned level.
+    pruned = stats[stats["round"] > 0] if (stats["round"] > 0).any() else stats
+    best = pruned.loc[pruned["mean"].idxmax()]
     out = {
-        "n_seeds": int(rows["seed"].nunique()),
+        "n_seeds": int(stats["n"].max()),
         "best_mean": best["mean"],
         "best_std": best["std"],
         "best_remaining": best["remaining_percent"],
@@ -70,7 +71,7 @@ def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
     Accuracies in %, mean/std over seeds; `best_remaining` and `at_L_remaining` say at which %
     remaining (the level nearest L within a factor 1.5; NaN if none). The seed mean is taken per
-    level first, so "best" is the best level of the mean curve.
+    level first, so "best" is the best pruned level (round > 0) of the mean curve.
     """
     tables: dict[str, pd.DataFrame] = {}
     for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
@@ -82,8 +83,10 @@ def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         keys = curve_keys(rows, experiment)
         records = []
         for net, dataset, g in net_groups(rows):
-            for key, curve in ordered_groups(g, keys):
-                records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve, value)})
+            # One groupby for all curves: per-curve calls are slow with hundreds of curves.
+            stats = seed_stats(g, value, by=[*keys, "round"])
+            for key, curve in ordered_groups(stats, keys):
+                records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve)})
         if records:
             tables[experiment] = pd.DataFrame.from_records(records)
     return tables
@@ -114,7 +117,8 @@ def _entry(quantity: str, net: str, published: float, note: str, seeds: pd.Serie
     ours = float(seeds.mean())
     spread = f"range {seeds.min():.2f}–{seeds.max():.2f} over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
     return {"quantity": quantity, "net": net, "published": published, "published_note": note, "ours": ours,
-            "difference": ours - published, "n_seeds": int(len(seeds)), "detail": "; ".join(p for p in (detail, spread) if p),
+            "difference": ours - published, "n_seeds": int(len(seeds)),
+            "detail": "; ".join(p for p in (detail, spread) if p),
             "status": "ok"}
 
 
@@ -126,12 +130,14 @@ def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Serie
     if means.dropna().empty:
         return None, ""
     where = means.idxmax()
+    where = where if isinstance(where, tuple) else (where,)  # a single key gives a scalar
     sel = rows
     for k, v in zip(list(keys) + ["round"], where):
         sel = sel[sel[k] == v]
     detail = ", ".join(f"{k}={v}" for k, v in zip(keys, where))
     remaining = sel["remaining_percent"].mean()
-    return _seed_values(sel, "test_accuracy_at_init"), f"best: {detail + ', ' if detail else ''}at {remaining:.2f}% remaining"
+    where_text = f"best: {detail + ', ' if detail else ''}at {remaining:.2f}% remaining"
+    return _seed_values(sel, "test_accuracy_at_init"), where_text
 
 
 def _supermask_converged(results: pd.DataFrame) -> pd.DataFrame:
@@ -168,12 +174,14 @@ def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
         return _seed_values(rows, "test_accuracy_at_init") if not rows.empty else None
 
     out = [
-        _entry("Dense FC, MNIST: test accuracy at early stop", "fc", 97.92, "mean of 5 seeds; range 97.82–97.99", dense("fc")),
+        _entry("Dense FC, MNIST: test accuracy at early stop", "fc", 97.92, "mean of 5 seeds; range 97.82–97.99",
+               dense("fc")),
         _entry("Untrained dense FC, MNIST: test accuracy", "fc", 9.4, "about 9.4% (chance)", untrained("fc")),
     ]
     signed = sm_conv[sm_conv["start"] == "signed_constant"] if not sm_conv.empty else sm_conv
     vals, where = _best_curve_point(signed[signed["net"] == "fc"] if not signed.empty else signed, ["criterion", "dwr"])
-    out.append(_entry("Supermask at init, best mask, signed constant: FC, MNIST", "fc", 86.0, "paper abstract", vals, where))
+    out.append(_entry("Supermask at init, best mask, signed constant: FC, MNIST", "fc", 86.0, "paper abstract",
+                      vals, where))
     conv = signed[signed["net"] != "fc"] if not signed.empty else signed
     vals, where = _best_curve_point(conv, ["net", "criterion", "dwr"])
     out.append(_entry("Supermask at init, best mask, signed constant: conv, CIFAR-10", "conv", 41.0,
@@ -181,7 +189,8 @@ def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
     plain = sm_conv[(sm_conv["start"] == "init") & (~sm_conv["dwr"]) & (sm_conv["net"] == "fc")
                     & (sm_conv["criterion"] == "large_final_same_sign")] if not sm_conv.empty else sm_conv
     vals, where = _best_curve_point(plain, [])
-    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 80.0, "paper: above 80%", vals, where))
+    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 80.0, "paper: above 80%",
+                      vals, where))
     out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 76.3,
                       "study: mean of 5 seeds, no DWR", vals, where))
     for net, paper in (("conv2", 69.2), ("conv4", 75.4), ("conv6", 78.3)):
@@ -233,14 +242,15 @@ _KEY_HEADERS = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "ma
 
 def summary_display(table: pd.DataFrame) -> tuple[list[str], list[list[Cell]]]:
     """Headers and cells of a summary table as the report shows it."""
-    keys = [c for c in _KEY_HEADERS if c in table.columns]
-    headers = ["net", "dataset", *(_KEY_HEADERS[k] for k in keys), "seeds", "best (%)", "best at % remaining",
+    keys = [c for c in table.columns if c in _KEY_HEADERS]
+    headers = ["net", "dataset", *(_KEY_HEADERS[k] for k in keys), "seeds", "best pruned (%)", "best at % remaining",
                *(f"at {level:g}% (%)" for level in LEVELS)]
     body = []
     for r in table.to_dict("records"):
         cells: list[Cell] = [(net_label(r["net"]), ""), (dataset_label(r["dataset"]), "")]
         cells += [(_key_text(k, r[k]), "") for k in keys]
-        cells += [(str(r["n_seeds"]), ""), (fmt_mean_std(r["best_mean"], r["best_std"]), ""), (fmt_pct(r["best_remaining"]), "")]
+        cells += [(str(r["n_seeds"]), ""), (fmt_mean_std(r["best_mean"], r["best_std"]), ""),
+                  (fmt_pct(r["best_remaining"]), "")]
         for level in LEVELS:
             tag = f"at_{level:g}"
             where = r[f"{tag}_remaining"]
@@ -379,8 +389,11 @@ def render_html(results: pd.DataFrame, meta: dict, figures: Sequence[Path], tabl
             f"<figcaption><strong>{e(png.name)}</strong>: {e(describe_figure(png))}</figcaption></figure>"
         )
     parts.append("<h2>Results by experiment</h2>")
-    parts.append(f"<p>Best = the best level of the seed-mean curve. “at L%” = the level nearest L% remaining "
-                 f"(within a factor {LEVEL_TOLERANCE:g}; blank if none); hover a cell for the exact level.</p>")
+    parts.append(
+        "<p>Best pruned = the best pruned level (round or level p &gt; 0) of the seed-mean curve. "
+        f"“at L%” = the level nearest L% remaining (within a factor {LEVEL_TOLERANCE:g}; blank if none); "
+        "hover a cell for the exact level.</p>"
+    )
     for experiment, table in tables.items():
         headers, body = summary_display(table)
         parts += [f"<h3>{e(experiment)}</h3>", f"<p>{e(_experiment_intro(experiment, results))}</p>",
@@ -422,8 +435,8 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
         rel = Path(os.path.relpath(png.resolve(), Path(out_dir).resolve())).as_posix()
         parts += [f"![{png.stem}]({rel})", "", f"*{png.name}*: {describe_figure(png)}", ""]
     parts += ["## Results by experiment", "",
-              f"Best = the best level of the seed-mean curve; \"at L%\" = the level nearest L% remaining "
-              f"(within a factor {LEVEL_TOLERANCE:g}; blank if none).", ""]
+              "Best pruned = the best pruned level (round or level p > 0) of the seed-mean curve; "
+              f"\"at L%\" = the level nearest L% remaining (within a factor {LEVEL_TOLERANCE:g}; blank if none).", ""]
     for experiment, table in tables.items():
         headers, body = summary_display(table)
         parts += [f"### {experiment}", "", _experiment_intro(experiment, results), "", _md_table(headers, body), ""]

@@ -1,0 +1,188 @@
+"""The report and the claims, on the synthetic results table of test_figures."""
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_figures import png_size, synthetic_results
+from ticketlab.claims import check_claims, paired_ci, t_quantile_975
+from ticketlab.figures import make_figures
+from ticketlab.report import published_comparison, summary_tables, write_report
+
+META = {
+    "scale": "quick: fewer rounds, shorter training; qualitative only",
+    "seeds": [0, 1, 2],
+    "nets": ["fc"],
+    "environment": {"torch": "2.13.0", "device": "cpu"},
+    "note": "<script>alert(1)</script> & more",
+}
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    return synthetic_results()
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> tuple[Path, Path, list[Path]]:
+    out = tmp_path_factory.mktemp("report")
+    # A few figures are enough to check embedding; test_figures checks every figure.
+    subset = results[results["experiment"].isin(["criteria", "large-final-signs"])]
+    figures = make_figures(subset, out / "figures", formats=("png",))
+    html_path, md_path = write_report(results, out, META, figures)
+    return html_path, md_path, figures
+
+
+def _mean_std_at(rows: pd.DataFrame, value: str, round_: int) -> str:
+    per_seed = rows[rows["round"] == round_].groupby("seed")[value].mean() * 100
+    return f"{per_seed.mean():.2f} ± {per_seed.std():.2f}"
+
+
+def test_html_embeds_real_pngs(report):
+    html_path, _, figures = report
+    page = html_path.read_text(encoding="utf-8")
+    blobs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(blobs) == len([f for f in figures if f.suffix == ".png"]) == 3
+    for blob in blobs:
+        path = html_path.parent / "decoded.png"
+        path.write_bytes(base64.b64decode(blob))
+        w, h = png_size(path)
+        assert w >= 400 and h >= 300
+
+
+def test_markdown_links_existing_pngs(report):
+    _, md_path, _ = report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md_path.read_text(encoding="utf-8"))
+    assert len(links) == 3
+    for link in links:
+        assert not Path(link).is_absolute()
+        png_size(md_path.parent / link)
+
+
+def test_scale_meta_and_escaping(report):
+    page = report[0].read_text(encoding="utf-8")
+    assert re.search(r'<div class="scale">.*quick: fewer rounds, shorter training; qualitative only', page)
+    assert "environment.torch" in page and "2.13.0" in page and "0, 1, 2" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+
+
+def test_numbers_in_the_page_equal_the_table(results, report):
+    page = report[0].read_text(encoding="utf-8")
+    value = "test_accuracy_at_early_stop"
+    crit = results[results["experiment"] == "criteria"]
+    # Dense baseline: round-0 rows, each seed once.
+    assert f"dense baseline (round 0): {_mean_std_at(crit, value, 0)}%" in page
+    # large_final at the 17% column: round 8 is at 16.78% remaining.
+    lf = crit[crit["criterion"] == "large_final"]
+    expected_17 = _mean_std_at(lf, value, 8)
+    assert expected_17 in page
+    row = summary_tables(results)["criteria"].set_index("criterion").loc["large_final"]
+    assert f"{row['at_17_mean']:.2f} ± {row['at_17_std']:.2f}" == expected_17
+    assert math.isnan(row["at_7_mean"])  # nearest level 10.74% is more than 1.5x away from 7%
+    # Best pruned level: accuracy falls every round here, so round 1 (80%).
+    assert f"<td>{_mean_std_at(lf, value, 1)}</td><td>80.00</td>" in page
+    # Best supermask accuracy of large_final_same_sign at init (original init, no DWR).
+    sm = results[(results["experiment"] == "supermask-at-init") & (results["criterion"] == "large_final_same_sign")
+                 & (results["start"] == "init") & results["dwr"].eq(False)]
+    curve = sm.groupby("round")["test_accuracy_at_init"].mean()
+    best_round = int(curve.idxmax())
+    assert best_round == 6
+    expected_best = _mean_std_at(sm, "test_accuracy_at_init", best_round)
+    assert expected_best in page
+    table = summary_tables(results)["supermask-at-init"]
+    pick = table[(table["criterion"] == "large_final_same_sign") & (table["start"] == "init") & (~table["dwr"])]
+    assert f"{pick['best_mean'].iloc[0]:.2f} ± {pick['best_std'].iloc[0]:.2f}" == expected_best
+    assert pick["best_remaining"].iloc[0] == pytest.approx(100 * 0.8**6, abs=0.01)
+
+
+def test_published_comparison(results, report):
+    table = published_comparison(results).set_index("quantity")
+    dense = table.loc["Dense FC, MNIST: test accuracy at early stop"]
+    ours = results[(results["experiment"].isin(["criteria"])) & (results["round"] == 0)]
+    expected = ours.groupby("seed")["test_accuracy_at_early_stop"].mean().mean() * 100
+    assert dense["ours"] == pytest.approx(expected)
+    assert dense["difference"] == pytest.approx(expected - 97.92)
+    untrained = table.loc["Untrained dense FC, MNIST: test accuracy"]
+    assert untrained["ours"] == pytest.approx(9.5)
+    assert table.loc["Learned supermask with DWR: Conv2, CIFAR-10", "status"] == "not run"
+    assert table.loc["Trained dense Conv4, CIFAR-10: test accuracy at early stop", "status"] == "not run"
+    page = report[0].read_text(encoding="utf-8")
+    assert f"<td>{expected:.2f}</td><td>{expected - 97.92:+.2f}</td>" in page
+    assert "not run" in page
+
+
+def test_t_interval_by_hand():
+    mean, lo, hi, n = paired_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3)
+    assert lo == pytest.approx(2 - 4.303 / math.sqrt(3)) and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
+    assert paired_ci([5.0])[:1] == (5.0,) and math.isnan(paired_ci([5.0])[1])
+    assert t_quantile_975(30) == 2.042
+    assert t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+
+
+def _claims(results) -> dict[str, object]:
+    return {c.name: c for c in check_claims(results)}
+
+
+def test_claims_hold_on_synthetic_data(results):
+    claims = _claims(results)
+    for name in ("large_final/small_final straddle random [FC]", "large_init/small_init straddle random [FC]",
+                 "large_final_same_sign/large_final_diff_sign straddle random [FC]",
+                 "large_final beats random [FC]", "rewind beats reinit [FC]",
+                 "large_final_same_sign beats large_final at init [FC]",
+                 "better-trained bases give better supermasks [FC]"):
+        assert claims[name].holds is True, (name, claims[name].evidence)
+        assert claims[name].n == 3
+
+
+def test_reversed_pair_does_not_hold(results):
+    swap = {"large_final": "small_final", "small_final": "large_final"}
+    flipped = results.assign(criterion=results["criterion"].map(lambda c: swap.get(c, c)))
+    claim = _claims(flipped)["large_final/small_final straddle random [FC]"]
+    assert claim.holds is False
+    assert claim.ci_high < 0
+    assert _claims(flipped)["large_final beats random [FC]"].holds is False
+
+
+def test_one_seed_is_insufficient(results):
+    claim = _claims(results[results["seed"] == 0])["large_final/small_final straddle random [FC]"]
+    assert claim.holds is None and claim.n == 1
+    assert not math.isnan(claim.mean_diff) and math.isnan(claim.ci_low)
+    assert "n=1: no interval" in claim.evidence
+
+
+def test_straddle_difference_matches_hand_computation(results):
+    crit = results[(results["experiment"] == "criteria")]
+    piv = crit.pivot_table(index=["seed", "round"], columns="criterion", values="test_accuracy_at_early_stop")
+    moderate = sorted(crit.loc[(crit["remaining_percent"] <= 50) & (crit["round"] > 0), "round"].unique())
+    sel = piv[piv.index.get_level_values("round").isin(moderate)]
+    up = ((sel["large_final"] - sel["random"]) * 100).groupby(level="seed").mean()
+    mean, lo, _, _ = paired_ci(list(up))
+    claim = _claims(results)["large_final/small_final straddle random [FC]"]
+    assert f"{mean:+.2f} pp, 95% CI [{lo:+.2f}" in claim.evidence
+
+
+def test_report_without_optional_experiments(tmp_path):
+    results = synthetic_results(seeds=(0,), experiments=("criteria",))
+    html_path, md_path = write_report(results, tmp_path, {"scale": "tiny"}, [])
+    page = html_path.read_text(encoding="utf-8")
+    assert "insufficient data" in page and "not run" in page and "No figures." in page
+    assert md_path.read_text(encoding="utf-8").startswith("# ")
+
+
+def test_learned_supermask_rows_are_compared(tmp_path):
+    learned = pd.DataFrame({
+        "experiment": "learned-supermask", "net": "conv2", "dataset": "cifar10", "seed": [0, 1, 2, 3],
+        "round": 0, "remaining_percent": 100.0, "dwr": True, "test_accuracy": [0.65, 0.66, 0.67, 0.68],
+    })
+    results = pd.concat([synthetic_results(seeds=(0, 1), experiments=("mask0-actions",)), learned], ignore_index=True)
+    row = published_comparison(results).set_index("quantity").loc["Learned supermask with DWR: Conv2, CIFAR-10"]
+    assert row["status"] == "ok" and row["ours"] == pytest.approx(66.5) and row["difference"] == pytest.approx(0.5)
+    assert set(summary_tables(results)) == {"mask0-actions"}
+    assert [p.name for p in make_figures(results, tmp_path, formats=("png",))] == ["mask0-actions.png"]
