@@ -103,6 +103,56 @@ def _cmd_results(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise TicketlabError(f"{path} is not a directory: give the --out of a sweep")
+    return path
+
+
+def _cmd_plot(ns: argparse.Namespace) -> int:
+    from .reproduce import plot
+
+    files = plot(_sweep_dir(ns.dir), ns.out, ns.band, tuple(ns.format))
+    for f in files:
+        print(f)
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from .reproduce import report
+
+    html, md = report(_sweep_dir(ns.dir), ns.out, ns.band)
+    print(md)
+    print(html)
+    return 0
+
+
+def _cmd_reproduce(ns: argparse.Namespace) -> int:
+    from .device import resolve_device
+    from .reproduce import reproduce
+    from .store import ensure_writable
+    from .sweep import Runtime
+
+    if ns.seeds is not None and ns.seeds < 1:
+        raise TicketlabError(f"--seeds must be >= 1, got {ns.seeds}")
+    _set_threads(ns.threads)
+    resolve_device(ns.device)
+    out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
+    ensure_writable(out)
+    html, md = reproduce(ns.scale, out, Runtime(ns.device, ns.data_dir, ns.download), ns.seeds, ns.workers)
+    print(f"report: {md}", file=sys.stderr)
+    print(html)
+    return 0
+
+
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    _set_threads(ns.threads)
+    run_bench(as_json=ns.json, quick=ns.quick)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ticketlab", description="Lottery-ticket experiments (Zhou et al. 2019), reproducible.")
     parser.add_argument("--version", action="version", version=f"ticketlab {__version__}")
@@ -132,6 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--csv", type=Path, default=None, help="write CSV to this file")
     group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow)")
     p.set_defaults(func=_cmd_results)
+
+    for name, helptext, func in (("plot", "draw the figures of a sweep directory", _cmd_plot),
+                                 ("report", "write figures and an HTML + Markdown reproduction report", _cmd_report)):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce)")
+        p.add_argument("--out", type=Path, default=None, help=f"where to write (default: DIR/{'figures' if name == 'plot' else 'report'})")
+        p.add_argument("--band", default="minmax", choices=("minmax", "std"), help="band over seeds: min-max range (default) or mean +- std")
+        if name == "plot":
+            p.add_argument("--format", nargs="+", default=["png", "svg"], choices=("png", "svg", "pdf"), help="file formats (default: png svg)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("reproduce", help="run the study's experiments and write figures and the report (the main job)",
+                       description="criteria, both sign figures, supermask at init and masking is training, then the report.")
+    p.add_argument("--scale", default="quick", choices=("quick", "full"), help="quick = CPU-sized, ~15 min on 2 cores (default); full = paper protocol")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 at quick, 5 at full)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: min(seeds, cores))")
+    _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
+    p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("bench", help="measure training and evaluation speed on this machine")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the measurements")
+    p.add_argument("--quick", action="store_true", help="a few seconds, rough numbers (for smoke tests)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,94 @@
+"""From a tiny real sweep to `ticketlab results`, `plot` and `report`: files, images and numbers."""
+from __future__ import annotations
+
+import base64
+import re
+import struct
+
+import pytest
+
+from ticketlab.cli import main
+
+ITERATIVE = """\
+name = "criteria"
+kind = "iterative"
+criteria = ["large_final", "small_final", "random"]
+seeds = 2
+iterations = 40
+eval_every = 20
+rounds = 2
+"""
+
+SUPERMASK = """\
+name = "supermask-at-init"
+kind = "supermask"
+criteria = ["large_final_same_sign", "random"]
+bases = ["converged"]
+starts = ["init", "signed_constant"]
+seeds = 2
+iterations = 40
+eval_every = 20
+levels = 4
+level_step = 2
+"""
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    for name, text in (("it.toml", ITERATIVE), ("sm.toml", SUPERMASK)):
+        (root / name).write_text(text)
+        assert main(["sweep", str(root / name), "--out", str(root / "out"), "--workers", "1"]) == 0
+    return root / "out"
+
+
+def test_results_csv(sweep_dir, tmp_path):
+    import pandas as pd
+
+    assert main(["results", str(sweep_dir), "--csv", str(tmp_path / "r.csv")]) == 0
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert set(df.experiment) == {"criteria", "supermask-at-init"}
+    assert len(df[df.experiment == "criteria"]) == 2 * 3 * 3
+    assert len(df[df.experiment == "supermask-at-init"]) == 2 * 2 * 3 * 2  # seeds x criteria x levels x starts
+
+
+def test_report_shows_real_images_and_table_numbers(sweep_dir, tmp_path, capsys):
+    from ticketlab.results import results_frame
+
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 2
+    for b64 in images:
+        w, h = _png_size(base64.b64decode(b64))
+        assert w >= 400 and h >= 300
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (tmp_path / "rep" / link).is_file()
+    # the dense baseline of the report is the seed mean of the round-0 rows of the results table
+    df = results_frame(sweep_dir)
+    dense = df[(df.experiment == "criteria") & (df["round"] == 0)].groupby("seed").test_accuracy_at_early_stop.first()
+    assert f"{100 * dense.mean():.2f}" in html
+    best_lfss = (df[(df.experiment == "supermask-at-init") & (df.criterion == "large_final_same_sign") & (df.start == "init")]
+                 .groupby("seed").test_accuracy_at_init.max())
+    assert f"{100 * best_lfss.mean():.2f}" in html
+
+
+def test_plot_writes_png_and_svg(sweep_dir, tmp_path):
+    assert main(["plot", str(sweep_dir), "--out", str(tmp_path / "f")]) == 0
+    names = {p.name for p in (tmp_path / "f").iterdir()}
+    assert {"criteria.png", "criteria.svg", "supermask-at-init.png"} <= names
+    w, h = _png_size((tmp_path / "f" / "criteria.png").read_bytes())
+    assert w >= 400 and h >= 300
+
+
+def test_results_and_report_refuse_a_non_sweep_dir(tmp_path, capsys):
+    assert main(["results", str(tmp_path)]) == 2
+    assert "no sweep found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
