@@ -15,22 +15,8 @@ import torch
 from torch import Tensor
 
 from .errors import TicketlabError
+from .names import CRITERIA
 
-CRITERIA: tuple[str, ...] = (
-    "large_final",
-    "small_final",
-    "large_init",
-    "small_init",
-    "magnitude_increase",
-    "movement",
-    "random",
-    "large_final_same_sign",
-    "large_final_diff_sign",
-    "magnitude_increase_same_sign",
-    "magnitude_increase_diff_sign",
-    "large_init_large_final",
-    "small_init_small_final",
-)
 
 # Criteria that keep the top region of |w_i| and |w_f| at one shared percentile (SPEC §5).
 PERCENTILE_RULES: tuple[str, ...] = ("large_init_large_final", "small_init_small_final")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .names import CRITERIA
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -33,22 +35,8 @@ ITERATIVE_EXPERIMENTS: tuple[str, ...] = (
 )
 SUPERMASK_EXPERIMENTS: tuple[str, ...] = ("supermask-at-init", "masking-is-training", "supermask-vs-training")
 
-# Kept here rather than imported from ticketlab.criteria/actions so plotting never imports torch.
-CRITERIA_ORDER: tuple[str, ...] = (
-    "large_final",
-    "small_final",
-    "large_init",
-    "small_init",
-    "magnitude_increase",
-    "movement",
-    "random",
-    "large_final_same_sign",
-    "large_final_diff_sign",
-    "magnitude_increase_same_sign",
-    "magnitude_increase_diff_sign",
-    "large_init_large_final",
-    "small_init_small_final",
-)
+# SPEC order: legends list the criteria as the paper does.
+CRITERIA_ORDER: tuple[str, ...] = CRITERIA
 # The complementary pairs drawn as panels (the keep-rule first, its opposite second).
 CRITERION_PAIRS: tuple[tuple[str, str], ...] = (
     ("large_final", "small_final"),
@@ -588,19 +576,7 @@ def _pairs_figure(
         levels += _draw_level_curves(ax, rows, keys, value, band, only=(*pair, "random"), grey_random=True)
         reference_lines(ax, baseline, baseline_label)
         ax.set_title(f"{pair[0]} vs {pair[1]}", fontsize=9)
-    for ax in axes[len(pairs):]:
-        ax.set_visible(False)
-    for ax in axes[: len(pairs)]:
-        format_level_axis(ax, levels)
-        ax.tick_params(labelsize=7.5, labelbottom=True)
-        ax.xaxis.label.set_size(8)
-    fit_y(axes[: len(pairs)])
-    for ax in axes[:: ncols]:
-        ax.set_ylabel(ylabel, fontsize=8)
-    handles, labels = _unique_legend(axes)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    return fig
+    return _finish_panels(fig, axes, len(pairs), ncols, levels, ylabel, title, label_size=8)
 
 
 def _iterative_figures(
@@ -656,19 +632,7 @@ def _level_panels(
         # Bases differ between panels: the value goes in the panel title, not the shared legend.
         reference_lines(ax, base, "trained base, own weights", value_in_label=False)
         ax.set_title(name + (f"\nbase test accuracy {base:.2f}%" if base is not None else ""), fontsize=8.5)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    for ax in axes[: len(panels)]:
-        format_level_axis(ax, levels)
-        ax.tick_params(labelsize=7.5, labelbottom=True)
-        ax.xaxis.label.set_size(8.5)
-    fit_y(axes[: len(panels)])
-    for ax in axes[::ncols]:
-        ax.set_ylabel(ylabel, fontsize=8.5)
-    handles, labels = _unique_legend(axes)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    return fig
+    return _finish_panels(fig, axes, len(panels), ncols, levels, ylabel, title, label_size=8.5)
 
 
 def _supermask_at_init(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
@@ -820,3 +784,21 @@ def describe_figure(path: Path) -> str:
     stem = Path(path).stem
     best = max((k for k in FIGURE_DESCRIPTIONS if stem == k or stem.startswith(k + "_")), key=len, default=None)
     return FIGURE_DESCRIPTIONS.get(best, stem) if best else stem
+
+
+def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[float], ylabel: str, title: str,
+                   label_size: float) -> "Figure":
+    """Shared tail of the panel figures: hide spare axes, level x-axes, shared y range, one legend."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    for ax in axes[:used]:
+        format_level_axis(ax, levels)
+        ax.tick_params(labelsize=7.5, labelbottom=True)
+        ax.xaxis.label.set_size(label_size)
+    fit_y(axes[:used])
+    for ax in axes[::ncols]:
+        ax.set_ylabel(ylabel, fontsize=label_size)
+    handles, labels = _unique_legend(axes)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return fig
