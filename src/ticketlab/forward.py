@@ -1,11 +1,21 @@
 """The forward pass of a cohort: K networks of one architecture, weights stacked on a member axis.
 
-Dense layers use one `bmm` over the member axis; convolutions run member by member (a grouped conv
-would be faster but does not match a lone network bitwise). Either way, member k's numbers are
-computed by exactly the same kernels whether the cohort has 1 or 13 members, which is what makes a
-member trained in a cohort bitwise identical to the same member trained alone.
+Dense layers use one `bmm` over the member axis (on the CPU, evaluation-sized batches run one gemm
+per member instead, which MKL does faster and with the same numbers); convolutions run member by
+member (a grouped conv would be faster but does not match a lone network bitwise). Either way,
+member k's numbers are computed by exactly the same kernels whether the cohort has 1 or 13
+members, which is what makes a member trained in a cohort bitwise identical to the same member
+trained alone.
+
+`fc_grads` is the training pass of an all-dense network written out by hand: the same kernels as
+`forward` for the forward pass and the same kernels autograd runs for the backward pass (bmm with
+the transposed operands, a sum over the batch for the bias, threshold_backward for the ReLU, the
+log-softmax/nll backward for the loss), so its gradients equal autograd's bitwise, without the
+graph and with every gradient written straight into caller-provided buffers.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +36,8 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
             for layer, w, b in zip(layers, weights, biases):
                 if layer.kind != "conv":
                     break
-                hm = F.relu(F.conv2d(hm, w[m], b[m], padding=1))
+                # in place: the conv output is fresh and conv's backward does not need it
+                hm = F.conv2d(hm, w[m], b[m], padding=1).relu_()
                 if layer.pool_after:
                     hm = F.max_pool2d(hm, 2)
             members.append(hm.flatten(1))
@@ -36,13 +47,95 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
         h = x.expand(k, *x.shape)
         first_fc = 0
     for i in range(first_fc, n):
-        h = torch.baddbmm(biases[i].unsqueeze(1), h, weights[i])
+        h = _dense(h, weights[i], biases[i])
         if i < n - 1:
-            h = F.relu(h)
+            h = h.relu_()  # same values as F.relu; baddbmm's backward does not need its output
     return h
+
+
+# From this many rows on (evaluation chunks), a CPU dense layer runs member by member: MKL's
+# batched gemm is slower than one gemm per member for large matrices. Both compute each member's
+# product with the same gemm kernel, so the numbers are the same (tests check it).
+LOOP_MIN_ROWS = 512
+
+
+def _dense(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bias + h @ w for every member: h (K or expanded, B, in), w (K, in, out), b (K, out)."""
+    k, rows = w.shape[0], h.shape[1]
+    if rows < LOOP_MIN_ROWS or h.device.type != "cpu" or (torch.is_grad_enabled() and w.requires_grad):
+        return torch.baddbmm(b.unsqueeze(1), h, w)
+    out = torch.empty(k, rows, w.shape[2], dtype=h.dtype, device=h.device)
+    for m in range(k):
+        torch.addmm(b[m], h[m], w[m], out=out[m])
+    return out
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-example softmax cross-entropy, (K, B)."""
     k, b, c = logits.shape
     return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+
+
+def loss_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d/dlogits of the sum over members of each member's mean loss, (K, B, C).
+
+    The ops autograd runs for `member_losses(logits, y).mean(1).sum()`, called directly: the
+    mean's backward gives 1/B per example, nll_loss's backward puts -1/B at the target,
+    log_softmax's backward turns that into softmax/B - onehot/B. Bitwise equal to autograd."""
+    k, b, c = logits.shape
+    flat = logits.reshape(k * b, c)
+    log_probs = torch._log_softmax(flat, 1, False)
+    inv_b = torch.ones((), dtype=flat.dtype, device=flat.device) / b
+    g = torch.zeros_like(flat).scatter_(1, y.repeat(k).unsqueeze(1), inv_b.neg().expand(k * b, 1))
+    return torch._log_softmax_backward_data(g, log_probs, 1, flat.dtype).view(k, b, c)
+
+
+Done = Callable[[int, int, int], None]
+
+
+@torch.no_grad()
+def fc_grads(
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grad_weights: list[torch.Tensor],
+    grad_biases: list[torch.Tensor],
+    done: Done | None = None,
+    chunk: int | None = None,
+) -> None:
+    """Gradients of the sum of member mean losses of a dense stack, written into grad_* (same shapes).
+
+    Equal bitwise to `torch.autograd.grad(member_losses(forward(...), y).mean(1).sum(), params)`
+    for an all-fc network: it runs the same ops in the same order on the same operands.
+
+    done(i, lo, hi), if given, is called as soon as the gradients of layer i for members lo:hi are
+    written and those members' layer-i parameters will not be read again, so that the caller can
+    update them in place. Layers finish last to first; the first layer (most of the weights) finishes
+    `chunk` members at a time, so that its gradients are still in cache when `done` reads them.
+    Member m's numbers never depend on the chunking: bmm computes each member by itself."""
+    k = weights[0].shape[0]
+    n = len(weights)
+    h = x.expand(k, *x.shape)
+    inputs = []
+    for i in range(n):
+        inputs.append(h)
+        h = torch.baddbmm(biases[i].unsqueeze(1), h, weights[i])
+        if i < n - 1:
+            h = h.relu_()
+    dz = loss_grad(h, y)
+    for i in range(n - 1, 0, -1):
+        # baddbmm's backward: batch2 <- batch1^T @ grad, self <- grad summed over the broadcast dim
+        torch.bmm(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
+        torch.sum(dz, 1, out=grad_biases[i])
+        dh = torch.bmm(dz, weights[i].transpose(1, 2))
+        if done is not None:
+            done(i, 0, k)
+        dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output
+    step = chunk or k
+    for lo in range(0, k, step):
+        hi = min(k, lo + step)
+        torch.bmm(inputs[0][lo:hi].transpose(1, 2), dz[lo:hi], out=grad_weights[0][lo:hi])
+        torch.sum(dz[lo:hi], 1, out=grad_biases[0][lo:hi])
+        if done is not None:
+            done(0, lo, hi)

@@ -1,8 +1,11 @@
 """The cohort trainer: K networks of one architecture and one seed trained in lockstep (SPEC §3).
 
 All members see the same batches (the batch order depends on the seed only). Each member has its
-own start weights, mask and Adam state. A pruned weight holds its start value exactly: its gradient
-is zeroed, so its Adam moments stay 0 and its update is 0 / (0 + eps) = 0 at every step.
+own start weights, mask and Adam state. A pruned weight holds its start value exactly: its second
+Adam moment is +inf, so its update -lr_t * m / (sqrt(inf) + eps) is exactly 0 at every step, whatever
+its gradient. (The straightforward way, zeroing its gradient so that its moments stay 0 and its update
+is 0 / (0 + eps), gives every weight the same value; it costs a pass over the gradients, and is kept
+as the reference the tests compare against.)
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
-from .forward import forward, member_losses
+from .forward import fc_grads, forward, member_losses
 from .nets import NetSpec
 from .seeds import generator
 
@@ -102,6 +105,7 @@ def evaluate(
 
 
 def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> None:
+    """The straightforward TF1 Adam step through foreach ops (reference; the cohort uses `_CohortState`)."""
     # TF1's AdamOptimizer form (the original code): eps is added to sqrt(v), lr carries the bias correction.
     lr_t = lr * math.sqrt(1 - ADAM_BETA2**step) / (1 - ADAM_BETA1**step)
     torch._foreach_mul_(exp_avgs, ADAM_BETA1)
@@ -111,6 +115,156 @@ def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> No
     denom = torch._foreach_sqrt(exp_avg_sqs)
     torch._foreach_add_(denom, ADAM_EPS)
     torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr_t)
+
+
+HAS_FUSED_ADAM = hasattr(torch, "_fused_adam_")
+FC_CHUNK_CPU = 4
+
+
+def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
+    """Arguments that make torch's fused Adam compute TF1's update.
+
+    torch: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps'); TF1: p -= lr * sqrt(bc2) / bc1 * m / (sqrt(v) + eps),
+    with bc_i = 1 - beta_i**step. The two are equal when eps' = eps / sqrt(bc2)."""
+    return dict(lr=lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, weight_decay=0.0,
+                eps=ADAM_EPS / math.sqrt(1 - ADAM_BETA2**step), amsgrad=False, maximize=False)
+
+
+class _CohortState:
+    """Everything one training step of a cohort reads and writes, and the step itself.
+
+    Per layer, the kernels of all members are one contiguous (K, *shape) tensor and the biases one
+    (K, out) tensor; gradients and both Adam moments have the same layout. Adam is torch's fused
+    kernel with TF1's arguments (`tf1_adam_fused_args`), called on per-member slices (each
+    contiguous): a member's slices are the same tensors whatever the cohort size, which keeps its
+    update bitwise independent of its cohort (the kernel's vector/scalar split depends only on a
+    tensor's own size).
+
+    `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.fc_grads`; autograd for
+    conv nets) and Adam; pruned weights hold by their infinite second moment (see the module
+    docstring). For FC nets the Adam of a layer runs as soon as its gradients are ready (the first
+    layer a few members at a time, while its gradients are still in cache). The weights are those
+    of `reference_step` on a state built with hold_by_inf=False (whole-cohort passes: gradients,
+    gradient masking, Adam), which the tests check. `train_cohort` calls exactly `step`; so does
+    the benchmark.
+    """
+
+    def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device,
+                 hold_by_inf: bool = True):
+        self.spec = spec
+        self.learning_rate = learning_rate
+        k = self.k = len(starts)
+        n = len(spec.layers)
+        self.weights = [torch.stack([s.weights[i] for s in starts]).to(device, torch.float32) for i in range(n)]
+        self.biases = [torch.zeros(k, layer.out_channels, device=device) for layer in spec.layers]
+        params = self.weights + self.biases
+        self.grads = [torch.zeros_like(p) for p in params]
+        self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
+        self.exp_avgs = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
+        # member-major lists of per-member slices, for the fused Adam call
+        self._rows = [
+            [t[m] for m in range(k) for t in ts] for ts in (params, self.grads, self.exp_avgs, self.exp_avg_sqs)
+        ]
+
+        # How pruned weights hold. hold_by_inf: their second moment starts (and stays) +inf, so their
+        # Adam step is -lr' * m / (sqrt(inf) + eps) = +-0 exactly, whatever their gradient: no mask pass.
+        # Otherwise (the reference): their gradient is multiplied by a float 0/1 mask, their moments
+        # stay 0 and their step is 0 / (0 + eps) = 0. Kept weights get the same numbers either way.
+        self.hold_by_inf = hold_by_inf
+        self.masked = [m for m, s in enumerate(starts) if s.masks is not None]
+        self._mask_row = {m: row for row, m in enumerate(self.masked)}
+        self.masks: list[torch.Tensor] = []
+        if self.masked and hold_by_inf:
+            for m in self.masked:
+                for v, mask in zip(self.exp_avg_sqs, starts[m].masks):
+                    v[m].masked_fill_(mask.to(device, torch.bool).logical_not(), math.inf)
+        elif self.masked:
+            self.masks = [
+                torch.stack([starts[m].masks[i] for m in self.masked]).to(device, torch.float32) for i in range(n)
+            ]
+        self.iteration = 0
+        self._step_t = torch.zeros((), dtype=torch.float32, device=device)
+        self._adam_args: dict[str, float] = {}
+        self._slices: dict[tuple[int, int, int], list[list[torch.Tensor]]] = {}
+        self._fast_fc = not spec.is_conv
+        # First-layer members per chunk of the FC step: small enough that a chunk's gradients are
+        # still in cache for the mask and Adam (CPU); one chunk on a GPU. Speed only, never results.
+        self.chunk = FC_CHUNK_CPU if device.type == "cpu" else None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One training step on the shared batch (x, y): gradients, mask, TF1 Adam, layer by layer."""
+        self._begin_step()
+        if self._fast_fc:
+            fc_grads(self.weights, self.biases, x, y, self.grad_weights, self.grad_biases, self._finish, self.chunk)
+        else:
+            self.compute_grads(x, y)
+            for i in range(len(self.weights)):
+                self._finish(i, 0, self.k)
+
+    def reference_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """`step` as separate passes over the whole cohort: gradients, gradient mask (if the state
+        holds pruned weights by masking), Adam. For tests: the weights are those of `step`."""
+        self.compute_grads(x, y)
+        self.mask_grads()
+        self._begin_step()
+        self._adam(self._rows)
+
+    def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """grads <- d(sum over members of each member's mean loss) / d(params)."""
+        if self._fast_fc:
+            fc_grads(self.weights, self.biases, x, y, self.grad_weights, self.grad_biases)
+            return
+        with torch.enable_grad():
+            params = [p.detach().requires_grad_() for p in self.weights + self.biases]
+            n = len(self.weights)
+            loss = member_losses(forward(self.spec, params[:n], params[n:], x), y).mean(1).sum()
+            grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            torch._foreach_copy_(self.grads, list(grads))
+
+    @torch.no_grad()
+    def mask_grads(self, i: int | None = None, lo: int = 0, hi: int | None = None) -> None:
+        """Zero the gradients of pruned weights: layer i (all if None), members lo:hi (not needed, and
+        a no-op, when pruned weights hold by an infinite second moment)."""
+        if not self.masks:
+            return
+        hi = self.k if hi is None else hi
+        for j in range(len(self.weights)) if i is None else (i,):
+            g, mask = self.grad_weights[j], self.masks[j]
+            if len(self.masked) == self.k:
+                g[lo:hi].mul_(mask[lo:hi])
+            else:
+                for m in range(lo, hi):
+                    if m in self._mask_row:
+                        g[m].mul_(mask[self._mask_row[m]])
+
+    def _begin_step(self) -> None:
+        self.iteration += 1
+        self._step_t.fill_(self.iteration)
+        self._adam_args = tf1_adam_fused_args(self.iteration, self.learning_rate)
+
+    @torch.no_grad()
+    def _adam(self, lists: list[list[torch.Tensor]]) -> None:
+        params, grads, exp_avgs, exp_avg_sqs = lists
+        if HAS_FUSED_ADAM:
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t] * len(params),
+                               **self._adam_args)
+        else:  # torch < 2.4: the reference foreach form (rounds differently from the fused kernel)
+            _adam_step(params, grads, exp_avgs, exp_avg_sqs, self.iteration, self.learning_rate)
+
+    @torch.no_grad()
+    def _finish(self, i: int, lo: int, hi: int) -> None:
+        """Update layer i (kernel and bias) of members lo:hi (masking their gradients first, if held by masks)."""
+        self.mask_grads(i, lo, hi)
+        key = (i, lo, hi)
+        if key not in self._slices:
+            n = len(self.weights)
+            self._slices[key] = [
+                [t[m] for m in range(lo, hi) for t in (ts[i], ts[n + i])]
+                for ts in (self.weights + self.biases, self.grads, self.exp_avgs, self.exp_avg_sqs)
+            ]
+        self._adam(self._slices[key])
 
 
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -131,21 +285,8 @@ def train_cohort(
     """Train every member with SPEC §3's schedule; return per-member histories and weights."""
     device = torch.device(device)
     k = len(starts)
-    n_layers = len(spec.layers)
-    weights = [torch.stack([s.weights[i] for s in starts]).to(device).requires_grad_() for i in range(n_layers)]
-    biases = [torch.zeros(k, layer.out_channels, device=device, requires_grad=True) for layer in spec.layers]
-    grad_masks: list[torch.Tensor | None] = []
-    for i in range(n_layers):
-        if all(s.masks is None for s in starts):
-            grad_masks.append(None)
-        else:
-            ones = torch.ones(spec.layers[i].weight_shape, dtype=torch.bool)
-            grad_masks.append(
-                torch.stack([ones if s.masks is None else s.masks[i] for s in starts]).to(device, torch.float32)
-            )
-    params = weights + biases
-    exp_avgs = [torch.zeros_like(p) for p in params]
-    exp_avg_sqs = [torch.zeros_like(p) for p in params]
+    state = _CohortState(spec, starts, schedule.learning_rate, device)
+    weights, biases = state.weights, state.biases
 
     data = data.to(device)
     n_train = len(data.train_x)
@@ -223,15 +364,8 @@ def train_cohort(
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
         x = data.train_x.index_select(0, idx)
         y = data.train_y.index_select(0, idx)
-        # The sum of member means: each member's gradient is exactly that of its own mean loss.
-        loss = member_losses(forward(spec, weights, biases, x), y).mean(1).sum()
-        grads = torch.autograd.grad(loss, params)
-        for g, gm in zip(grads, grad_masks):
-            if gm is not None:
-                g.mul_(gm)
+        state.step(x, y)
         it += 1
-        with torch.no_grad():
-            _adam_step(params, list(grads), exp_avgs, exp_avg_sqs, it, schedule.learning_rate)
         if it in snapshot_at:
             for m in range(k):
                 snapshot(m, f"iteration_{it}", it)

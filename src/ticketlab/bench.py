@@ -1,0 +1,426 @@
+"""`ticketlab bench`: how fast this machine trains and evaluates, and what a full sweep would cost.
+
+Everything is measured in one process, on one device, with the production code: the FC and conv
+training rates time `trainer._CohortState.step`, the very step `train_cohort` runs (forward, loss,
+backward, gradient masking, TF1 Adam), on batches gathered from the in-memory training set as
+`train_cohort` gathers them; evaluation times `trainer.evaluate`.
+
+Timing: every rate is the best of several timed blocks after a warm-up (the machine's peak, like
+the SGEMM figure it is compared with); the median block is reported beside it. The single-network,
+cohort and plain-loop blocks are interleaved, so that their ratios stay meaningful when other
+processes load the machine in bursts; the SGEMM peak is measured before and after them and the
+better figure kept. `background_cpu_load_*` (cores kept busy by other processes: while the bench
+sleeps briefly at the start and at the end, and on average during it) says how loaded the machine
+was; above 0.1 core the table warns that the numbers are low and noisy.
+
+FLOPs of one FC training step, per network, batch B, layer l with P_l = fan_in * fan_out weights:
+forward 2*B*P_l for every layer, backward-weights 2*B*P_l for every layer, backward-data 2*B*P_l
+for every layer but the first (its input needs no gradient). Biases, ReLU, softmax and Adam are not
+counted. For FC (784-300-100-10, P = 266,200) and B = 60: 4*60*266,200 + 2*60*31,000
+= 67,608,000 FLOPs per network per step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .data import load_dataset
+from .device import resolve_device
+from .nets import NetSpec, get_net, init_weights
+from .seeds import generator
+from .trainer import MemberStart, Schedule, _CohortState, evaluate, train_cohort
+
+BATCH = 60
+COHORT = 13  # the criteria figure trains its 13 criteria of one seed and round as one cohort
+FC_ITERATIONS = 50_380  # SPEC §3: 55 epochs x floor(55,000 / 60)
+EVAL_EVERY = 100
+N_VAL, N_TEST = 5_000, 10_000
+CRITERIA_SEEDS, CRITERIA_ROUNDS = 5, 24
+FLOP_COUNT = (
+    "per network and step: forward 2*B*P + backward-weights 2*B*P for every layer + backward-data "
+    "2*B*P for every layer but the first (P = the layer's weights; biases, activations, loss and "
+    "Adam not counted)"
+)
+
+
+def eval_points(iterations: int = FC_ITERATIONS, every: int = EVAL_EVERY) -> int:
+    """Evaluation points of a full run: iteration 0, every `every`, and the end (504 for FC)."""
+    return 1 + iterations // every + (iterations % every != 0)
+
+
+def fc_step_flops(spec: NetSpec, batch: int = BATCH) -> int:
+    """FLOPs of one training step of one dense-stack network (the count in the module docstring)."""
+    flops = 0
+    for i, layer in enumerate(spec.layers):
+        if layer.kind != "fc":
+            raise ValueError("fc_step_flops counts dense layers only")
+        flops += (4 if i == 0 else 6) * batch * layer.size
+    return flops
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _time_blocks(fn: Callable[[], None], sync: Callable[[], None], calls: int, blocks: int, warmup: int,
+                 budget_s: float) -> tuple[float, float]:
+    """(best, median) seconds per call of `fn` over `blocks` timed blocks of `calls` calls each,
+    after `warmup` untimed calls; more blocks (up to 4x) while the time budget lasts."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < blocks or (time.perf_counter() < deadline and len(times) < 4 * blocks):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        times.append((time.perf_counter() - t0) / calls)
+    return min(times), statistics.median(times)
+
+
+def _time_interleaved(fns: dict[str, tuple[Callable[[], None], int]], sync: Callable[[], None], blocks: int,
+                      budget_s: float) -> dict[str, tuple[float, float]]:
+    """`_time_blocks` for several functions at once (up to 8x `blocks` rounds while the budget
+    lasts), their blocks interleaved, so that a burst of load from other processes, or a slow spell
+    of the machine, hits all of them alike and their ratios stay meaningful."""
+    for fn, calls in fns.values():
+        for _ in range(max(3, calls // 4)):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    deadline = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < blocks or (time.perf_counter() < deadline and rounds < 8 * blocks):
+        for name, (fn, calls) in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) / calls)
+        rounds += 1
+    return {name: (min(t), statistics.median(t)) for name, t in times.items()}
+
+
+def _cpu_ticks() -> tuple[float, float, float] | None:
+    """(seconds all cores were busy, seconds this process ran, wall clock), Linux /proc; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    t = os.times()
+    return (sum(fields) - idle) / ticks, t.user + t.system, time.perf_counter()
+
+
+def background_between(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
+    """Cores kept busy by other processes between two `_cpu_ticks` snapshots."""
+    if a is None or b is None or b[2] <= a[2]:
+        return None
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+
+
+def background_cpu_load(seconds: float = 0.5) -> float | None:
+    """Cores kept busy by other processes while this one sleeps (Linux /proc; None elsewhere)."""
+    a = _cpu_ticks()
+    time.sleep(seconds)
+    return background_between(a, _cpu_ticks())
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gemm_gflops(device: torch.device, sizes: tuple[int, ...], reps: int) -> float:
+    """SGEMM peak: the best rate of n x n float32 matmuls over `sizes`, after a warm-up."""
+    sync = _sync(device)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        c = torch.empty(n, n, device=device)
+        t, _ = _time_blocks(lambda: torch.mm(a, b, out=c), sync, calls=1, blocks=reps, warmup=1, budget_s=0.0)
+        best = max(best, 2 * n**3 / t / 1e9)
+    return best
+
+
+def _masked_members(spec: NetSpec, k: int, densities: list[float], seed: int = 0) -> list[MemberStart]:
+    """k members of one architecture: different inits, random masks of the given densities
+    (1.0 = dense, no mask); pruned weights zeroed as the `zero` mask-0 action does."""
+    g = torch.Generator().manual_seed(seed)
+    members = []
+    for m in range(k):
+        init = init_weights(spec, generator(seed + m, "init"))
+        d = densities[m % len(densities)]
+        if d >= 1.0:
+            members.append(MemberStart(init))
+            continue
+        masks = [torch.rand(w.shape, generator=g) < d for w in init]
+        members.append(MemberStart([w * mk for w, mk in zip(init, masks)], masks))
+    return members
+
+
+def _step_fn(spec: NetSpec, members: list[MemberStart], train_x: torch.Tensor, train_y: torch.Tensor,
+             device: torch.device) -> tuple[Callable[[], None], _CohortState]:
+    """One production training step of a cohort, batch gathering included (the body of train_cohort's loop)."""
+    state = _CohortState(spec, members, spec.learning_rate, device)
+    g = torch.Generator().manual_seed(1)
+    n = len(train_x)
+    perm = torch.randperm(n, generator=g).to(device)
+    pos = [0]
+
+    def step() -> None:
+        p = pos[0] = (pos[0] + 1) % (n // BATCH)
+        idx = perm[p * BATCH : (p + 1) * BATCH]
+        state.step(train_x.index_select(0, idx), train_y.index_select(0, idx))
+
+    return step, state
+
+
+def _plain_loop_fn(train_x: torch.Tensor, train_y: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    """A plain per-network PyTorch loop: nn.Sequential + torch.optim.Adam, a random batch each step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10)
+    ).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+    n = len(train_x)
+
+    def step() -> None:
+        idx = torch.randint(0, n, (BATCH,), device=device)
+        loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _eval_time(spec: NetSpec, state: _CohortState, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+               reps: int) -> float:
+    """Best seconds of one `evaluate` of the whole cohort over (x, y)."""
+    t, _ = _time_blocks(lambda: evaluate(spec, state.weights, state.biases, x, y), _sync(device),
+                        calls=1, blocks=reps, warmup=1, budget_s=0.0 if reps == 1 else 2.0)
+    return t
+
+
+def _record_probability_sum(k: int, points: int) -> float:
+    """Expected evaluation points, among `points` after a measured window, at which at least one of
+    k members reaches a new val-loss minimum, if each member's later val losses were i.i.d. (a
+    record at the j-th value with probability 1/j, the window's last value counting as the first).
+    A trained network's val loss drifts (down, then up as it overfits), which makes new minima
+    rarer than this: the model errs towards more test evaluations."""
+    return sum(1.0 - (1.0 - 1.0 / j) ** k for j in range(2, points + 2))
+
+
+def on_best_test_evals(val_losses: list[list[float]], total_points: int) -> tuple[int, float]:
+    """(measured, estimated total) test evaluations of a full run under test_eval="on_best".
+
+    `val_losses` holds each member's val losses at the evaluation points of a short real run.
+    Measured: points of that run where some member's val loss hit a new minimum (point 0 always).
+    Estimated total: the measured count, plus `_record_probability_sum` for the remaining points
+    (the final point is always evaluated, so it counts as one)."""
+    k, window = len(val_losses), len(val_losses[0])
+    best = [math.inf] * k
+    measured = 0
+    for i in range(window):
+        improved = False
+        for m in range(k):
+            if val_losses[m][i] < best[m]:
+                best[m], improved = val_losses[m][i], True
+        measured += improved
+    rest = max(0, total_points - window - 1)
+    return measured, measured + _record_probability_sum(k, rest) + 1.0
+
+
+def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.device = "auto") -> dict:
+    """Measure this machine (see the module docstring); print a table, and with `as_json` a last
+    stdout line that is one JSON object of the same numbers. Returns that dict.
+
+    quick: small sizes and few repetitions (seconds; rough numbers, for smoke tests)."""
+    t_start = time.perf_counter()
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    res: dict[str, object] = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": quick,
+        "background_cpu_load_start": background_cpu_load(0.2 if quick else 0.5),
+    }
+    ticks0 = _cpu_ticks()
+    fc = get_net("fc")
+    sync = _sync(dev)
+
+    # --- SGEMM peak
+    sizes = (1024,) if quick else ((2048, 4096) if dev.type == "cpu" else (4096, 8192))
+    res["gemm_gflops"] = gemm_gflops(dev, sizes, reps=2 if quick else 5)
+    res["gemm_sizes"] = list(sizes)
+
+    data = load_dataset("mnist").to(dev)
+    tx, ty = data.train_x, data.train_y
+    calls, blocks, budget = (5, 3, 0.5) if quick else (40, 6, 12.0)
+
+    # --- FC training: one network, a 13-member cohort, a plain PyTorch loop (timed interleaved)
+    flops = fc_step_flops(fc)
+    single_fn, _ = _step_fn(fc, _masked_members(fc, 1, [0.8]), tx, ty, dev)
+    cohort_members = _masked_members(fc, COHORT, [0.8])
+    cohort_fn, cstate = _step_fn(fc, cohort_members, tx, ty, dev)
+    plain_fn = _plain_loop_fn(tx, ty, dev)
+    timed = _time_interleaved(
+        {"single": (single_fn, calls), "cohort": (cohort_fn, max(2, calls // 2)), "plain": (plain_fn, calls)},
+        sync, blocks, budget,
+    )
+    (single, single_med), (cohort, cohort_med), (plain, plain_med) = timed["single"], timed["cohort"], timed["plain"]
+    # the SGEMM peak again, after the FC work: the better of the two is the peak
+    res["gemm_gflops"] = peak = max(float(res["gemm_gflops"]), gemm_gflops(dev, sizes, reps=2 if quick else 5))
+    res.update({
+        "fc_step_flops_per_net": flops,
+        "flop_count": FLOP_COUNT,
+        "fc_single_step_ms": single * 1e3,
+        "fc_single_samples_per_s": BATCH / single,
+        "fc_single_samples_per_s_median": BATCH / single_med,
+        "fc_cohort13_step_ms": cohort * 1e3,
+        "fc_cohort13_net_samples_per_s": COHORT * BATCH / cohort,
+        "fc_cohort13_net_samples_per_s_median": COHORT * BATCH / cohort_med,
+        "plain_loop_samples_per_s": BATCH / plain,
+        "plain_loop_samples_per_s_median": BATCH / plain_med,
+        "cohort_speedup_vs_plain": plain * COHORT / cohort,
+        "fc_single_gflops": flops / single / 1e9,
+        "fc_cohort13_gflops": COHORT * flops / cohort / 1e9,
+        "fraction_of_peak_single": flops / single / 1e9 / peak,
+        "fraction_of_peak_cohort13": COHORT * flops / cohort / 1e9 / peak,
+    })
+
+    # --- evaluation of the cohort (val + test) and of a lone network
+    reps = 1 if quick else 3
+    t_val = _eval_time(fc, cstate, data.val_x, data.val_y, dev, reps)
+    t_test = _eval_time(fc, cstate, data.test_x, data.test_y, dev, reps)
+    lone = _CohortState(fc, cohort_members[:1], fc.learning_rate, dev)
+    t_val1 = _eval_time(fc, lone, data.val_x, data.val_y, dev, reps)
+    t_test1 = t_val1 * N_TEST / N_VAL
+    res["eval_samples_per_s"] = COHORT * (N_VAL + N_TEST) / (t_val + t_test)
+    res["eval_val_s_cohort13"], res["eval_test_s_cohort13"] = t_val, t_test
+    res["eval_single_samples_per_s"] = N_VAL / t_val1
+
+    # --- test evaluations under test_eval="on_best": a short real cohort run, then a model
+    points = eval_points()
+    short_iters = 200 if quick else 2000
+    spread = [0.8 ** (2 * r) for r in range(COHORT)]  # dense .. round 24: the levels of a criteria sweep
+    t0 = time.perf_counter()
+    run = train_cohort(fc, data, _masked_members(fc, COHORT, spread, seed=10),
+                       Schedule(short_iters, fc.learning_rate, eval_every=EVAL_EVERY, test_eval="on_best"), seed=0,
+                       device=dev)
+    res["on_best_probe_run_s"] = time.perf_counter() - t0
+    res["on_best_probe_iterations"] = short_iters
+    measured, n_test = on_best_test_evals([r.history["val_loss"] for r in run], points)
+    measured1, n_test1 = on_best_test_evals([run[0].history["val_loss"]], points)
+
+    train_s = FC_ITERATIONS * cohort
+    eval_all_s = points * (t_val + t_test)
+    eval_best_s = points * t_val + n_test * t_test
+    res.update({
+        "eval_points_full_fc": points,
+        "on_best_test_evals_measured": measured,
+        "on_best_test_evals_measured_of": len(run[0].history["val_loss"]),
+        "on_best_test_evals_estimated": n_test,
+        "eval_overhead_full_fc": eval_all_s / train_s,
+        "eval_overhead_full_fc_on_best": eval_best_s / train_s,
+        "eval_share_of_run_full_fc": eval_all_s / (train_s + eval_all_s),
+        "eval_share_of_run_full_fc_on_best": eval_best_s / (train_s + eval_best_s),
+    })
+
+    # --- projected wall time of the full criteria preset on FC (sweeps use test_eval="on_best")
+    dense_run = FC_ITERATIONS * single + points * t_val1 + n_test1 * t_test1
+    cohort_run = FC_ITERATIONS * cohort + eval_best_s
+    res["projected_fc_dense_run_hours"] = dense_run / 3600
+    res["projected_fc_cohort13_run_hours"] = cohort_run / 3600
+    res["projected_criteria_full_hours"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
+
+    # --- conv nets: a small cohort, a few steps (random CIFAR-shaped data: speed does not depend on it)
+    conv_k = 2
+    conv_nets = ("conv2",) if quick else ("conv2", "conv4", "conv6")
+    g = torch.Generator().manual_seed(0)
+    cx = (torch.randint(0, 256, (600, 3, 32, 32), generator=g).float() / 255).to(dev)
+    cy = torch.randint(0, 10, (600,), generator=g).to(dev)
+    for name in conv_nets:
+        spec = get_net(name)
+        cs = 1 if quick else 2
+        fn, _ = _step_fn(spec, _masked_members(spec, conv_k, [1.0, 0.8]), cx, cy, dev)
+        best, _ = _time_blocks(fn, sync, calls=cs, blocks=1 if quick else 2, warmup=1, budget_s=0.0)
+        res[f"{name}_cohort{conv_k}_net_samples_per_s"] = conv_k * BATCH / best
+        res[f"{name}_cohort{conv_k}_step_ms"] = best * 1e3
+
+    sync()
+    res["background_cpu_load_during"] = background_between(ticks0, _cpu_ticks())
+    res["background_cpu_load_end"] = background_cpu_load(0.2 if quick else 0.5)
+    res["bench_seconds"] = time.perf_counter() - t_start
+    _print_table(res)
+    if as_json:
+        print(json.dumps(res, sort_keys=True))
+    return res
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return str(v)
+
+
+_ROWS = [
+    ("device", "", "device"), ("device_name", "", "processor"), ("torch", "", "torch"), ("threads", "", "threads"),
+    ("background_cpu_load_start", "cores", "busy with other processes (start)"),
+    ("gemm_gflops", "GFLOP/s", "SGEMM peak"),
+    ("fc_single_samples_per_s", "samples/s", "FC training, 1 network (trainer step)"),
+    ("fc_cohort13_net_samples_per_s", "net-samples/s", "FC training, cohort of 13"),
+    ("plain_loop_samples_per_s", "samples/s", "FC training, plain PyTorch loop"),
+    ("cohort_speedup_vs_plain", "x", "cohort of 13 vs plain loop"),
+    ("fraction_of_peak_single", "", "FC 1 network: FLOP rate / SGEMM peak"),
+    ("fraction_of_peak_cohort13", "", "FC cohort of 13: FLOP rate / SGEMM peak"),
+    ("eval_samples_per_s", "net-samples/s", "evaluation, cohort of 13"),
+    ("eval_overhead_full_fc", "", "eval time / train time, full FC run, test_eval=all"),
+    ("on_best_test_evals_estimated", "of 505", "test evaluations under on_best (estimated)"),
+    ("eval_overhead_full_fc_on_best", "", "eval time / train time, full FC run, test_eval=on_best"),
+    ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
+    ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
+    ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
+    ("projected_criteria_full_hours", "h", "criteria preset, full scale, FC (5 seeds x (dense + 24 x 13))"),
+    ("background_cpu_load_during", "cores", "busy with other processes (during the bench, average)"),
+    ("background_cpu_load_end", "cores", "busy with other processes (end)"),
+    ("bench_seconds", "s", "this benchmark"),
+]
+
+
+def _print_table(res: dict) -> None:
+    print(f"ticketlab bench{' (quick: rough numbers)' if res['quick'] else ''}")
+    for key, unit, label in _ROWS:
+        if key in res and res[key] is not None:
+            print(f"  {label:<62} {_fmt(res[key]):>14} {unit}")
+    print(f"  FLOPs counted {res['flop_count']}; FC: {res['fc_step_flops_per_net']:,} per network per step.")
+    print("  Rates: best of several timed blocks after warm-up (medians in the JSON).")
+    load = res.get("background_cpu_load_during")
+    if load is not None and load > 0.1:
+        print(f"  WARNING: other processes kept {load:.2f} cores busy during the bench: numbers are low and noisy.")
+    print(f"  on_best test evaluations: {res['on_best_test_evals_measured']} of the first "
+          f"{res['on_best_test_evals_measured_of']} points of a real {res['on_best_probe_iterations']}-step "
+          "cohort run, then an i.i.d.-records model for the rest (errs high).")

@@ -1,0 +1,261 @@
+"""The benchmark's output, and every fast path of the trainer against the straightforward one.
+
+No timing assertions: speed depends on the machine."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ticketlab import bench, forward as fwd, trainer
+from ticketlab.forward import fc_grads, forward, loss_grad, member_losses
+from ticketlab.nets import get_net, init_weights
+from ticketlab.seeds import generator
+from ticketlab.trainer import MemberStart, Schedule, _CohortState, _adam_step, train_cohort
+
+FC = get_net("fc")
+CPU = torch.device("cpu")
+REQUIRED = (
+    "gemm_gflops", "fc_single_samples_per_s", "fc_cohort13_net_samples_per_s", "plain_loop_samples_per_s",
+    "cohort_speedup_vs_plain", "fraction_of_peak_single", "fraction_of_peak_cohort13", "eval_samples_per_s",
+    "eval_overhead_full_fc", "eval_overhead_full_fc_on_best", "on_best_test_evals_estimated",
+    "conv2_cohort2_net_samples_per_s", "projected_criteria_full_hours", "threads",
+)
+
+
+def _members(spec, densities, seed=0):
+    """Members with different inits; density 1.0 = dense (no mask), else a random mask, pruned = 0."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for m, d in enumerate(densities):
+        init = init_weights(spec, generator(seed + m, "init"))
+        if d >= 1.0:
+            out.append(MemberStart(init))
+        else:
+            masks = [torch.rand(w.shape, generator=g) < d for w in init]
+            out.append(MemberStart([w * mk for w, mk in zip(init, masks)], masks))
+    return out
+
+
+def _batches(data, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        idx = torch.randint(0, len(data.train_x), (60,), generator=g)
+        yield data.train_x[idx], data.train_y[idx]
+
+
+def _state_tensors(s: _CohortState) -> list[torch.Tensor]:
+    return s.weights + s.biases + s.exp_avgs + s.exp_avg_sqs
+
+
+def test_run_bench_quick_json(capsys, monkeypatch):
+    calls = []
+    real_step = _CohortState.step
+
+    def counting_step(self, x, y):
+        calls.append(self.k)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(_CohortState, "step", counting_step)
+    res = bench.run_bench(as_json=True, quick=True)
+    out = capsys.readouterr().out.strip().splitlines()
+    parsed = json.loads(out[-1])
+    for key in REQUIRED:
+        for source in (res, parsed):
+            assert isinstance(source[key], (int, float)) and math.isfinite(source[key]) and source[key] > 0, key
+    assert parsed["device"] == res["device"] == "cpu"
+    assert parsed["fc_step_flops_per_net"] == 67_608_000
+    assert "SGEMM peak" in "\n".join(out[:-1])
+    # the bench timed the production step, for a lone network and for a 13-member cohort
+    assert 1 in calls and 13 in calls
+
+
+def test_train_cohort_runs_the_benchmarked_step(mnist, monkeypatch):
+    calls = []
+    real_step = _CohortState.step
+
+    def counting_step(self, x, y):
+        calls.append(1)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(_CohortState, "step", counting_step)
+    train_cohort(FC, mnist, _members(FC, [1.0]), Schedule(iterations=7, learning_rate=1e-3, eval_every=5), seed=0)
+    assert len(calls) == 7
+
+
+def test_manual_steps_reproduce_train_cohort(mnist):
+    """train_cohort = _CohortState.step on the seed's batches, nothing else touches the weights."""
+    members = _members(FC, [1.0, 0.5])
+    sched = Schedule(iterations=25, learning_rate=1.2e-3, eval_every=10)
+    results = train_cohort(FC, mnist, members, sched, seed=3)
+    state = _CohortState(FC, members, sched.learning_rate, CPU)
+    perm = torch.randperm(len(mnist.train_x), generator=generator(3, "batch_order"))
+    for it in range(25):
+        idx = perm[it * 60 : (it + 1) * 60]
+        state.step(mnist.train_x.index_select(0, idx), mnist.train_y.index_select(0, idx))
+    for m, r in enumerate(results):
+        assert all(torch.equal(w[m], f) for w, f in zip(state.weights, r.final_weights))
+        assert all(torch.equal(b[m], f) for b, f in zip(state.biases, r.final_biases))
+
+
+def test_hand_written_fc_backward_equals_autograd_bitwise(mnist):
+    members = _members(FC, [1.0, 0.7, 0.1])
+    state = _CohortState(FC, members, 1e-3, CPU)
+    g = torch.Generator().manual_seed(1)
+    for w in state.weights:  # trained-looking weights and biases, not just the init
+        w.add_(torch.randn(w.shape, generator=g) * 0.01)
+    for b in state.biases:
+        b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    for x, y in _batches(mnist, 3):
+        ws = [w.clone().requires_grad_() for w in state.weights]
+        bs = [b.clone().requires_grad_() for b in state.biases]
+        expected = torch.autograd.grad(member_losses(forward(FC, ws, bs, x), y).mean(1).sum(), ws + bs)
+        for chunk in (None, 1, 2):
+            gw = [torch.full_like(w, float("nan")) for w in state.weights]
+            gb = [torch.full_like(b, float("nan")) for b in state.biases]
+            seen = []
+            fc_grads(state.weights, state.biases, x, y, gw, gb, done=lambda i, lo, hi: seen.append((i, lo, hi)),
+                     chunk=chunk)
+            assert all(torch.equal(a, b) for a, b in zip(expected, gw + gb))
+            # every (layer, member) is reported done exactly once, last layer first
+            covered = sorted((i, m) for i, lo, hi in seen for m in range(lo, hi))
+            assert covered == sorted((i, m) for i in range(3) for m in range(3))
+            assert [i for i, _, _ in seen][:2] == [2, 1]
+
+
+def test_loss_grad_equals_autograd_bitwise():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 60, 10, generator=g) * 5
+    y = torch.randint(0, 10, (60,), generator=g)
+    z = logits.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(member_losses(z, y).mean(1).sum(), z)
+    assert torch.equal(loss_grad(logits, y), expected)
+
+
+def _assert_same_training(fast: _CohortState, ref: _CohortState, members: list[MemberStart]) -> None:
+    """Same weights and biases bitwise; same Adam moments wherever a weight is kept."""
+    assert all(torch.equal(a, b) for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases))
+    n = len(fast.weights)
+    for i in range(2 * n):
+        for m, member in enumerate(members):
+            if member.masks is not None and i < n:
+                keep = member.masks[i]
+            else:
+                keep = torch.ones_like(fast.exp_avgs[i][m], dtype=torch.bool)
+            assert torch.equal(fast.exp_avgs[i][m][keep], ref.exp_avgs[i][m][keep])
+            assert torch.equal(fast.exp_avg_sqs[i][m][keep], ref.exp_avg_sqs[i][m][keep])
+
+
+@pytest.mark.parametrize("densities", [[1.0, 0.8, 0.05], [0.8, 0.3, 0.5, 0.9, 0.2], [1.0, 1.0]])
+def test_fused_step_equals_straightforward_reference(mnist, densities):
+    """step (layer by layer, first layer in member chunks, Adam interleaved with the backward, pruned
+    weights held by an infinite second moment) = whole-cohort passes of gradients, gradient mask
+    and Adam (pruned weights held by zero gradients)."""
+    members = _members(FC, densities)
+    fast = _CohortState(FC, members, 1.2e-3, CPU)
+    ref = _CohortState(FC, members, 1.2e-3, CPU, hold_by_inf=False)
+    fast.chunk = 2
+    for x, y in _batches(mnist, 6):
+        fast.step(x, y)
+        ref.reference_step(x, y)
+    _assert_same_training(fast, ref, members)
+    for m, member in enumerate(members):  # the pruned weights really held, the kept ones moved
+        if member.masks is not None:
+            for w, w0, mask in zip(fast.weights, member.weights, member.masks):
+                assert torch.equal(w[m][~mask], w0[~mask]) and not torch.equal(w[m][mask], w0[mask])
+
+
+def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
+    """The criteria cohort size, with dense and masked members and the CPU chunking."""
+    densities = [1.0, 0.8, 0.64, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.9]
+    members = _members(FC, densities)
+    cohort = _CohortState(FC, members, 1.2e-3, CPU)
+    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members]
+    for x, y in _batches(mnist, 4):
+        cohort.step(x, y)
+        for a in alone:
+            a.step(x, y)
+    for m, a in enumerate(alone):
+        for ts, ta in zip(_state_tensors(cohort), _state_tensors(a)):
+            assert torch.equal(ts[m], ta[0])
+    # pruned weights held exactly, kept weights moved
+    for m, member in enumerate(members):
+        if member.masks is None:
+            continue
+        for w, w0, mask in zip(cohort.weights, member.weights, member.masks):
+            assert torch.equal(w[m][~mask], w0[~mask])
+            assert not torch.equal(w[m][mask], w0[mask])
+
+
+def test_fused_tf1_adam_matches_the_foreach_reference():
+    """Same TF1 update as the straightforward foreach form (to rounding); zero gradient = no move."""
+    g = torch.Generator().manual_seed(0)
+    p0 = [torch.randn(1000, generator=g), torch.randn(37, generator=g)]
+    p_ref, p_fused = [p.clone() for p in p0], [p.clone() for p in p0]
+    m_ref, v_ref = [torch.zeros_like(p) for p in p0], [torch.zeros_like(p) for p in p0]
+    m_f, v_f = [torch.zeros_like(p) for p in p0], [torch.zeros_like(p) for p in p0]
+    step_t = torch.zeros(())
+    for step in range(1, 300):
+        grads = [torch.randn(p.shape, generator=g) * 0.1 for p in p0]
+        grads[0][:100] = 0.0  # "pruned"
+        _adam_step(p_ref, grads, m_ref, v_ref, step, 1.2e-3)
+        step_t.fill_(step)
+        torch._fused_adam_(p_fused, grads, m_f, v_f, [], [step_t] * 2, **trainer.tf1_adam_fused_args(step, 1.2e-3))
+    for a, b in zip(p_ref, p_fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.equal(p_fused[0][:100], p0[0][:100])
+    assert torch.count_nonzero(m_f[0][:100]) == 0 and torch.count_nonzero(v_f[0][:100]) == 0
+
+
+def test_member_loop_forward_equals_batched_forward(mnist, monkeypatch):
+    """Evaluation chunks (>= LOOP_MIN_ROWS rows) run one gemm per member: same numbers as bmm."""
+    state = _CohortState(FC, _members(FC, [1.0, 0.5, 0.2]), 1e-3, CPU)
+    g = torch.Generator().manual_seed(2)
+    for b in state.biases:
+        b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    x = mnist.val_x[:2500]
+    looped = forward(FC, state.weights, state.biases, x)
+    monkeypatch.setattr(fwd, "LOOP_MIN_ROWS", 10**9)
+    batched = forward(FC, state.weights, state.biases, x)
+    assert torch.equal(looped, batched)
+    alone = forward(FC, [w[1:2] for w in state.weights], [b[1:2] for b in state.biases], x)
+    assert torch.equal(alone[0], batched[1])
+
+
+def test_conv_step_equals_reference():
+    spec = get_net("conv2")
+    members = _members(spec, [1.0, 0.7])
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(60, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (60,), generator=g)
+    fast, ref = _CohortState(spec, members, 2e-4, CPU), _CohortState(spec, members, 2e-4, CPU, hold_by_inf=False)
+    for _ in range(2):
+        fast.step(x, y)
+        ref.reference_step(x, y)
+    _assert_same_training(fast, ref, members)
+    # and the autograd gradients are the plain ones
+    ws = [torch.stack([m.weights[i] for m in members]).requires_grad_() for i in range(len(spec.layers))]
+    bs = [torch.zeros(2, layer.out_channels, requires_grad=True) for layer in spec.layers]
+    expected = torch.autograd.grad(member_losses(forward(spec, ws, bs, x), y).mean(1).sum(), ws + bs)
+    state = _CohortState(spec, members, 2e-4, CPU)
+    state.compute_grads(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(expected, state.grads))
+
+
+def test_flop_count_and_eval_points():
+    # forward 2BP + backward-weights 2BP for all layers, backward-data 2BP for fc2 and fc3
+    assert bench.fc_step_flops(FC, 60) == 4 * 60 * 266_200 + 2 * 60 * (30_000 + 1_000)
+    assert bench.eval_points(50_380, 100) == 505  # 0, 100, ..., 50,300 and 50,380
+    assert bench.eval_points(200, 100) == 3
+
+
+def test_on_best_test_eval_count():
+    # member 0 improves at points 0, 1, 3; member 1 at 0, 2: any-member improvements at 0, 1, 2, 3
+    losses = [[3.0, 2.0, 2.5, 1.0, 1.5], [3.0, 3.5, 2.0, 2.5, 2.1]]
+    measured, total = bench.on_best_test_evals(losses, total_points=5)
+    assert measured == 4 and total == pytest.approx(5.0)  # nothing left to model but the final point
+    _, more = bench.on_best_test_evals(losses, total_points=505)
+    assert 5.0 < more < 505.0
+    assert bench._record_probability_sum(1, 3) == pytest.approx(1 / 2 + 1 / 3 + 1 / 4)
