@@ -136,3 +136,23 @@ def test_conv_training_smoke_on_cifar_format_files(tmp_path):
     assert h["iteration"] == [0, 3, 6]
     assert all(0 < v < 10 for v in h["val_loss"])
     assert not torch.equal(together[0].final_weights[0], init[0])
+
+
+def test_on_best_test_history_is_independent_of_the_cohort(mnist):
+    import math
+
+    def gaps(h):
+        return [None if math.isnan(v) else v for v in h["test_accuracy"]]
+
+    members = _members()
+    # a large learning rate makes val loss bounce, so some points are not new minima
+    schedule = Schedule(iterations=300, learning_rate=2e-2, eval_every=20, test_eval="on_best")
+    together = train_cohort(FC, mnist, members, schedule, seed=2)
+    for m in range(3):
+        alone = train_cohort(FC, mnist, members[m : m + 1], schedule, seed=2)[0]
+        assert gaps(together[m].history) == gaps(alone.history)
+    patterns = [[v is None for v in gaps(r.history)] for r in together]
+    assert any(any(p) for p in patterns)  # some points really skipped the test set
+    assert patterns[0] != patterns[1] or patterns[1] != patterns[2]  # and not all members alike
+    for r in together:  # the early-stopping point always has its test accuracy
+        assert not math.isnan(r.summary()["test_accuracy_at_early_stop"])

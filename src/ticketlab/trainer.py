@@ -312,10 +312,20 @@ def train_cohort(
         improved = [vl[m] < best_val[m] for m in range(k)]
         for m in range(k):
             best_val[m] = min(best_val[m], vl[m])
-        if schedule.test_eval == "all" or final or any(improved):
+        # Under "on_best" only the members whose val loss improved get a test evaluation, so a
+        # member's history does not depend on which cohort it trained in.
+        wanted = [m for m in range(k) if schedule.test_eval == "all" or final or improved[m]]
+        tl, ta = [nan] * k, [nan] * k
+        if len(wanted) == k:
             tl, ta = evaluate(spec, weights, biases, data.test_x, data.test_y)
-        else:
-            tl, ta = [nan] * k, [nan] * k
+        elif wanted:
+            idx = torch.tensor(wanted, device=weights[0].device)
+            sub_l, sub_a = evaluate(
+                spec, [w.index_select(0, idx) for w in weights], [b.index_select(0, idx) for b in biases],
+                data.test_x, data.test_y,
+            )
+            for j, m in enumerate(wanted):
+                tl[m], ta[m] = sub_l[j], sub_a[j]
         iterations_seen.append(it)
         for m in range(k):
             history["val_loss"][m].append(vl[m])
