@@ -59,11 +59,24 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
 LOOP_MIN_ROWS = 512
 
 
+def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out).
+
+    A batch of one runs as a batch of two (the member twice, the copy dropped): torch hands a batch
+    of one to a plain gemm, which MKL may split along the summed dimension across threads (seen on
+    AVX-512 with 2 threads for 784 inputs), rounding differently from the batched kernel that
+    computes each member of a larger cohort. Gradients are unaffected: the copy's output is dropped,
+    so its gradient is exactly zero."""
+    if w.shape[0] == 1:
+        return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
+    return torch.baddbmm(b.unsqueeze(1), h, w)
+
+
 def _dense(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bias + h @ w for every member: h (K or expanded, B, in), w (K, in, out), b (K, out)."""
     k, rows = w.shape[0], h.shape[1]
     if rows < LOOP_MIN_ROWS or h.device.type != "cpu" or (torch.is_grad_enabled() and w.requires_grad):
-        return torch.baddbmm(b.unsqueeze(1), h, w)
+        return affine(h, w, b)
     out = torch.empty(k, rows, w.shape[2], dtype=h.dtype, device=h.device)
     for m in range(k):
         torch.addmm(b[m], h[m], w[m], out=out[m])
@@ -120,7 +133,7 @@ def fc_grads(
     inputs = []
     for i in range(n):
         inputs.append(h)
-        h = torch.baddbmm(biases[i].unsqueeze(1), h, weights[i])
+        h = affine(h, weights[i], biases[i])
         if i < n - 1:
             h = h.relu_()
     dz = loss_grad(h, y)
