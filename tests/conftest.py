@@ -4,6 +4,10 @@ import pytest
 import torch
 
 from ticketlab.data import load_dataset
+from ticketlab.numerics import flush_denormals
+
+# As the command line does: before any torch work starts the thread pool, so every thread flushes.
+flush_denormals(check=False)
 
 
 @pytest.fixture(scope="session")

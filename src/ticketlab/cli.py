@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    from .numerics import flush_denormals
+
+    flush_denormals(check=False)  # before torch starts its thread pool, so that every thread inherits it
     try:
         return ns.func(ns)
     except TicketlabError as e:

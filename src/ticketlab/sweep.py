@@ -16,6 +16,7 @@ import torch
 
 from .device import environment, resolve_device
 from .iterative import Chain, DataCache, ensure_dense, run_chains
+from .numerics import flush_denormals
 from .progress import ProgressLine
 from .store import read_json, write_json
 from .supermask import run_supermask
@@ -113,6 +114,7 @@ _QUEUE = None
 def _init_worker(queue, threads: int) -> None:
     global _QUEUE  # the worker process's own progress channel, set once at its start
     _QUEUE = queue
+    flush_denormals(check=False)  # a fresh process: before its first parallel op, like the command line
     torch.set_num_threads(threads)
 
 

@@ -10,6 +10,7 @@ as the reference the tests compare against.)
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +19,7 @@ import torch
 from .data import Dataset
 from .forward import fc_grads, forward, member_losses
 from .nets import NetSpec
+from .numerics import flush_denormals
 from .seeds import generator
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -267,6 +269,34 @@ class _CohortState:
         self._adam(self._slices[key])
 
 
+class _Clock:
+    """Accumulates wall seconds per phase into `timing` (a no-op without it; on a GPU it waits for
+    the queued work at each boundary, which costs a little speed, so only when asked)."""
+
+    def __init__(self, device: torch.device, timing: dict[str, float] | None):
+        self.timing = timing
+        self.cuda = device.type == "cuda"
+        self.t0 = 0.0
+        if timing is not None:
+            for key in ("train_s", "steps", "val_s", "points", "test_s", "test_evals", "other_eval_s"):
+                timing.setdefault(key, 0)
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        if self.timing is not None:
+            self.t0 = self._now()
+
+    def stop(self, key: str, count: str | None = None) -> None:
+        if self.timing is not None:
+            self.timing[key] += self._now() - self.t0
+            if count is not None:
+                self.timing[count] += 1
+
+
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Per-member CPU copies of stacked per-layer tensors."""
     k = stacked[0].shape[0]
@@ -281,9 +311,17 @@ def train_cohort(
     seed: int,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    timing: dict[str, float] | None = None,
 ) -> list[MemberResult]:
-    """Train every member with SPEC §3's schedule; return per-member histories and weights."""
+    """Train every member with SPEC §3's schedule; return per-member histories and weights.
+
+    timing: if given, filled with wall seconds spent in training steps (`train_s`, `steps`), in val
+    and test evaluations at the evaluation points (`val_s`, `test_s`, `points`, `test_evals`:
+    points where some member's test set was evaluated) and in everything else evaluation does
+    (`other_eval_s`: train-set evaluation, per-step val checks for snapshots)."""
     device = torch.device(device)
+    if device.type == "cpu":
+        flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
     state = _CohortState(spec, starts, schedule.learning_rate, device)
     weights, biases = state.weights, state.biases
@@ -307,8 +345,12 @@ def train_cohort(
     pending_acc = {m: sorted(schedule.snapshot_val_accuracies) for m in range(k)}
     nan = float("nan")
 
+    clock = _Clock(device, timing)
+
     def record(it: int, final: bool) -> None:
+        clock.start()
         vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
+        clock.stop("val_s", "points")
         improved = [vl[m] < best_val[m] for m in range(k)]
         for m in range(k):
             best_val[m] = min(best_val[m], vl[m])
@@ -316,6 +358,7 @@ def train_cohort(
         # member's history does not depend on which cohort it trained in.
         wanted = [m for m in range(k) if schedule.test_eval == "all" or final or improved[m]]
         tl, ta = [nan] * k, [nan] * k
+        clock.start()
         if len(wanted) == k:
             tl, ta = evaluate(spec, weights, biases, data.test_x, data.test_y)
         elif wanted:
@@ -326,6 +369,7 @@ def train_cohort(
             )
             for j, m in enumerate(wanted):
                 tl[m], ta[m] = sub_l[j], sub_a[j]
+        clock.stop("test_s", "test_evals" if wanted else None)
         iterations_seen.append(it)
         for m in range(k):
             history["val_loss"][m].append(vl[m])
@@ -333,7 +377,9 @@ def train_cohort(
             history["test_loss"][m].append(tl[m])
             history["test_accuracy"][m].append(ta[m])
         if schedule.eval_train:
+            clock.start()
             rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y)
+            clock.stop("other_eval_s")
             for m in range(k):
                 history["train_loss"][m].append(rl[m])
                 history["train_accuracy"][m].append(ra[m])
@@ -352,7 +398,9 @@ def train_cohort(
         need = schedule.stop_at_val_accuracy is not None or any(pending_acc.values())
         if not need:
             return False
+        clock.start()
         _, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
+        clock.stop("other_eval_s")
         for m in range(k):
             while pending_acc[m] and va[m] >= pending_acc[m][0]:
                 snapshot(m, f"val_accuracy_{pending_acc[m].pop(0):g}", it)
@@ -372,9 +420,11 @@ def train_cohort(
         if pos == 0:
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
+        clock.start()
         x = data.train_x.index_select(0, idx)
         y = data.train_y.index_select(0, idx)
         state.step(x, y)
+        clock.stop("train_s", "steps")
         it += 1
         if it in snapshot_at:
             for m in range(k):
