@@ -32,12 +32,13 @@ rounds = 3
 
 
 def test_pinned_run_hashes():
-    # Renaming runs orphans every store on disk: these may change only deliberately.
-    assert run_name("train", TrainConfig()) == "train_d75f1cf17c788d23"
-    assert run_name("train", TrainConfig(epochs=55)) == "train_d75f1cf17c788d23"
-    assert run_name("train", TrainConfig(seed=1)) == "train_f21576dabaa774cd"
+    # Renaming runs orphans every store on disk: these may change only deliberately (last: the
+    # numerics version 2, whose runs differ in the last bits from version 1's).
+    assert run_name("train", TrainConfig()) == "train_1614cb880712fd67"
+    assert run_name("train", TrainConfig(epochs=55)) == "train_1614cb880712fd67"
+    assert run_name("train", TrainConfig(seed=1)) == "train_41ed0024eac9083d"
     assert run_name("train", TrainConfig(net="conv2", learning_rate=2e-4)) == run_name("train", TrainConfig(net="conv2"))
-    assert run_name("train", TrainConfig(test_eval="on_best")) != run_name("train", TrainConfig())
+    assert run_name("train", TrainConfig(test_eval="all")) != run_name("train", TrainConfig())
 
 
 def test_every_preset_parses_at_both_scales():

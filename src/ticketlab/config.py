@@ -40,7 +40,8 @@ class TrainConfig:
     learning_rate: float | None = _f(None, "Adam learning rate (default: SPEC's per net)")
     batch_size: int = _f(60, "examples per step")
     eval_every: int = _f(100, "evaluate val and test every this many steps (and at 0 and the end)")
-    test_eval: str = _f("all", "evaluate test at every point, or only where val loss improves", TEST_EVAL_POLICIES)
+    test_eval: str = _f("on_best", "evaluate test only where val loss reaches a new minimum (and at 0 and the end), "
+                        "or at every point (all: the full test curve)", TEST_EVAL_POLICIES)
     eval_train: bool = _f(False, "also evaluate the whole training set at each point (slow)")
     stop_at_val_accuracy: float | None = _f(None, "evaluate val after every step and stop once it reaches this (0-1)")
 
@@ -109,9 +110,18 @@ def identity(config: Any) -> dict[str, Any]:
     return out
 
 
+# Bumped when training computes different bits for the same config (rounding order, float mode), so
+# that a store never mixes runs of two numerics under one name. 2: denormals flushed to zero, Adam as
+# one call over a flat buffer (vector code for every element).
+NUMERICS = 2
+
+
 def content_hash(kind: str, fields: dict[str, Any]) -> str:
-    """A short stable hash of a canonical JSON form."""
-    text = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"))
+    """A short stable hash of a canonical JSON form (and of the numerics version, when not the first)."""
+    record = {"kind": kind, **fields}
+    if NUMERICS > 1:
+        record["numerics"] = NUMERICS
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -11,11 +11,10 @@ trained alone.
 `forward` for the forward pass and the same kernels autograd runs for the backward pass (bmm with
 the transposed operands, a sum over the batch for the bias, threshold_backward for the ReLU, the
 log-softmax/nll backward for the loss), so its gradients equal autograd's bitwise, without the
-graph and with every gradient written straight into caller-provided buffers.
+graph and with every gradient written straight into caller-provided buffers (views of the
+trainer's flat gradient buffer).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +102,6 @@ def loss_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch._log_softmax_backward_data(g, log_probs, 1, flat.dtype).view(k, b, c)
 
 
-Done = Callable[[int, int, int], None]
-
-
 @torch.no_grad()
 def fc_grads(
     weights: list[torch.Tensor],
@@ -114,19 +110,11 @@ def fc_grads(
     y: torch.Tensor,
     grad_weights: list[torch.Tensor],
     grad_biases: list[torch.Tensor],
-    done: Done | None = None,
-    chunk: int | None = None,
 ) -> None:
     """Gradients of the sum of member mean losses of a dense stack, written into grad_* (same shapes).
 
     Equal bitwise to `torch.autograd.grad(member_losses(forward(...), y).mean(1).sum(), params)`
-    for an all-fc network: it runs the same ops in the same order on the same operands.
-
-    done(i, lo, hi), if given, is called as soon as the gradients of layer i for members lo:hi are
-    written and those members' layer-i parameters will not be read again, so that the caller can
-    update them in place. Layers finish last to first; the first layer (most of the weights) finishes
-    `chunk` members at a time, so that its gradients are still in cache when `done` reads them.
-    Member m's numbers never depend on the chunking: bmm computes each member by itself."""
+    for an all-fc network: it runs the same ops in the same order on the same operands."""
     k = weights[0].shape[0]
     n = len(weights)
     h = x.expand(k, *x.shape)
@@ -137,18 +125,10 @@ def fc_grads(
         if i < n - 1:
             h = h.relu_()
     dz = loss_grad(h, y)
-    for i in range(n - 1, 0, -1):
+    for i in range(n - 1, -1, -1):
         # baddbmm's backward: batch2 <- batch1^T @ grad, self <- grad summed over the broadcast dim
         torch.bmm(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
         torch.sum(dz, 1, out=grad_biases[i])
-        dh = torch.bmm(dz, weights[i].transpose(1, 2))
-        if done is not None:
-            done(i, 0, k)
-        dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output
-    step = chunk or k
-    for lo in range(0, k, step):
-        hi = min(k, lo + step)
-        torch.bmm(inputs[0][lo:hi].transpose(1, 2), dz[lo:hi], out=grad_weights[0][lo:hi])
-        torch.sum(dz[lo:hi], 1, out=grad_biases[0][lo:hi])
-        if done is not None:
-            done(0, lo, hi)
+        if i > 0:
+            dh = torch.bmm(dz, weights[i].transpose(1, 2))
+            dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output

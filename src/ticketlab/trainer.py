@@ -120,7 +120,9 @@ def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> No
 
 
 HAS_FUSED_ADAM = hasattr(torch, "_fused_adam_")
-FC_CHUNK_CPU = 4
+# Every member's block of every parameter tensor starts at a multiple of this many floats and spans
+# a multiple of it: 16 floats = 64 bytes, one cache line and one AVX-512 vector (see _CohortState).
+ALIGN = 16
 
 
 def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
@@ -132,22 +134,48 @@ def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
                 eps=ADAM_EPS / math.sqrt(1 - ADAM_BETA2**step), amsgrad=False, maximize=False)
 
 
+class _FlatLayout:
+    """Where each parameter tensor of each member lives in one flat float32 buffer.
+
+    Tensor i of the network is a (K, padded_i) block, padded_i = its size rounded up to ALIGN;
+    `views` gives the (K, *shape_i) views of a buffer (contiguous when the size is a multiple of ALIGN,
+    else strided by padded_i). Padding holds zeros and never moves."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], k: int):
+        self.shapes, self.k = shapes, k
+        self.sizes = [math.prod(shape) for shape in shapes]
+        self.padded = [-(-n // ALIGN) * ALIGN for n in self.sizes]
+        self.offsets = [0]
+        for p in self.padded:
+            self.offsets.append(self.offsets[-1] + k * p)
+
+    @property
+    def total(self) -> int:
+        return self.offsets[-1]
+
+    def views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        return [
+            buf[o : o + self.k * p].view(self.k, p)[:, :n].view(self.k, *shape)
+            for o, p, n, shape in zip(self.offsets, self.padded, self.sizes, self.shapes)
+        ]
+
+
 class _CohortState:
     """Everything one training step of a cohort reads and writes, and the step itself.
 
-    Per layer, the kernels of all members are one contiguous (K, *shape) tensor and the biases one
-    (K, out) tensor; gradients and both Adam moments have the same layout. Adam is torch's fused
-    kernel with TF1's arguments (`tf1_adam_fused_args`), called on per-member slices (each
-    contiguous): a member's slices are the same tensors whatever the cohort size, which keeps its
-    update bitwise independent of its cohort (the kernel's vector/scalar split depends only on a
-    tensor's own size).
+    Parameters, gradients and both Adam moments each live in one flat buffer (`_FlatLayout`): per
+    layer, a (K, *shape) view for the kernels and a (K, out) view for the biases. Adam is torch's
+    fused kernel with TF1's arguments (`tf1_adam_fused_args`), run once per step on the whole
+    buffer. That keeps a member's update bitwise independent of its cohort: the kernel handles
+    elements in 16-float vectors from the start of the tensor, with scalar code (which rounds
+    differently) only for a tail; every member's block of every tensor starts at a multiple of
+    ALIGN and the buffer's length is a multiple of it, so each element gets the vector code, at the
+    same lane, whatever the cohort (tests check it, cohort against alone).
 
     `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.fc_grads`; autograd for
     conv nets) and Adam; pruned weights hold by their infinite second moment (see the module
-    docstring). For FC nets the Adam of a layer runs as soon as its gradients are ready (the first
-    layer a few members at a time, while its gradients are still in cache). The weights are those
-    of `reference_step` on a state built with hold_by_inf=False (whole-cohort passes: gradients,
-    gradient masking, Adam), which the tests check. `train_cohort` calls exactly `step`; so does
+    docstring). The weights are those of a state built with hold_by_inf=False (gradient masking
+    instead), which the tests check. `train_cohort` calls exactly `step`; so does
     the benchmark.
     """
 
@@ -157,17 +185,14 @@ class _CohortState:
         self.learning_rate = learning_rate
         k = self.k = len(starts)
         n = len(spec.layers)
-        self.weights = [torch.stack([s.weights[i] for s in starts]).to(device, torch.float32) for i in range(n)]
-        self.biases = [torch.zeros(k, layer.out_channels, device=device) for layer in spec.layers]
-        params = self.weights + self.biases
-        self.grads = [torch.zeros_like(p) for p in params]
+        shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
+        self.layout = layout = _FlatLayout(shapes, k)
+        self.flat = [torch.zeros(layout.total, device=device) for _ in range(4)]  # params, grads, m, v
+        params, self.grads, self.exp_avgs, self.exp_avg_sqs = (layout.views(b) for b in self.flat)
+        self.weights, self.biases = params[:n], params[n:]
+        for i in range(n):
+            self.weights[i].copy_(torch.stack([s.weights[i] for s in starts]))
         self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
-        self.exp_avgs = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
-        # member-major lists of per-member slices, for the fused Adam call
-        self._rows = [
-            [t[m] for m in range(k) for t in ts] for ts in (params, self.grads, self.exp_avgs, self.exp_avg_sqs)
-        ]
 
         # How pruned weights hold. hold_by_inf: their second moment starts (and stays) +inf, so their
         # Adam step is -lr' * m / (sqrt(inf) + eps) = +-0 exactly, whatever their gradient: no mask pass.
@@ -187,30 +212,13 @@ class _CohortState:
             ]
         self.iteration = 0
         self._step_t = torch.zeros((), dtype=torch.float32, device=device)
-        self._adam_args: dict[str, float] = {}
-        self._slices: dict[tuple[int, int, int], list[list[torch.Tensor]]] = {}
         self._fast_fc = not spec.is_conv
-        # First-layer members per chunk of the FC step: small enough that a chunk's gradients are
-        # still in cache for the mask and Adam (CPU); one chunk on a GPU. Speed only, never results.
-        self.chunk = FC_CHUNK_CPU if device.type == "cpu" else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One training step on the shared batch (x, y): gradients, mask, TF1 Adam, layer by layer."""
-        self._begin_step()
-        if self._fast_fc:
-            fc_grads(self.weights, self.biases, x, y, self.grad_weights, self.grad_biases, self._finish, self.chunk)
-        else:
-            self.compute_grads(x, y)
-            for i in range(len(self.weights)):
-                self._finish(i, 0, self.k)
-
-    def reference_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """`step` as separate passes over the whole cohort: gradients, gradient mask (if the state
-        holds pruned weights by masking), Adam. For tests: the weights are those of `step`."""
+        """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
         self.compute_grads(x, y)
-        self.mask_grads()
-        self._begin_step()
-        self._adam(self._rows)
+        self.mask_grads()  # a no-op when pruned weights hold by an infinite second moment
+        self._adam()
 
     def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """grads <- d(sum over members of each member's mean loss) / d(params)."""
@@ -226,47 +234,27 @@ class _CohortState:
             torch._foreach_copy_(self.grads, list(grads))
 
     @torch.no_grad()
-    def mask_grads(self, i: int | None = None, lo: int = 0, hi: int | None = None) -> None:
-        """Zero the gradients of pruned weights: layer i (all if None), members lo:hi (not needed, and
-        a no-op, when pruned weights hold by an infinite second moment)."""
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned weights (only when they hold by masking, not by +inf moments)."""
         if not self.masks:
             return
-        hi = self.k if hi is None else hi
-        for j in range(len(self.weights)) if i is None else (i,):
-            g, mask = self.grad_weights[j], self.masks[j]
+        for g, mask in zip(self.grad_weights, self.masks):
             if len(self.masked) == self.k:
-                g[lo:hi].mul_(mask[lo:hi])
+                g.mul_(mask)
             else:
-                for m in range(lo, hi):
-                    if m in self._mask_row:
-                        g[m].mul_(mask[self._mask_row[m]])
-
-    def _begin_step(self) -> None:
-        self.iteration += 1
-        self._step_t.fill_(self.iteration)
-        self._adam_args = tf1_adam_fused_args(self.iteration, self.learning_rate)
+                for m, row in self._mask_row.items():
+                    g[m].mul_(mask[row])
 
     @torch.no_grad()
-    def _adam(self, lists: list[list[torch.Tensor]]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs = lists
+    def _adam(self) -> None:
+        self.iteration += 1
+        params, grads, exp_avgs, exp_avg_sqs = ([b] for b in self.flat)
         if HAS_FUSED_ADAM:
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t] * len(params),
-                               **self._adam_args)
+            self._step_t.fill_(self.iteration)
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t],
+                               **tf1_adam_fused_args(self.iteration, self.learning_rate))
         else:  # torch < 2.4: the reference foreach form (rounds differently from the fused kernel)
             _adam_step(params, grads, exp_avgs, exp_avg_sqs, self.iteration, self.learning_rate)
-
-    @torch.no_grad()
-    def _finish(self, i: int, lo: int, hi: int) -> None:
-        """Update layer i (kernel and bias) of members lo:hi (masking their gradients first, if held by masks)."""
-        self.mask_grads(i, lo, hi)
-        key = (i, lo, hi)
-        if key not in self._slices:
-            n = len(self.weights)
-            self._slices[key] = [
-                [t[m] for m in range(lo, hi) for t in (ts[i], ts[n + i])]
-                for ts in (self.weights + self.biases, self.grads, self.exp_avgs, self.exp_avg_sqs)
-            ]
-        self._adam(self._slices[key])
 
 
 class _Clock:
