@@ -13,7 +13,7 @@ from ticketlab import bench, forward as fwd, trainer
 from ticketlab.forward import fc_grads, forward, loss_grad, member_losses
 from ticketlab.nets import get_net, init_weights
 from ticketlab.seeds import generator
-from ticketlab.trainer import MemberStart, Schedule, _CohortState, _adam_step, train_cohort
+from ticketlab.trainer import MemberStart, Schedule, _CohortState, _adam_step, evaluate, train_cohort
 
 FC = get_net("fc")
 CPU = torch.device("cpu")
@@ -218,6 +218,28 @@ def test_member_loop_forward_equals_batched_forward(mnist, monkeypatch):
     assert torch.equal(looped, batched)
     alone = forward(FC, [w[1:2] for w in state.weights], [b[1:2] for b in state.biases], x)
     assert torch.equal(alone[0], batched[1])
+
+
+@pytest.mark.parametrize("net", ["fc", "conv2"])
+def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net):
+    """A member's val loss and accuracy are the same bits whichever members are evaluated with it."""
+    spec = get_net(net)
+    state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, CPU)
+    g = torch.Generator().manual_seed(3)
+    for b in state.biases:
+        b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    if spec.is_conv:
+        x = torch.rand(300, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (300,), generator=g)
+    else:
+        x, y = mnist.val_x, mnist.val_y
+    every = evaluate(spec, state.weights, state.biases, x, y)
+    some = evaluate(spec, state.weights, state.biases, x, y, members=[3, 1])
+    alone = [evaluate(spec, [w[m : m + 1].clone() for w in state.weights],
+                      [b[m : m + 1].clone() for b in state.biases], x, y) for m in range(4)]
+    assert len(set(every[0])) == 4  # the members differ
+    assert some == ([every[0][3], every[0][1]], [every[1][3], every[1][1]])
+    assert every == ([a[0][0] for a in alone], [a[1][0] for a in alone])
 
 
 def test_conv_step_equals_reference():

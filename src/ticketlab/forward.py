@@ -52,9 +52,10 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
     return h
 
 
-# From this many rows on (evaluation chunks), a CPU dense layer runs member by member: MKL's
-# batched gemm is slower than one gemm per member for large matrices. Both compute each member's
-# product with the same gemm kernel, so the numbers are the same (tests check it).
+# From this many rows on (evaluation chunks), a CPU dense layer without gradients runs member by
+# member: MKL's batched gemm is slower than one gemm per member for large matrices. Both compute
+# each member's product with the same gemm kernel, so the numbers are the same (tests check it).
+# A lone member (evaluation runs one member at a time on the CPU) always takes one plain gemm.
 LOOP_MIN_ROWS = 512
 
 
@@ -74,7 +75,8 @@ def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _dense(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bias + h @ w for every member: h (K or expanded, B, in), w (K, in, out), b (K, out)."""
     k, rows = w.shape[0], h.shape[1]
-    if rows < LOOP_MIN_ROWS or h.device.type != "cpu" or (torch.is_grad_enabled() and w.requires_grad):
+    loop = h.device.type == "cpu" and not (torch.is_grad_enabled() and w.requires_grad)
+    if not loop or (rows < LOOP_MIN_ROWS and k > 1):
         return affine(h, w, b)
     out = torch.empty(k, rows, w.shape[2], dtype=h.dtype, device=h.device)
     for m in range(k):

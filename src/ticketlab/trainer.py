@@ -84,26 +84,47 @@ Progress = Callable[[int, int, list[float]], None]
 
 def eval_chunk(spec: NetSpec) -> int:
     """Examples per evaluation batch. Independent of the cohort size: a member's loss is a sum
-    over chunks, and a different chunking would round differently."""
-    return 250 if spec.is_conv else 2500
+    over chunks, and a different chunking would round differently. FC: the whole val set at once."""
+    return 250 if spec.is_conv else 5000
 
 
 @torch.no_grad()
 def evaluate(
-    spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    members: list[int] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Mean cross-entropy and accuracy of every member over a whole set."""
-    k = weights[0].shape[0]
-    loss = torch.zeros(k, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(k, dtype=torch.int64, device=x.device)
-    chunk = eval_chunk(spec)
-    for start in range(0, len(x), chunk):
-        xb, yb = x[start : start + chunk], y[start : start + chunk]
-        logits = forward(spec, weights, biases, xb)
-        loss += member_losses(logits, yb).sum(1, dtype=torch.float64)
-        correct += (logits.argmax(2) == yb).sum(1)
+    """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all)."""
+    chosen = list(range(weights[0].shape[0])) if members is None else list(members)
+    if x.device.type == "cpu":
+        # One member at a time: its activations stay in cache from layer to layer (20% faster than
+        # layer by layer across the cohort for FC), and its numbers come from the same calls whatever
+        # the cohort. On a GPU, the whole group per launch.
+        groups = [[m] for m in chosen]
+    else:
+        groups = [chosen]
+    loss_out: list[float] = []
+    acc_out: list[float] = []
     n = len(x)
-    return (loss / n).tolist(), (correct.double() / n).tolist()
+    for group in groups:
+        if len(group) == 1:
+            m = group[0]
+            ws, bs = [w[m : m + 1] for w in weights], [b[m : m + 1] for b in biases]
+        elif group == list(range(weights[0].shape[0])):
+            ws, bs = weights, biases
+        else:
+            idx = torch.tensor(group, device=weights[0].device)
+            ws, bs = [w.index_select(0, idx) for w in weights], [b.index_select(0, idx) for b in biases]
+        loss = torch.zeros(len(group), dtype=torch.float64, device=x.device)
+        correct = torch.zeros(len(group), dtype=torch.int64, device=x.device)
+        chunk = eval_chunk(spec)
+        for start in range(0, n, chunk):
+            xb, yb = x[start : start + chunk], y[start : start + chunk]
+            logits = forward(spec, ws, bs, xb)
+            loss += member_losses(logits, yb).sum(1, dtype=torch.float64)
+            correct += (logits.argmax(2) == yb).sum(1)
+        loss_out += (loss / n).tolist()
+        acc_out += (correct.double() / n).tolist()
+    return loss_out, acc_out
 
 
 def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> None:
@@ -347,14 +368,8 @@ def train_cohort(
         wanted = [m for m in range(k) if schedule.test_eval == "all" or final or improved[m]]
         tl, ta = [nan] * k, [nan] * k
         clock.start()
-        if len(wanted) == k:
-            tl, ta = evaluate(spec, weights, biases, data.test_x, data.test_y)
-        elif wanted:
-            idx = torch.tensor(wanted, device=weights[0].device)
-            sub_l, sub_a = evaluate(
-                spec, [w.index_select(0, idx) for w in weights], [b.index_select(0, idx) for b in biases],
-                data.test_x, data.test_y,
-            )
+        if wanted:
+            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted)
             for j, m in enumerate(wanted):
                 tl[m], ta[m] = sub_l[j], sub_a[j]
         clock.stop("test_s", "test_evals" if wanted else None)
