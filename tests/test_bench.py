@@ -20,7 +20,9 @@ CPU = torch.device("cpu")
 REQUIRED = (
     "gemm_gflops", "fc_single_samples_per_s", "fc_cohort13_net_samples_per_s", "plain_loop_samples_per_s",
     "cohort_speedup_vs_plain", "fraction_of_peak_single", "fraction_of_peak_cohort13", "eval_samples_per_s",
-    "eval_overhead_full_fc", "eval_overhead_full_fc_on_best", "on_best_test_evals_estimated",
+    "eval_overhead_full_fc_single_on_best", "eval_overhead_full_fc_single_all",
+    "eval_overhead_full_fc_cohort13_on_best", "eval_overhead_full_fc_cohort13_all",
+    "on_best_test_evals_estimated_cohort13", "fc_single_run_step_ms", "fc_cohort13_run_step_ms",
     "conv2_cohort2_net_samples_per_s", "projected_criteria_full_hours", "threads",
 )
 
@@ -70,6 +72,9 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     assert "SGEMM peak" in "\n".join(out[:-1])
     # the bench timed the production step, for a lone network and for a 13-member cohort
     assert 1 in calls and 13 in calls
+    # evaluation costs more when the test set is evaluated at every point
+    for name in ("single", "cohort13"):
+        assert res[f"eval_overhead_full_fc_{name}_all"] > res[f"eval_overhead_full_fc_{name}_on_best"]
 
 
 def test_train_cohort_runs_the_benchmarked_step(mnist, monkeypatch):
@@ -120,6 +125,23 @@ def test_hand_written_fc_backward_equals_autograd_bitwise(mnist):
         state.grads[0].fill_(float("nan"))
         fc_grads(state.weights, state.biases, x, y, state.grad_weights, state.grad_biases)
         assert all(torch.equal(a, b) for a, b in zip(expected, state.grads))
+
+
+@pytest.mark.parametrize("rows", [60, 59])
+def test_lone_member_affine_equals_its_cohort_product(rows):
+    """A batch of one (rows split in two, or the member twice) gives the bits of the batched kernel,
+    and under autograd the gradients of a member computed alone and in a cohort are the same."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(rows, 784, generator=g)
+    w = torch.randn(3, 784, 300, generator=g) * 0.05
+    b = torch.randn(3, 300, generator=g)
+    cohort = fwd.affine(x.expand(3, rows, 784), w, b)
+    for m in range(3):
+        assert torch.equal(fwd.affine(x.expand(1, rows, 784), w[m : m + 1], b[m : m + 1])[0], cohort[m])
+    ws, w1 = w.clone().requires_grad_(), w[1:2].clone().requires_grad_()
+    (gs,) = torch.autograd.grad(fwd.affine(x.expand(3, rows, 784), ws, b).relu().sum(), ws)
+    (g1,) = torch.autograd.grad(fwd.affine(x.expand(1, rows, 784), w1, b[1:2]).relu().sum(), w1)
+    assert torch.equal(g1[0], gs[1])
 
 
 def test_loss_grad_equals_autograd_bitwise():

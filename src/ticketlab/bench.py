@@ -2,10 +2,13 @@
 
 Everything is measured in one process, on one device, with the production code: the FC and conv
 training rates time `trainer._CohortState.step`, the very step `train_cohort` runs (forward, loss,
-backward, gradient masking, TF1 Adam), on batches gathered from the in-memory training set as
-`train_cohort` gathers them; evaluation times `trainer.evaluate`.
+backward, TF1 Adam), on batches gathered from the in-memory training set as `train_cohort` gathers
+them; evaluation times `trainer.evaluate`. Then two real `train_cohort` runs (a lone network, and a
+13-member cohort whose densities span a criteria sweep's rounds) of a few thousand steps, timed by
+phase (training steps, val and test evaluations), give the per-step and per-evaluation costs of a
+real run; the full-schedule evaluation overheads and the projected sweep time come from them.
 
-Timing: every rate is the best of several timed blocks after a warm-up (the machine's peak, like
+Timing: every step rate is the best of several timed blocks after a warm-up (the machine's peak, like
 the SGEMM figure it is compared with); the median block is reported beside it. The single-network,
 cohort and plain-loop blocks are interleaved, so that their ratios stay meaningful when other
 processes load the machine in bursts; the SGEMM peak is measured before and after them and the
@@ -312,47 +315,49 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         "fraction_of_peak_cohort13": COHORT * flops / cohort / 1e9 / peak,
     })
 
-    # --- evaluation of the cohort (val + test) and of a lone network
+    # --- evaluation throughput of the cohort (val + test)
     reps = 1 if quick else 3
     t_val = _eval_time(fc, cstate, data.val_x, data.val_y, dev, reps)
     t_test = _eval_time(fc, cstate, data.test_x, data.test_y, dev, reps)
-    lone = _CohortState(fc, cohort_members[:1], fc.learning_rate, dev)
-    t_val1 = _eval_time(fc, lone, data.val_x, data.val_y, dev, reps)
-    t_test1 = t_val1 * N_TEST / N_VAL
     res["eval_samples_per_s"] = COHORT * (N_VAL + N_TEST) / (t_val + t_test)
     res["eval_val_s_cohort13"], res["eval_test_s_cohort13"] = t_val, t_test
-    res["eval_single_samples_per_s"] = N_VAL / t_val1
 
-    # --- test evaluations under test_eval="on_best": a short real cohort run, then a model
+    # --- real runs (train_cohort, timed by phase), projected to the full schedule: a lone network
+    # (what `ticketlab train` runs) and a 13-member cohort spread over the levels of a criteria sweep
     points = eval_points()
-    short_iters = 200 if quick else 2000
-    spread = [0.8 ** (2 * r) for r in range(COHORT)]  # dense .. round 24: the levels of a criteria sweep
-    t0 = time.perf_counter()
-    run = train_cohort(fc, data, _masked_members(fc, COHORT, spread, seed=10),
-                       Schedule(short_iters, fc.learning_rate, eval_every=EVAL_EVERY, test_eval="on_best"), seed=0,
-                       device=dev)
-    res["on_best_probe_run_s"] = time.perf_counter() - t0
-    res["on_best_probe_iterations"] = short_iters
-    measured, n_test = on_best_test_evals([r.history["val_loss"] for r in run], points)
-    measured1, n_test1 = on_best_test_evals([run[0].history["val_loss"]], points)
+    probe_iters = 200 if quick else 2000
+    res["probe_iterations"] = probe_iters
+    spread = [0.8 ** (2 * r) for r in range(COHORT)]  # dense .. round 24
+    runs = {"single": _masked_members(fc, 1, [1.0], seed=10), "cohort13": _masked_members(fc, COHORT, spread, seed=10)}
+    full: dict[str, dict[str, float]] = {}
+    for name, members in runs.items():
+        timing: dict[str, float] = {}
+        schedule = Schedule(probe_iters, fc.learning_rate, eval_every=EVAL_EVERY, test_eval="on_best")
+        run = train_cohort(fc, data, members, schedule, seed=0, device=dev, timing=timing)
+        measured, n_test = on_best_test_evals([r.history["val_loss"] for r in run], points)
+        step_s = timing["train_s"] / timing["steps"]
+        val_s = timing["val_s"] / timing["points"]
+        test_s = timing["test_s"] / max(1, timing["test_evals"])  # a point's test evaluation (of the improved members)
+        test_all_s = test_s if name == "single" else t_test
+        train_full = FC_ITERATIONS * step_s
+        eval_on_best = points * val_s + n_test * test_s
+        eval_all = points * (val_s + test_all_s)
+        full[name] = {"train": train_full, "eval": eval_on_best}
+        res.update({
+            f"fc_{name}_run_step_ms": step_s * 1e3,
+            f"fc_{name}_run_val_eval_ms": val_s * 1e3,
+            f"fc_{name}_run_test_eval_ms": test_s * 1e3,
+            f"on_best_test_evals_measured_{name}": measured,
+            f"on_best_test_evals_estimated_{name}": n_test,
+            f"eval_overhead_full_fc_{name}_on_best": eval_on_best / train_full,
+            f"eval_overhead_full_fc_{name}_all": eval_all / train_full,
+        })
+    res["on_best_test_evals_measured_of"] = eval_points(probe_iters)
 
-    train_s = FC_ITERATIONS * cohort
-    eval_all_s = points * (t_val + t_test)
-    eval_best_s = points * t_val + n_test * t_test
-    res.update({
-        "eval_points_full_fc": points,
-        "on_best_test_evals_measured": measured,
-        "on_best_test_evals_measured_of": len(run[0].history["val_loss"]),
-        "on_best_test_evals_estimated": n_test,
-        "eval_overhead_full_fc": eval_all_s / train_s,
-        "eval_overhead_full_fc_on_best": eval_best_s / train_s,
-        "eval_share_of_run_full_fc": eval_all_s / (train_s + eval_all_s),
-        "eval_share_of_run_full_fc_on_best": eval_best_s / (train_s + eval_best_s),
-    })
-
-    # --- projected wall time of the full criteria preset on FC (sweeps use test_eval="on_best")
-    dense_run = FC_ITERATIONS * single + points * t_val1 + n_test1 * t_test1
-    cohort_run = FC_ITERATIONS * cohort + eval_best_s
+    # --- projected wall time of the full criteria preset on FC (sweeps use test_eval="on_best"),
+    # from the real-run rates: per seed, one dense run alone, then 24 rounds of a 13-member cohort
+    dense_run = full["single"]["train"] + full["single"]["eval"]
+    cohort_run = full["cohort13"]["train"] + full["cohort13"]["eval"]
     res["projected_fc_dense_run_hours"] = dense_run / 3600
     res["projected_fc_cohort13_run_hours"] = cohort_run / 3600
     res["projected_criteria_full_hours"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
@@ -398,9 +403,13 @@ _ROWS = [
     ("fraction_of_peak_single", "", "FC 1 network: FLOP rate / SGEMM peak"),
     ("fraction_of_peak_cohort13", "", "FC cohort of 13: FLOP rate / SGEMM peak"),
     ("eval_samples_per_s", "net-samples/s", "evaluation, cohort of 13"),
-    ("eval_overhead_full_fc", "", "eval time / train time, full FC run, test_eval=all"),
-    ("on_best_test_evals_estimated", "of 505", "test evaluations under on_best (estimated)"),
-    ("eval_overhead_full_fc_on_best", "", "eval time / train time, full FC run, test_eval=on_best"),
+    ("fc_single_run_step_ms", "ms", "FC real run, 1 network: training step"),
+    ("eval_overhead_full_fc_single_on_best", "", "eval time / train time, full FC run, 1 network (on_best)"),
+    ("eval_overhead_full_fc_single_all", "", "eval time / train time, full FC run, 1 network (test_eval=all)"),
+    ("fc_cohort13_run_step_ms", "ms", "FC real run, cohort of 13: training step"),
+    ("on_best_test_evals_estimated_cohort13", "of 505", "points with test evaluations, cohort of 13 (on_best, est.)"),
+    ("eval_overhead_full_fc_cohort13_on_best", "", "eval time / train time, full FC run, cohort of 13 (on_best)"),
+    ("eval_overhead_full_fc_cohort13_all", "", "eval time / train time, full FC run, cohort of 13 (test_eval=all)"),
     ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
     ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
     ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
@@ -421,6 +430,7 @@ def _print_table(res: dict) -> None:
     load = res.get("background_cpu_load_during")
     if load is not None and load > 0.1:
         print(f"  WARNING: other processes kept {load:.2f} cores busy during the bench: numbers are low and noisy.")
-    print(f"  on_best test evaluations: {res['on_best_test_evals_measured']} of the first "
-          f"{res['on_best_test_evals_measured_of']} points of a real {res['on_best_probe_iterations']}-step "
-          "cohort run, then an i.i.d.-records model for the rest (errs high).")
+    print(f"  Real runs: {res['probe_iterations']} steps of train_cohort, timed by phase, projected to "
+          f"{FC_ITERATIONS:,} steps; on_best test evaluations: {res['on_best_test_evals_measured_cohort13']} "
+          f"of the first {res['on_best_test_evals_measured_of']} points (cohort), then an i.i.d.-records "
+          "model for the rest (errs high).")

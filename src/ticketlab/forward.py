@@ -62,14 +62,21 @@ LOOP_MIN_ROWS = 512
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out).
 
-    A batch of one runs as a batch of two (the member twice, the copy dropped): torch hands a batch
-    of one to a plain gemm, which MKL may split along the summed dimension across threads (seen on
-    AVX-512 with 2 threads for 784 inputs), rounding differently from the batched kernel that
-    computes each member of a larger cohort. Gradients are unaffected: the copy's output is dropped,
-    so its gradient is exactly zero."""
-    if w.shape[0] == 1:
-        return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
-    return torch.baddbmm(b.unsqueeze(1), h, w)
+    A lone member (K = 1) runs as a batch of two all the same: torch hands a batch of one to a plain
+    gemm, which MKL may split along the summed dimension across threads (seen on AVX-512 with 2
+    threads for 784 inputs), rounding differently from the batched kernel that computes each member
+    of a larger cohort. Without autograd the two batch entries are the two halves of the rows (each
+    row's sum is the same whichever rows share its gemm); under autograd they are the member twice,
+    the copy's output dropped (a row split would sum the weight gradient in two halves), so the
+    copy's gradient is exactly zero."""
+    if w.shape[0] > 1:
+        return torch.baddbmm(b.unsqueeze(1), h, w)
+    rows = h.shape[1]
+    tracked = torch.is_grad_enabled() and (w.requires_grad or h.requires_grad or b.requires_grad)
+    if not tracked and rows % 2 == 0:
+        halves = h.reshape(2, rows // 2, h.shape[2])
+        return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), halves, w.expand(2, -1, -1)).view(1, rows, -1)
+    return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
 
 
 def _dense(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
