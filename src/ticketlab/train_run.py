@@ -81,13 +81,17 @@ def run_train(
             bar.update(it, total, f"val acc {100 * val_acc[0]:.2f}%", force=it == total)
 
     t0 = time.perf_counter()
-    (result,) = train_cohort(spec, data, [MemberStart(start, masks)], config.schedule(), config.seed, device, progress)
+    timing: dict[str, float] = {}
+    (result,) = train_cohort(spec, data, [MemberStart(start, masks)], config.schedule(), config.seed, device, progress,
+                             timing)
     wall = time.perf_counter() - t0
-    summary = {**result.summary(), "seed": config.seed, "net": spec.name, "dataset": resolved.dataset, "wall_seconds": wall}
+    summary = {**result.summary(), "seed": config.seed, "net": spec.name, "dataset": resolved.dataset, "wall_seconds": wall,
+               "train_seconds": timing["train_s"], "eval_seconds": timing["val_s"] + timing["test_s"] + timing["other_eval_s"]}
     if bar is not None:
         bar.close(
             f"early stop at iteration {summary['early_stop_iteration']}: "
-            f"test accuracy {100 * summary['test_accuracy_at_early_stop']:.2f}% ({wall:.1f} s)"
+            f"test accuracy {100 * summary['test_accuracy_at_early_stop']:.2f}% ({wall:.1f} s, "
+            f"{summary['eval_seconds']:.1f} s of it evaluating)"
         )
     names = [layer.name for layer in spec.layers]
     with building(run_dir) as tmp:
