@@ -156,3 +156,13 @@ def test_on_best_test_history_is_independent_of_the_cohort(mnist):
     assert patterns[0] != patterns[1] or patterns[1] != patterns[2]  # and not all members alike
     for r in together:  # the early-stopping point always has its test accuracy
         assert not math.isnan(r.summary()["test_accuracy_at_early_stop"])
+
+
+def test_timing_counts_the_phases_of_a_run(mnist):
+    timing: dict[str, float] = {}
+    schedule = Schedule(iterations=250, learning_rate=1.2e-3, eval_every=100, test_eval="on_best")
+    (run,) = train_cohort(FC, mnist, _members()[:1], schedule, seed=0, timing=timing)
+    assert timing["steps"] == 250 and timing["points"] == len(run.history["iteration"]) == 4  # 0, 100, 200, 250
+    tested = sum(v == v for v in run.history["test_accuracy"])  # NaN where the test set was skipped
+    assert timing["test_evals"] == tested and 2 <= tested <= 4
+    assert timing["train_s"] > 0 and timing["val_s"] > 0 and timing["test_s"] > 0 and timing["other_eval_s"] == 0

@@ -279,16 +279,18 @@ class _CohortState:
 
 
 class _Clock:
-    """Accumulates wall seconds per phase into `timing` (a no-op without it; on a GPU it waits for
-    the queued work at each boundary, which costs a little speed, so only when asked)."""
+    """Wall seconds of the evaluation phases, accumulated into `timing` (a no-op without it); the
+    training steps get the rest of the run's time (`finish`), so a step is never interrupted to
+    read the clock. On a GPU it waits for queued work at each evaluation boundary (every
+    eval_every steps, where evaluation waits anyway)."""
 
     def __init__(self, device: torch.device, timing: dict[str, float] | None):
         self.timing = timing
         self.cuda = device.type == "cuda"
-        self.t0 = 0.0
+        self.t0 = self.begin = self._now() if timing is not None else 0.0
         if timing is not None:
             for key in ("train_s", "steps", "val_s", "points", "test_s", "test_evals", "other_eval_s"):
-                timing.setdefault(key, 0)
+                timing[key] = 0
 
     def _now(self) -> float:
         if self.cuda:
@@ -304,6 +306,12 @@ class _Clock:
             self.timing[key] += self._now() - self.t0
             if count is not None:
                 self.timing[count] += 1
+
+    def finish(self, steps: int) -> None:
+        if self.timing is not None:
+            t = self.timing
+            t["steps"] = steps
+            t["train_s"] = self._now() - self.begin - t["val_s"] - t["test_s"] - t["other_eval_s"]
 
 
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -324,10 +332,10 @@ def train_cohort(
 ) -> list[MemberResult]:
     """Train every member with SPEC §3's schedule; return per-member histories and weights.
 
-    timing: if given, filled with wall seconds spent in training steps (`train_s`, `steps`), in val
-    and test evaluations at the evaluation points (`val_s`, `test_s`, `points`, `test_evals`:
-    points where some member's test set was evaluated) and in everything else evaluation does
-    (`other_eval_s`: train-set evaluation, per-step val checks for snapshots)."""
+    timing: if given, filled with wall seconds spent in val and test evaluations at the evaluation
+    points (`val_s`, `test_s`, `points`, `test_evals`: points where some member's test set was
+    evaluated), in everything else evaluation does (`other_eval_s`: train-set evaluation, per-step
+    val checks for snapshots) and in the rest of the run, the training steps (`train_s`, `steps`)."""
     device = torch.device(device)
     if device.type == "cpu":
         flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
@@ -423,11 +431,9 @@ def train_cohort(
         if pos == 0:
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
-        clock.start()
         x = data.train_x.index_select(0, idx)
         y = data.train_y.index_select(0, idx)
         state.step(x, y)
-        clock.stop("train_s", "steps")
         it += 1
         if it in snapshot_at:
             for m in range(k):
@@ -437,6 +443,7 @@ def train_cohort(
         if it % schedule.eval_every == 0 or final:
             record(it, final)
 
+    clock.finish(it)
     final_w, final_b = _split(weights), _split(biases)
     results = []
     for m in range(k):
