@@ -136,6 +136,22 @@ def test_sigkill_half_way_then_rerun_gives_identical_results(tmp_path):
     assert len(rows) == 1 + 4 * 4  # header + 4 chains x rounds 0..3
 
 
+def test_seed_slices_into_one_store_then_the_whole_sweep_trains_nothing_more(tmp_path):
+    """Machines sharing a store each run a slice of the seeds; the whole sweep then only collects."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY.replace('mask0 = ["zero", "freeze_init"]', 'mask0 = ["zero"]').replace("rounds = 3", "rounds = 1"))
+    common = [str(spec), "--scale", "full", "--threads", "1", "--out", str(tmp_path / "shared")]
+    for first in ("1", "0"):
+        proc = _sweep([*common, "--seeds", "1", "--first-seed", first])
+        assert proc.wait() == 0, proc.stderr.read()
+    runs = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "shared" / "runs").iterdir()}
+    whole = _sweep([*common, "--seeds", "2"])
+    assert whole.wait() == 0, whole.stderr.read()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "shared" / "runs").iterdir()} == runs
+    rows = _results(tmp_path / "shared").strip().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2  # header + 2 seeds x 2 chains x rounds 0..1
+
+
 def test_results_rows_follow_spec_levels(tmp_path):
     spec = tmp_path / "tiny.toml"
     spec.write_text(TINY.replace('mask0 = ["zero", "freeze_init"]', 'mask0 = ["zero"]').replace("rounds = 3", "rounds = 2"))

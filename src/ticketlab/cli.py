@@ -67,7 +67,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
         raise TicketlabError("name a preset or a .toml file (ticketlab sweep --list shows the presets)")
     if ns.workers is not None and ns.workers < 1:
         raise TicketlabError(f"--workers must be >= 1, got {ns.workers}")
-    overrides = {"seeds": ns.seeds, "net": ns.net, "iterations": ns.iterations}
+    overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
     runtime = Runtime(ns.device, ns.data_dir, ns.download)
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--scale", default="full", choices=("quick", "full"), help="full = paper protocol; quick = CPU-sized (default: full)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    p.add_argument("--first-seed", type=int, default=None,
+                   help="first seed (default: the preset's, 0); with --seeds, a slice of the seeds, e.g. one per machine")
     p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run (default: the preset's)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: min(seeds, cores))")
