@@ -127,10 +127,10 @@ def test_hand_written_fc_backward_equals_autograd_bitwise(mnist):
         assert all(torch.equal(a, b) for a, b in zip(expected, state.grads))
 
 
-@pytest.mark.parametrize("rows", [60, 59])
+@pytest.mark.parametrize("rows", [60, 59, 128, 200, 250, 256, 512, 1000])
 def test_lone_member_affine_equals_its_cohort_product(rows):
-    """A batch of one (rows split in two, or the member twice) gives the bits of the batched kernel,
-    and under autograd the gradients of a member computed alone and in a cohort are the same."""
+    """A batch of one (run as the member twice) gives the bits of the batched kernel, and under
+    autograd the gradients of a member computed alone and in a cohort are the same."""
     g = torch.Generator().manual_seed(4)
     x = torch.rand(rows, 784, generator=g)
     w = torch.randn(3, 784, 300, generator=g) * 0.05
@@ -142,6 +142,16 @@ def test_lone_member_affine_equals_its_cohort_product(rows):
     (gs,) = torch.autograd.grad(fwd.affine(x.expand(3, rows, 784), ws, b).relu().sum(), ws)
     (g1,) = torch.autograd.grad(fwd.affine(x.expand(1, rows, 784), w1, b[1:2]).relu().sum(), w1)
     assert torch.equal(g1[0], gs[1])
+    # the hand-written backward's products: weight gradients and the gradient of a layer's input
+    h = torch.rand(3, rows, 300, generator=g)
+    dz = torch.randn(3, rows, 100, generator=g)
+    w2 = torch.randn(3, 300, 100, generator=g)
+    grad_w, grad_h = fwd.product(h.transpose(1, 2), dz), fwd.product(dz, w2.transpose(1, 2))
+    for m in range(3):
+        out = torch.full((1, 300, 100), float("nan"))
+        fwd.product(h[m : m + 1].transpose(1, 2), dz[m : m + 1], out=out)
+        assert torch.equal(out[0], grad_w[m])
+        assert torch.equal(fwd.product(dz[m : m + 1], w2[m : m + 1].transpose(1, 2))[0], grad_h[m])
 
 
 def test_loss_grad_equals_autograd_bitwise():
@@ -227,24 +237,11 @@ def test_fused_tf1_adam_matches_the_foreach_reference():
     assert torch.count_nonzero(m_f[0][:100]) == 0 and torch.count_nonzero(v_f[0][:100]) == 0
 
 
-def test_member_loop_forward_equals_batched_forward(mnist, monkeypatch):
-    """Evaluation chunks (>= LOOP_MIN_ROWS rows) run one gemm per member: same numbers as bmm."""
-    state = _CohortState(FC, _members(FC, [1.0, 0.5, 0.2]), 1e-3, CPU)
-    g = torch.Generator().manual_seed(2)
-    for b in state.biases:
-        b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    x = mnist.val_x[:2500]
-    looped = forward(FC, state.weights, state.biases, x)
-    monkeypatch.setattr(fwd, "LOOP_MIN_ROWS", 10**9)
-    batched = forward(FC, state.weights, state.biases, x)
-    assert torch.equal(looped, batched)
-    alone = forward(FC, [w[1:2] for w in state.weights], [b[1:2] for b in state.biases], x)
-    assert torch.equal(alone[0], batched[1])
-
-
 @pytest.mark.parametrize("net", ["fc", "conv2"])
-def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net):
-    """A member's val loss and accuracy are the same bits whichever members are evaluated with it."""
+@pytest.mark.parametrize("per_member", [True, False])
+def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_member):
+    """A member's val loss and accuracy are the same bits whichever members are evaluated with it,
+    one member at a time (the CPU default) or all together (the GPU default, batched products)."""
     spec = get_net(net)
     state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, CPU)
     g = torch.Generator().manual_seed(3)
@@ -255,13 +252,22 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net):
         y = torch.randint(0, 10, (300,), generator=g)
     else:
         x, y = mnist.val_x, mnist.val_y
-    every = evaluate(spec, state.weights, state.biases, x, y)
-    some = evaluate(spec, state.weights, state.biases, x, y, members=[3, 1])
-    alone = [evaluate(spec, [w[m : m + 1].clone() for w in state.weights],
-                      [b[m : m + 1].clone() for b in state.biases], x, y) for m in range(4)]
+
+    def ev(ws, bs, members=None):
+        return evaluate(spec, ws, bs, x, y, members=members, per_member=per_member)
+
+    every = ev(state.weights, state.biases)
+    some = ev(state.weights, state.biases, members=[3, 1])
+    one = ev(state.weights, state.biases, members=[2])
+    alone = [ev([w[m : m + 1].clone() for w in state.weights], [b[m : m + 1].clone() for b in state.biases])
+             for m in range(4)]
     assert len(set(every[0])) == 4  # the members differ
     assert some == ([every[0][3], every[0][1]], [every[1][3], every[1][1]])
+    assert one == ([every[0][2]], [every[1][2]])
     assert every == ([a[0][0] for a in alone], [a[1][0] for a in alone])
+    # and both ways compute the same losses, up to rounding
+    other = evaluate(spec, state.weights, state.biases, x, y, per_member=not per_member)
+    assert other[0] == pytest.approx(every[0], rel=1e-5) and other[1] == pytest.approx(every[1], abs=2 / len(x))
 
 
 def test_conv_step_equals_reference():

@@ -150,6 +150,10 @@ def test_seed_slices_into_one_store_then_the_whole_sweep_trains_nothing_more(tmp
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "shared" / "runs").iterdir()} == runs
     rows = _results(tmp_path / "shared").strip().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2  # header + 2 seeds x 2 chains x rounds 0..1
+    # a slice rerun after the whole sweep (a late machine) leaves the whole sweep's record alone
+    late = _sweep([*common, "--seeds", "1", "--first-seed", "1"])
+    assert late.wait() == 0, late.stderr.read()
+    assert _results(tmp_path / "shared").strip().splitlines() == rows
 
 
 def test_results_rows_follow_spec_levels(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any
 from .data import DATASETS
 from .errors import TicketlabError
 from .nets import NETS, get_net
+from .numerics import NUMERICS
 from .trainer import TEST_EVAL_POLICIES, Schedule
 
 TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
@@ -108,12 +109,6 @@ def identity(config: Any) -> dict[str, Any]:
         if f.name == "net" or value != getattr(base, f.name):
             out[f.name] = value
     return out
-
-
-# Bumped when training computes different bits for the same config (rounding order, float mode), so
-# that a store never mixes runs of two numerics under one name. 2: denormals flushed to zero, Adam as
-# one call over a flat buffer (vector code for every element).
-NUMERICS = 2
 
 
 def content_hash(kind: str, fields: dict[str, Any]) -> str:

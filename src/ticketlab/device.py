@@ -35,9 +35,10 @@ def environment(device: torch.device) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    if device.type == "cpu":
-        from .numerics import flush_everywhere
+    from .numerics import NUMERICS, flush_everywhere
 
+    env["numerics"] = NUMERICS
+    if device.type == "cpu":
         env["flush_denormals"] = flush_everywhere()
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -1,11 +1,11 @@
 """The forward pass of a cohort: K networks of one architecture, weights stacked on a member axis.
 
-Dense layers use one `bmm` over the member axis (on the CPU, evaluation-sized batches run one gemm
-per member instead, which MKL does faster and with the same numbers); convolutions run member by
-member (a grouped conv would be faster but does not match a lone network bitwise). Either way,
-member k's numbers are computed by exactly the same kernels whether the cohort has 1 or 13
-members, which is what makes a member trained in a cohort bitwise identical to the same member
-trained alone.
+Dense layers use one `bmm` over the member axis, a lone member as a batch of two (`affine`);
+convolutions run member by member (a grouped conv would be faster but does not match a lone network
+bitwise). Either way, member k's numbers are computed by exactly the same kernels whether the
+cohort has 1 or 13 members, which is what makes a member trained in a cohort bitwise identical to
+the same member trained alone. (Evaluation on the CPU runs one member at a time, every member the
+same way, with a plain gemm per dense layer.)
 
 `fc_grads` is the training pass of an all-dense network written out by hand: the same kernels as
 `forward` for the forward pass and the same kernels autograd runs for the backward pass (bmm with
@@ -22,8 +22,13 @@ import torch.nn.functional as F
 from .nets import NetSpec
 
 
-def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits (K, B, 10) for a shared input batch `x` (B, ...) and stacked weights (K, ...)."""
+def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor,
+            plain_gemm: bool = False) -> torch.Tensor:
+    """Logits (K, B, 10) for a shared input batch `x` (B, ...) and stacked weights (K, ...).
+
+    plain_gemm (one member, no autograd): dense layers as one plain gemm each, the fastest for a
+    lone member, but not the numbers of the batched products (`affine`) a cohort member gets; for
+    callers that evaluate every member this way (`trainer.evaluate` on the CPU)."""
     k = weights[0].shape[0]
     layers = spec.layers
     n = len(layers)
@@ -46,49 +51,35 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
         h = x.expand(k, *x.shape)
         first_fc = 0
     for i in range(first_fc, n):
-        h = _dense(h, weights[i], biases[i])
+        if plain_gemm:
+            h = torch.addmm(biases[i][0], h[0], weights[i][0]).unsqueeze(0)
+        else:
+            h = affine(h, weights[i], biases[i])
         if i < n - 1:
             h = h.relu_()  # same values as F.relu; baddbmm's backward does not need its output
     return h
 
 
-# From this many rows on (evaluation chunks), a CPU dense layer without gradients runs member by
-# member: MKL's batched gemm is slower than one gemm per member for large matrices. Both compute
-# each member's product with the same gemm kernel, so the numbers are the same (tests check it).
-# A lone member (evaluation runs one member at a time on the CPU) always takes one plain gemm.
-LOOP_MIN_ROWS = 512
-
-
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out).
 
-    A lone member (K = 1) runs as a batch of two all the same: torch hands a batch of one to a plain
-    gemm, which MKL may split along the summed dimension across threads (seen on AVX-512 with 2
-    threads for 784 inputs), rounding differently from the batched kernel that computes each member
-    of a larger cohort. Without autograd the two batch entries are the two halves of the rows (each
-    row's sum is the same whichever rows share its gemm); under autograd they are the member twice,
-    the copy's output dropped (a row split would sum the weight gradient in two halves), so the
-    copy's gradient is exactly zero."""
+    A lone member (K = 1) runs as a batch of two, the member twice, the copy's output dropped (so
+    under autograd the copy's gradient is exactly zero): torch hands a batch of one to a plain gemm,
+    which MKL may split across threads in ways the batched kernel does not (seen on AVX-512 with 2
+    threads: the sum over 784 inputs), rounding differently from the product of the same member in
+    a cohort. It costs a lone network a second core's worth of matmul; cohorts are unaffected."""
     if w.shape[0] > 1:
         return torch.baddbmm(b.unsqueeze(1), h, w)
-    rows = h.shape[1]
-    tracked = torch.is_grad_enabled() and (w.requires_grad or h.requires_grad or b.requires_grad)
-    if not tracked and rows % 2 == 0:
-        halves = h.reshape(2, rows // 2, h.shape[2])
-        return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), halves, w.expand(2, -1, -1)).view(1, rows, -1)
     return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
 
 
-def _dense(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """bias + h @ w for every member: h (K or expanded, B, in), w (K, in, out), b (K, out)."""
-    k, rows = w.shape[0], h.shape[1]
-    loop = h.device.type == "cpu" and not (torch.is_grad_enabled() and w.requires_grad)
-    if not loop or (rows < LOOP_MIN_ROWS and k > 1):
-        return affine(h, w, b)
-    out = torch.empty(k, rows, w.shape[2], dtype=h.dtype, device=h.device)
-    for m in range(k):
-        torch.addmm(b[m], h[m], w[m], out=out[m])
-    return out
+def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b for every member, a (K, M, N), b (K, N, P), without autograd; a lone member as a batch
+    of two, for the reason in `affine`."""
+    if a.shape[0] > 1:
+        return torch.bmm(a, b, out=out)
+    twice = torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
+    return twice if out is None else out.copy_(twice)
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -136,8 +127,8 @@ def fc_grads(
     dz = loss_grad(h, y)
     for i in range(n - 1, -1, -1):
         # baddbmm's backward: batch2 <- batch1^T @ grad, self <- grad summed over the broadcast dim
-        torch.bmm(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
+        product(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
         torch.sum(dz, 1, out=grad_biases[i])
         if i > 0:
-            dh = torch.bmm(dz, weights[i].transpose(1, 2))
+            dh = product(dz, weights[i].transpose(1, 2))
             dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output

@@ -12,15 +12,23 @@ The mode is a per-thread CPU register. A thread inherits it from the thread that
 should be set before torch starts its intra-op thread pool (the first parallel op): the command
 line sets it first thing, so does each sweep worker process, and `train_cohort` sets it and checks.
 When the pool already runs (a library user did torch work first), `flush_denormals` sets the mode on
-the pool's threads through one OpenMP parallel region (libgomp, as torch's wheels ship it).
+the pool's threads through one OpenMP parallel region (libgomp, as torch's wheels ship it, or a
+runtime that exports the same entry point).
 `flush_everywhere` tells whether every intra-op thread flushes.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import warnings
 
 import torch
+
+# Bumped when training computes different bits for the same config (rounding order, float mode), so
+# that a store never mixes runs of two numerics under one name (`config.content_hash`). 2: denormals
+# flushed to zero, Adam as one call over a flat buffer, lone members as batches of two, evaluation
+# member by member.
+NUMERICS = 2
 
 _PROBE_SIZE = 1 << 20  # large enough that every intra-op thread takes part of the multiply
 
@@ -32,27 +40,39 @@ def flush_everywhere() -> bool:
     return not bool((tiny * 1e-10).any())
 
 
-def _loaded_libgomp() -> str | None:
-    """Path of the GNU OpenMP runtime loaded in this process (Linux), if any."""
+_OPENMP_RUNTIMES = ("libgomp", "libiomp5", "libomp")  # the last two also export GOMP_parallel
+
+
+def _loaded_openmp() -> str | None:
+    """Path of the OpenMP runtime loaded in this process (Linux), torch's own copy first, if any."""
+    found: list[str] = []
     try:
         with open("/proc/self/maps") as f:
             for line in f:
-                path = line.split()[-1] if line.strip() else ""
-                if "/libgomp" in path:
-                    return path
+                parts = line.split(maxsplit=5)  # the path is the sixth field and may hold spaces
+                if len(parts) == 6:
+                    path = parts[5].strip()
+                    if os.path.basename(path).startswith(_OPENMP_RUNTIMES) and path not in found:
+                        found.append(path)
     except OSError:
-        pass
-    return None
+        return None
+    torch_dir = os.path.dirname(torch.__file__)
+    found.sort(key=lambda path: not path.startswith(torch_dir))
+    return found[0] if found else None
 
 
 def _flush_on_pool_threads() -> None:
-    """Run `torch.set_flush_denormal(True)` on every thread of the running OpenMP team, once."""
-    path = _loaded_libgomp()
+    """Run `torch.set_flush_denormal(True)` on every thread of the running OpenMP team, once; does
+    nothing where that cannot be done (the caller checks the result)."""
+    path = _loaded_openmp()
     if path is None:
         return
-    lib = ctypes.CDLL(path)
+    try:
+        parallel = ctypes.CDLL(path).GOMP_parallel
+    except (OSError, AttributeError):
+        return
     callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(True))
-    lib.GOMP_parallel(callback, None, ctypes.c_uint(torch.get_num_threads()), ctypes.c_uint(0))
+    parallel(callback, None, ctypes.c_uint(torch.get_num_threads()), ctypes.c_uint(0))
 
 
 def flush_denormals(check: bool = True) -> bool:

@@ -194,7 +194,25 @@ def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
 def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False) -> float:
     """Run (or resume) a sweep into the store at `root`; returns the wall time of this invocation."""
     jobs = [Job(spec, seed) for seed in spec.seed_list]
-    write_manifest(root, spec, runtime, "running")
+    # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
+    keep = _covered_by_complete_manifest(root, spec)
+    if not keep:
+        write_manifest(root, spec, runtime, "running")
     wall = execute(jobs, root, runtime, workers or default_workers(len(jobs)), f"sweep {spec.name} ({spec.scale})", quiet)
-    write_manifest(root, spec, runtime, "complete", wall)
+    if not keep:
+        write_manifest(root, spec, runtime, "complete", wall)
     return wall
+
+
+def _covered_by_complete_manifest(root: Path, spec: SweepSpec) -> bool:
+    """Whether the store already records this sweep as complete for a superset of these seeds."""
+    path = manifest_path(root, spec)
+    if not path.is_file():
+        return False
+    try:
+        record = read_json(path)
+        done = spec_from_manifest(record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    same = dataclasses.replace(done, seeds=spec.seeds, first_seed=spec.first_seed) == spec
+    return record.get("status") == "complete" and same and set(spec.seed_list) <= set(done.seed_list)
