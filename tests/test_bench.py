@@ -24,6 +24,8 @@ REQUIRED = (
     "eval_overhead_full_fc_cohort13_on_best", "eval_overhead_full_fc_cohort13_all",
     "on_best_test_evals_estimated_cohort13", "fc_single_run_step_ms", "fc_cohort13_run_step_ms",
     "conv2_cohort2_net_samples_per_s", "projected_criteria_full_hours", "threads",
+    "fc_cohort13_grads_ms", "fc_cohort13_adam_ms", "fc_cohort13_adam_gparams_per_s", "fraction_of_peak_cohort13_grads",
+    "fraction_of_peak_cohort13_phases",
 )
 
 

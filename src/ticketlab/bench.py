@@ -3,7 +3,10 @@
 Everything is measured in one process, on one device, with the production code: the FC and conv
 training rates time `trainer._CohortState.step`, the very step `train_cohort` runs (forward, loss,
 backward, TF1 Adam), on batches gathered from the in-memory training set as `train_cohort` gathers
-them; evaluation times `trainer.evaluate`. Then two real `train_cohort` runs (a lone network, and a
+them; evaluation times `trainer.evaluate`. The cohort step's two phases are also timed alone: the
+gradients (all the counted FLOPs) and Adam (no counted FLOPs; torch's fused kernel spends two
+divisions and a square root on every parameter, and is bound by them: it runs no faster on data that
+sits in the L2 cache), which shows how far the step could go with these kernels. Then two real `train_cohort` runs (a lone network, and a
 13-member cohort whose densities span a criteria sweep's rounds) of a few thousand steps, timed by
 phase (training steps, val and test evaluations), give the per-step and per-evaluation costs of a
 real run; the full-schedule evaluation overheads and the projected sweep time come from them.
@@ -315,6 +318,28 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         "fraction_of_peak_cohort13": COHORT * flops / cohort / 1e9 / peak,
     })
 
+    # --- the cohort step's two phases, each timed alone on the same state: the gradients (forward,
+    # loss, backward: all the counted FLOPs) and TF1 Adam (no counted FLOPs, see the module docstring)
+    batches = [(tx[i * BATCH : (i + 1) * BATCH], ty[i * BATCH : (i + 1) * BATCH]) for i in range(8)]
+    turn = [0]
+
+    def grads() -> None:
+        turn[0] = (turn[0] + 1) % len(batches)
+        cstate.compute_grads(*batches[turn[0]])
+
+    phase_calls = max(2, calls // 2)
+    grads_s, _ = _time_blocks(grads, sync, calls=phase_calls, blocks=blocks, warmup=2, budget_s=budget / 6)
+    adam_s, _ = _time_blocks(cstate.adam, sync, calls=phase_calls, blocks=blocks, warmup=2, budget_s=budget / 6)
+    res.update({
+        "fc_cohort13_grads_ms": grads_s * 1e3,
+        "fc_cohort13_adam_ms": adam_s * 1e3,
+        "fc_cohort13_adam_gparams_per_s": cstate.flat[0].numel() / adam_s / 1e9,
+        "fraction_of_peak_cohort13_grads": COHORT * flops / grads_s / 1e9 / peak,
+        # the step's rate if it cost no more than its two phases alone (it costs more: each phase
+        # finds the other's data evicted from the caches): an upper bound for fraction_of_peak_cohort13
+        "fraction_of_peak_cohort13_phases": COHORT * flops / (grads_s + adam_s) / 1e9 / peak,
+    })
+
     # --- evaluation throughput of the cohort (val + test)
     reps = 1 if quick else 3
     t_val = _eval_time(fc, cstate, data.val_x, data.val_y, dev, reps)
@@ -402,6 +427,11 @@ _ROWS = [
     ("cohort_speedup_vs_plain", "x", "cohort of 13 vs plain loop"),
     ("fraction_of_peak_single", "", "FC 1 network: FLOP rate / SGEMM peak"),
     ("fraction_of_peak_cohort13", "", "FC cohort of 13: FLOP rate / SGEMM peak"),
+    ("fc_cohort13_grads_ms", "ms", "FC cohort of 13, step phase alone: gradients"),
+    ("fraction_of_peak_cohort13_grads", "", "  its FLOP rate / SGEMM peak"),
+    ("fc_cohort13_adam_ms", "ms", "FC cohort of 13, step phase alone: Adam"),
+    ("fc_cohort13_adam_gparams_per_s", "G params/s", "  its rate"),
+    ("fraction_of_peak_cohort13_phases", "", "FC cohort of 13: FLOP rate / peak if step = its phases"),
     ("eval_samples_per_s", "net-samples/s", "evaluation, cohort of 13"),
     ("fc_single_run_step_ms", "ms", "FC real run, 1 network: training step"),
     ("eval_overhead_full_fc_single_on_best", "", "eval time / train time, full FC run, 1 network (on_best)"),

@@ -252,7 +252,7 @@ class _CohortState:
         """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
         self.compute_grads(x, y)
         self.mask_grads()  # a no-op when pruned weights hold by an infinite second moment
-        self._adam()
+        self.adam()
 
     def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """grads <- d(sum over members of each member's mean loss) / d(params)."""
@@ -280,7 +280,8 @@ class _CohortState:
                     g[m].mul_(mask[row])
 
     @torch.no_grad()
-    def _adam(self) -> None:
+    def adam(self) -> None:
+        """TF1 Adam on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
         params, grads, exp_avgs, exp_avg_sqs = ([b] for b in self.flat)
         if self._fused:
