@@ -12,6 +12,7 @@ import torch
 from ticketlab import bench, forward as fwd, trainer
 from ticketlab.forward import fc_grads, forward, loss_grad, member_losses
 from ticketlab.nets import get_net, init_weights
+from ticketlab.numerics import flush_denormals
 from ticketlab.seeds import generator
 from ticketlab.trainer import MemberStart, Schedule, _CohortState, _adam_step, evaluate, train_cohort
 
@@ -217,6 +218,50 @@ def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
         for w, w0, mask in zip(cohort.weights, member.weights, member.masks):
             assert torch.equal(w[m][~mask], w0[~mask])
             assert not torch.equal(w[m][mask], w0[mask])
+
+
+@pytest.fixture
+def many_threads():
+    """16 intra-op threads (as on a 16-core machine; oversubscribed here), denormals flushed on the
+    new ones too; the previous count and mode restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(16)
+    flush_denormals(True)
+    yield 16
+    torch.set_num_threads(before)
+    flush_denormals(True)
+
+
+def test_cohort_member_equals_lone_member_with_many_threads(mnist, many_threads):
+    """With 16 threads torch's sum over the batch split differently for a cohort than for a lone
+    member (the 100-unit layer's bias gradient differed); bias gradients are products now."""
+    members = _members(FC, [1.0, 0.8, 0.3] + [0.5] * 10)
+    cohort = _CohortState(FC, members, 1.2e-3, CPU)
+    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members[:3]]
+    for x, y in _batches(mnist, 2):
+        cohort.step(x, y)
+        for a in alone:
+            a.step(x, y)
+    for m, a in enumerate(alone):
+        for ts, ta in zip(_state_tensors(cohort), _state_tensors(a)):
+            assert torch.equal(ts[m], ta[0])
+
+
+@pytest.mark.parametrize("threads", [2, 16])
+def test_bias_grad_is_the_batch_sum_member_by_member(threads):
+    """bias_grad: the sum over the batch (to rounding), each member's the same in any cohort."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        for width in (300, 100, 10):
+            dz = torch.randn(13, 60, width, generator=g)
+            cohort = fwd.bias_grad(dz)
+            torch.testing.assert_close(cohort, dz.double().sum(1).float(), rtol=1e-5, atol=1e-5)
+            for m in range(13):
+                assert torch.equal(fwd.bias_grad(dz[m : m + 1])[0], cohort[m])
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_fused_tf1_adam_matches_the_foreach_reference():

@@ -7,12 +7,18 @@ cohort has 1 or 13 members, which is what makes a member trained in a cohort bit
 the same member trained alone. (Evaluation on the CPU runs one member at a time, every member the
 same way, with a plain gemm per dense layer.)
 
+A dense layer's backward (`_Affine`, what autograd runs; `fc_grads` runs the same calls) is made of
+batched products too: the weight and input gradients are products with transposed operands, and the
+bias gradient, a sum over the batch, is the product of a row of ones with the output gradient. A
+`torch.sum` over the batch would not do: with many threads (16 on a 2-core machine, and so on a
+16-core one) torch splits that reduction across threads differently for a cohort than for a lone
+member, and the member's bias gradient rounds differently.
+
 `fc_grads` is the training pass of an all-dense network written out by hand: the same kernels as
-`forward` for the forward pass and the same kernels autograd runs for the backward pass (bmm with
-the transposed operands, a sum over the batch for the bias, threshold_backward for the ReLU, the
-log-softmax/nll backward for the loss), so its gradients equal autograd's bitwise, without the
-graph and with every gradient written straight into caller-provided buffers (views of the
-trainer's flat gradient buffer).
+`forward` for the forward pass and the same kernels autograd runs for the backward pass (`_Affine`'s
+products, threshold_backward for the ReLU, the log-softmax/nll backward for the loss), so its
+gradients equal autograd's bitwise, without the graph and with every gradient written straight into
+caller-provided buffers (views of the trainer's flat gradient buffer).
 """
 from __future__ import annotations
 
@@ -61,16 +67,49 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
 
 
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out).
+    """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out),
+    b (K, out); differentiable through `_Affine`.
 
-    A lone member (K = 1) runs as a batch of two, the member twice, the copy's output dropped (so
-    under autograd the copy's gradient is exactly zero): torch hands a batch of one to a plain gemm,
-    which MKL may split across threads in ways the batched kernel does not (seen on AVX-512 with 2
-    threads: the sum over 784 inputs), rounding differently from the product of the same member in
-    a cohort. It costs a lone network a second core's worth of matmul; cohorts are unaffected."""
+    A lone member (K = 1) runs as a batch of two, the member twice, the copy's output dropped:
+    torch hands a batch of one to a plain gemm, which MKL may split across threads in ways the
+    batched kernel does not (seen on AVX-512 with 2 threads: the sum over 784 inputs), rounding
+    differently from the product of the same member in a cohort. It costs a lone network a second
+    core's worth of matmul; cohorts are unaffected."""
+    if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
+        return _Affine.apply(h, w, b)
+    return _affine(h, w, b)
+
+
+def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if w.shape[0] > 1:
         return torch.baddbmm(b.unsqueeze(1), h, w)
     return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
+
+
+def bias_grad(dz: torch.Tensor) -> torch.Tensor:
+    """The sum over the batch of dz (K, B, out), per member, (K, out): a row of ones times dz, so that a
+    member's sum is the same product whatever the cohort and the thread count (see the module docstring)."""
+    k, b, _ = dz.shape
+    return product(dz.new_ones(()).expand(k, 1, b), dz).squeeze(1)
+
+
+class _Affine(torch.autograd.Function):
+    """`affine` under autograd, its backward made of `product`s (the calls `fc_grads` makes)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, w)
+        out = _affine(h, w, b)
+        # a lone member's output is a view of the batch of two; callers apply ReLU in place
+        return out if w.shape[0] > 1 else out.clone()
+
+    @staticmethod
+    def backward(ctx, dz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, w = ctx.saved_tensors
+        dh = product(dz, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        dw = product(h.transpose(1, 2), dz) if ctx.needs_input_grad[1] else None
+        db = bias_grad(dz) if ctx.needs_input_grad[2] else None
+        return dh, dw, db
 
 
 def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,14 +160,14 @@ def fc_grads(
     inputs = []
     for i in range(n):
         inputs.append(h)
-        h = affine(h, weights[i], biases[i])
+        h = _affine(h, weights[i], biases[i])
         if i < n - 1:
             h = h.relu_()
     dz = loss_grad(h, y)
     for i in range(n - 1, -1, -1):
-        # baddbmm's backward: batch2 <- batch1^T @ grad, self <- grad summed over the broadcast dim
+        # _Affine's backward
         product(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
-        torch.sum(dz, 1, out=grad_biases[i])
+        grad_biases[i].copy_(bias_grad(dz))
         if i > 0:
             dh = product(dz, weights[i].transpose(1, 2))
             dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output
