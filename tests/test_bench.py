@@ -223,7 +223,7 @@ def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
 @pytest.fixture
 def many_threads():
     """16 intra-op threads (as on a 16-core machine; oversubscribed here), denormals flushed on the
-    new ones too; the previous count and mode restored afterwards."""
+    new ones too; afterwards the previous thread count, denormals flushed (as conftest sets them)."""
     before = torch.get_num_threads()
     torch.set_num_threads(16)
     flush_denormals(True)

@@ -336,7 +336,8 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         "fc_cohort13_adam_gparams_per_s": cstate.flat[0].numel() / adam_s / 1e9,
         "fraction_of_peak_cohort13_grads": COHORT * flops / grads_s / 1e9 / peak,
         # the step's rate if it cost no more than its two phases alone (it costs more: each phase
-        # finds the other's data evicted from the caches): an upper bound for fraction_of_peak_cohort13
+        # finds the other's data evicted from the caches): an upper bound for fraction_of_peak_cohort13,
+        # up to timing noise
         "fraction_of_peak_cohort13_phases": COHORT * flops / (grads_s + adam_s) / 1e9 / peak,
     })
 

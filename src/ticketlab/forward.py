@@ -62,7 +62,7 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
         else:
             h = affine(h, weights[i], biases[i])
         if i < n - 1:
-            h = h.relu_()  # same values as F.relu; baddbmm's backward does not need its output
+            h = h.relu_()  # same values as F.relu; _Affine's backward does not need its output
     return h
 
 
