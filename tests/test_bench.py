@@ -157,10 +157,11 @@ def test_lone_member_affine_equals_its_cohort_product(rows):
         assert torch.equal(fwd.product(dz[m : m + 1], w2[m : m + 1].transpose(1, 2))[0], grad_h[m])
 
 
-def test_loss_grad_equals_autograd_bitwise():
+@pytest.mark.parametrize("batch", [60, 1, 7, 128, 1000])
+def test_loss_grad_equals_autograd_bitwise(batch):
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 60, 10, generator=g) * 5
-    y = torch.randint(0, 10, (60,), generator=g)
+    logits = torch.randn(4, batch, 10, generator=g) * 5
+    y = torch.randint(0, 10, (batch,), generator=g)
     z = logits.clone().requires_grad_()
     (expected,) = torch.autograd.grad(member_losses(z, y).mean(1).sum(), z)
     assert torch.equal(loss_grad(logits, y), expected)
