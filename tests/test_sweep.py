@@ -16,6 +16,7 @@ from ticketlab.errors import TicketlabError
 from ticketlab.nets import get_net, init_weights
 from ticketlab.pruning import oneshot_masks, oneshot_prune_count, prune_oneshot
 from ticketlab.seeds import generator
+from ticketlab.sweep import default_workers
 from ticketlab.sweep_spec import load_sweep, parse_spec, preset_names
 
 TINY = """\
@@ -39,6 +40,15 @@ def test_pinned_run_hashes():
     assert run_name("train", TrainConfig(seed=1)) == "train_29396b99048d892b"
     assert run_name("train", TrainConfig(net="conv2", learning_rate=2e-4)) == run_name("train", TrainConfig(net="conv2"))
     assert run_name("train", TrainConfig(test_eval="all")) != run_name("train", TrainConfig())
+
+
+@pytest.mark.parametrize("jobs, cores, workers", [
+    (1, 2, 1), (2, 2, 2), (5, 16, 5), (16, 16, 16),  # jobs fit the cores: one worker each
+    (5, 2, 1),  # 3 rounds of 1-thread jobs (the last alone) lose to 5 jobs of 2 threads
+    (3, 2, 1), (4, 2, 2), (6, 4, 2), (5, 4, 1), (20, 16, 4),
+])
+def test_default_workers_leave_no_core_idle_at_the_tail(jobs, cores, workers):
+    assert default_workers(jobs, cores) == workers
 
 
 def test_every_preset_parses_at_both_scales():

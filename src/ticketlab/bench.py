@@ -381,7 +381,8 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     res["on_best_test_evals_measured_of"] = eval_points(probe_iters)
 
     # --- projected wall time of the full criteria preset on FC (sweeps use test_eval="on_best"),
-    # from the real-run rates: per seed, one dense run alone, then 24 rounds of a 13-member cohort
+    # from the real-run rates: per seed, one dense run alone, then 24 rounds of a 13-member cohort;
+    # the seeds one after another on all threads, as `sweep.default_workers` runs 5 seeds on up to 4 cores
     dense_run = full["single"]["train"] + full["single"]["eval"]
     cohort_run = full["cohort13"]["train"] + full["cohort13"]["eval"]
     res["projected_fc_dense_run_hours"] = dense_run / 3600

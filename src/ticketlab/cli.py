@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first seed (default: the preset's, 0); with --seeds, a slice of the seeds, e.g. one per machine")
     p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run (default: the preset's)")
-    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: min(seeds, cores))")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
     p.set_defaults(func=_cmd_sweep)
 
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="criteria, both sign figures, supermask at init and masking is training, then the report.")
     p.add_argument("--scale", default="quick", choices=("quick", "full"), help="quick = CPU-sized, about 2 minutes on 2 cores (default); full = paper protocol")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 at quick, 5 at full)")
-    p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: min(seeds, cores))")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
     p.set_defaults(func=_cmd_reproduce)
 

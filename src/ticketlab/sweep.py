@@ -6,6 +6,7 @@ skipped, so rerunning the same command after a crash or Ctrl-C redoes only unfin
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -126,8 +127,18 @@ def _worker(index: int, job: Job, root: Path, runtime: Runtime) -> int:
     return index
 
 
-def default_workers(n_jobs: int) -> int:
-    return max(1, min(n_jobs, os.cpu_count() or 1))
+def default_workers(n_jobs: int, cores: int | None = None) -> int:
+    """Worker processes for n_jobs jobs (seeds); each worker gets cores // workers threads.
+
+    One worker per job while the jobs fit the cores. When they outnumber the cores, the count that
+    finishes soonest if a job's time is inversely proportional to its threads (ties: more workers).
+    On 2 cores two 1-thread workers train about as fast as one 2-thread process (a 13-member FC
+    cohort: 22.7 s each for 1,000 steps, side by side, against 11.6 s), so 5 seeds go to one worker
+    of 2 threads (5 x 11.6 s), not to two of 1 (3 x 22.7 s, the last with a core idle)."""
+    cores = cores or os.cpu_count() or 1
+    if n_jobs <= cores:
+        return max(1, n_jobs)
+    return min(range(1, cores + 1), key=lambda w: (math.ceil(n_jobs / w) / (cores // w), -w))
 
 
 def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False) -> float:
