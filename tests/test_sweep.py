@@ -1,6 +1,7 @@
 """Sweeps: TOML specs and their errors, hashes, resumption after SIGKILL, results rows, supermasks."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -164,6 +165,19 @@ def test_seed_slices_into_one_store_then_the_whole_sweep_trains_nothing_more(tmp
     late = _sweep([*common, "--seeds", "1", "--first-seed", "1"])
     assert late.wait() == 0, late.stderr.read()
     assert _results(tmp_path / "shared").strip().splitlines() == rows
+
+
+def test_threads_apply_to_every_worker_process(tmp_path):
+    """--threads sets each pool worker's torch threads (the default would be cores // workers)."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY.replace('mask0 = ["zero", "freeze_init"]', 'mask0 = ["zero"]').replace("rounds = 3", "rounds = 1"))
+    threads = (os.cpu_count() or 1) + 1  # what no default gives
+    proc = _sweep([str(spec), "--scale", "full", "--seeds", "2", "--workers", "2", "--threads", str(threads),
+                   "--out", str(tmp_path / "o")])
+    assert proc.wait() == 0, proc.stderr.read()
+    configs = list((tmp_path / "o" / "runs").glob("*/config.json"))
+    assert len(configs) == 2 * 3  # 2 seeds x (dense + 2 chains x round 1)
+    assert {json.loads(c.read_text())["environment"]["threads"] for c in configs} == {threads}
 
 
 def test_results_rows_follow_spec_levels(tmp_path):

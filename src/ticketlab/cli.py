@@ -22,7 +22,7 @@ def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help="where to train (default: auto = cuda if available)")
     p.add_argument("--data-dir", default=None, help="directory of a non-shipped dataset (fashion-mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (checksum-verified) if it is missing")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads, of each worker process in a sweep (default: all cores, or cores // workers)")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -70,7 +70,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
-    runtime = Runtime(ns.device, ns.data_dir, ns.download)
+    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads)
     from .device import resolve_device
 
     resolve_device(ns.device)
@@ -139,7 +139,7 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(ns.scale, out, Runtime(ns.device, ns.data_dir, ns.download), ns.seeds, ns.workers)
+    html, md = reproduce(ns.scale, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads), ns.seeds, ns.workers)
     print(f"report: {md}", file=sys.stderr)
     print(html)
     return 0

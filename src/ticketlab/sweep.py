@@ -33,6 +33,7 @@ class Runtime:
     device: str = "auto"
     data_dir: str | None = None
     download: bool = False
+    threads: int | None = None  # torch threads of each worker process (default: cores // workers)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
 
     ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
     q = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = runtime.threads or max(1, (os.cpu_count() or 1) // workers)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as pool:
         futures = {pool.submit(_worker, i, job, root, runtime): i for i, job in enumerate(jobs)}
         pending = set(futures)
