@@ -198,20 +198,27 @@ def test_fused_step_equals_straightforward_reference(mnist, densities):
                 assert torch.equal(w[m][~mask], w0[~mask]) and not torch.equal(w[m][mask], w0[mask])
 
 
-def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
-    """The criteria cohort size, with dense and masked members: one Adam call over the whole flat
-    buffer gives each member what it gets alone."""
-    densities = [1.0, 0.8, 0.64, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.9]
-    members = _members(FC, densities)
+def _assert_members_train_as_alone(mnist, members: list[MemberStart], compared: int, steps: int) -> _CohortState:
+    """Train the cohort and its first `compared` members alone for `steps` steps; every state tensor
+    of each compared member is bitwise the same. Returns the cohort's state."""
     cohort = _CohortState(FC, members, 1.2e-3, CPU)
-    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members]
-    for x, y in _batches(mnist, 4):
+    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members[:compared]]
+    for x, y in _batches(mnist, steps):
         cohort.step(x, y)
         for a in alone:
             a.step(x, y)
     for m, a in enumerate(alone):
         for ts, ta in zip(_state_tensors(cohort), _state_tensors(a)):
             assert torch.equal(ts[m], ta[0])
+    return cohort
+
+
+def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
+    """The criteria cohort size, with dense and masked members: one Adam call over the whole flat
+    buffer gives each member what it gets alone."""
+    densities = [1.0, 0.8, 0.64, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.9]
+    members = _members(FC, densities)
+    cohort = _assert_members_train_as_alone(mnist, members, len(members), steps=4)
     # pruned weights held exactly, kept weights moved
     for m, member in enumerate(members):
         if member.masks is None:
@@ -236,16 +243,7 @@ def many_threads():
 def test_cohort_member_equals_lone_member_with_many_threads(mnist, many_threads):
     """With 16 threads torch's sum over the batch split differently for a cohort than for a lone
     member (the 100-unit layer's bias gradient differed); bias gradients are products now."""
-    members = _members(FC, [1.0, 0.8, 0.3] + [0.5] * 10)
-    cohort = _CohortState(FC, members, 1.2e-3, CPU)
-    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members[:3]]
-    for x, y in _batches(mnist, 2):
-        cohort.step(x, y)
-        for a in alone:
-            a.step(x, y)
-    for m, a in enumerate(alone):
-        for ts, ta in zip(_state_tensors(cohort), _state_tensors(a)):
-            assert torch.equal(ts[m], ta[0])
+    _assert_members_train_as_alone(mnist, _members(FC, [1.0, 0.8, 0.3] + [0.5] * 10), 3, steps=2)
 
 
 @pytest.mark.parametrize("threads", [2, 16])
