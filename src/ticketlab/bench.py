@@ -6,10 +6,11 @@ backward, TF1 Adam), on batches gathered from the in-memory training set as `tra
 them; evaluation times `trainer.evaluate`. The cohort step's two phases are also timed alone: the
 gradients (all the counted FLOPs) and Adam (no counted FLOPs; torch's fused kernel spends two
 divisions and a square root on every parameter, and is bound by them: it runs no faster on data that
-sits in the L2 cache), which shows how far the step could go with these kernels. Then two real `train_cohort` runs (a lone network, and a
-13-member cohort whose densities span a criteria sweep's rounds) of a few thousand steps, timed by
-phase (training steps, val and test evaluations), give the per-step and per-evaluation costs of a
-real run; the full-schedule evaluation overheads and the projected sweep time come from them.
+sits in the L2 cache), which shows how far the step could go with these kernels. Then two real
+`train_cohort` runs (a lone network, and a 13-member cohort whose densities span a criteria sweep's
+rounds) of a few thousand steps, timed by phase (training steps, val and test evaluations), give the
+per-step and per-evaluation costs of a real run; the full-schedule evaluation overheads and the
+projected sweep time come from them.
 
 Timing: every step rate is the best of several timed blocks after a warm-up (the machine's peak, like
 the SGEMM figure it is compared with); the median block is reported beside it. The single-network,
