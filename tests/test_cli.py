@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ticketlab.cli import main
 
@@ -88,6 +89,15 @@ def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert not list((tmp_path / "out").glob("train_*"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("command", [["train"], ["bench", "--quick"]])
+def test_device_cuda_without_a_gpu_is_one_line_exit_2(command, capsys, tmp_path):
+    out = ["--out", str(tmp_path / "out")] if command == ["train"] else []
+    assert main([*command, "--device", "cuda", *out]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no CUDA GPU is visible" in err
 
 
 def test_corrupt_data_and_unwritable_out_via_subprocess(tmp_path):

@@ -149,7 +149,7 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     from .bench import run_bench
 
     _set_threads(ns.threads)
-    run_bench(as_json=ns.json, quick=ns.quick)
+    run_bench(as_json=ns.json, quick=ns.quick, device=ns.device)
     return 0
 
 
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="end with one JSON line of the measurements")
     p.add_argument("--quick", action="store_true", help="a few seconds, rough numbers (for smoke tests)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="what to measure (default: auto = cuda if available)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
