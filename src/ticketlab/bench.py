@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from .data import load_dataset
 from .device import resolve_device
 from .nets import NetSpec, get_net, init_weights
+from .numerics import cuda_float32
 from .seeds import generator
 from .trainer import MemberStart, Schedule, _CohortState, evaluate, train_cohort
 
@@ -267,6 +268,8 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     quick: small sizes and few repetitions (seconds; rough numbers, for smoke tests)."""
     t_start = time.perf_counter()
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if dev.type == "cuda":
+        cuda_float32()  # the peak of full float32 products (not TF32), as training runs them
     res: dict[str, object] = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),

@@ -1,4 +1,5 @@
-"""Floating-point mode of CPU training: denormals flushed to zero (FTZ and DAZ), as TensorFlow runs.
+"""Floating-point modes: on the CPU denormals flushed to zero (FTZ and DAZ), as TensorFlow runs; on a
+CUDA GPU full float32 products (no TF32) and deterministic cuDNN kernels (`cuda_float32`).
 
 TensorFlow 1 sets flush-to-zero and denormals-are-zero on every thread of its CPU thread pool, so
 the original code never computed with denormal floats on the CPU. Here it also matters for speed:
@@ -98,3 +99,16 @@ def flush_denormals(check: bool = True) -> bool:
         stacklevel=3,
     )
     return False
+
+
+def cuda_float32() -> None:
+    """Make CUDA products and convolutions full float32 and deterministic, for this process.
+
+    SPEC's networks train in float32. torch lets cuDNN convolutions use TF32 (10-bit mantissa products)
+    by default on Ampere and later GPUs, and lets cuDNN pick among kernels by timing them, some of
+    which accumulate with atomics; either would make a conv run's bits depend on the GPU's mood
+    rather than its config and seed."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

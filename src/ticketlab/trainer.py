@@ -19,7 +19,7 @@ import torch
 from .data import Dataset
 from .forward import fc_grads, forward, member_losses
 from .nets import NetSpec
-from .numerics import flush_denormals
+from .numerics import cuda_float32, flush_denormals
 from .seeds import generator
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -215,6 +215,8 @@ class _CohortState:
                  hold_by_inf: bool = True):
         self.spec = spec
         self.learning_rate = learning_rate
+        if torch.device(device).type == "cuda":
+            cuda_float32()
         k = self.k = len(starts)
         n = len(spec.layers)
         shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
