@@ -10,6 +10,16 @@ from ticketlab.numerics import flush_denormals
 flush_denormals(check=False)
 
 
+_NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=_NEEDS_CUDA)])
+def device(request) -> torch.device:
+    """Tests that take `device` check their fast path on the CPU, and on a CUDA GPU where torch sees
+    one (CI has none: those are skipped there, and run on a GPU machine by hand)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(scope="session")
 def mnist():
     return load_dataset("mnist")

@@ -44,11 +44,11 @@ def _members(spec, densities, seed=0):
     return out
 
 
-def _batches(data, n, seed=0):
+def _batches(data, n, seed=0, device=CPU):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
         idx = torch.randint(0, len(data.train_x), (60,), generator=g)
-        yield data.train_x[idx], data.train_y[idx]
+        yield data.train_x[idx].to(device), data.train_y[idx].to(device)
 
 
 def _state_tensors(s: _CohortState) -> list[torch.Tensor]:
@@ -64,7 +64,7 @@ def test_run_bench_quick_json(capsys, monkeypatch):
         return real_step(self, x, y)
 
     monkeypatch.setattr(_CohortState, "step", counting_step)
-    res = bench.run_bench(as_json=True, quick=True)
+    res = bench.run_bench(as_json=True, quick=True, device="cpu")
     out = capsys.readouterr().out.strip().splitlines()
     parsed = json.loads(out[-1])
     for key in REQUIRED:
@@ -108,15 +108,15 @@ def test_manual_steps_reproduce_train_cohort(mnist):
         assert all(torch.equal(b[m], f) for b, f in zip(state.biases, r.final_biases))
 
 
-def test_hand_written_fc_backward_equals_autograd_bitwise(mnist):
+def test_hand_written_fc_backward_equals_autograd_bitwise(mnist, device):
     members = _members(FC, [1.0, 0.7, 0.1])
-    state = _CohortState(FC, members, 1e-3, CPU)
+    state = _CohortState(FC, members, 1e-3, device)
     g = torch.Generator().manual_seed(1)
     for w in state.weights:  # trained-looking weights and biases, not just the init
-        w.add_(torch.randn(w.shape, generator=g) * 0.01)
+        w.add_(torch.randn(w.shape, generator=g).to(device) * 0.01)
     for b in state.biases:
         b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    for x, y in _batches(mnist, 3):
+    for x, y in _batches(mnist, 3, device=device):
         ws = [w.clone().requires_grad_() for w in state.weights]
         bs = [b.clone().requires_grad_() for b in state.biases]
         expected = torch.autograd.grad(member_losses(forward(FC, ws, bs, x), y).mean(1).sum(), ws + bs)
@@ -131,13 +131,13 @@ def test_hand_written_fc_backward_equals_autograd_bitwise(mnist):
 
 
 @pytest.mark.parametrize("rows", [60, 59, 128, 200, 250, 256, 512, 1000])
-def test_lone_member_affine_equals_its_cohort_product(rows):
+def test_lone_member_affine_equals_its_cohort_product(rows, device):
     """A batch of one (run as the member twice) gives the bits of the batched kernel, and under
     autograd the gradients of a member computed alone and in a cohort are the same."""
     g = torch.Generator().manual_seed(4)
-    x = torch.rand(rows, 784, generator=g)
-    w = torch.randn(3, 784, 300, generator=g) * 0.05
-    b = torch.randn(3, 300, generator=g)
+    x = torch.rand(rows, 784, generator=g).to(device)
+    w = (torch.randn(3, 784, 300, generator=g) * 0.05).to(device)
+    b = torch.randn(3, 300, generator=g).to(device)
     cohort = fwd.affine(x.expand(3, rows, 784), w, b)
     for m in range(3):
         assert torch.equal(fwd.affine(x.expand(1, rows, 784), w[m : m + 1], b[m : m + 1])[0], cohort[m])
@@ -146,22 +146,22 @@ def test_lone_member_affine_equals_its_cohort_product(rows):
     (g1,) = torch.autograd.grad(fwd.affine(x.expand(1, rows, 784), w1, b[1:2]).relu().sum(), w1)
     assert torch.equal(g1[0], gs[1])
     # the hand-written backward's products: weight gradients and the gradient of a layer's input
-    h = torch.rand(3, rows, 300, generator=g)
-    dz = torch.randn(3, rows, 100, generator=g)
-    w2 = torch.randn(3, 300, 100, generator=g)
+    h = torch.rand(3, rows, 300, generator=g).to(device)
+    dz = torch.randn(3, rows, 100, generator=g).to(device)
+    w2 = torch.randn(3, 300, 100, generator=g).to(device)
     grad_w, grad_h = fwd.product(h.transpose(1, 2), dz), fwd.product(dz, w2.transpose(1, 2))
     for m in range(3):
-        out = torch.full((1, 300, 100), float("nan"))
+        out = torch.full((1, 300, 100), float("nan"), device=device)
         fwd.product(h[m : m + 1].transpose(1, 2), dz[m : m + 1], out=out)
         assert torch.equal(out[0], grad_w[m])
         assert torch.equal(fwd.product(dz[m : m + 1], w2[m : m + 1].transpose(1, 2))[0], grad_h[m])
 
 
 @pytest.mark.parametrize("batch", [60, 1, 7, 128, 1000])
-def test_loss_grad_equals_autograd_bitwise(batch):
+def test_loss_grad_equals_autograd_bitwise(batch, device):
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, batch, 10, generator=g) * 5
-    y = torch.randint(0, 10, (batch,), generator=g)
+    logits = (torch.randn(4, batch, 10, generator=g) * 5).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
     z = logits.clone().requires_grad_()
     (expected,) = torch.autograd.grad(member_losses(z, y).mean(1).sum(), z)
     assert torch.equal(loss_grad(logits, y), expected)
@@ -174,7 +174,7 @@ def _assert_same_training(fast: _CohortState, ref: _CohortState, members: list[M
     for i in range(2 * n):
         for m, member in enumerate(members):
             if member.masks is not None and i < n:
-                keep = member.masks[i]
+                keep = member.masks[i].to(fast.exp_avgs[i].device)
             else:
                 keep = torch.ones_like(fast.exp_avgs[i][m], dtype=torch.bool)
             assert torch.equal(fast.exp_avgs[i][m][keep], ref.exp_avgs[i][m][keep])
@@ -182,28 +182,30 @@ def _assert_same_training(fast: _CohortState, ref: _CohortState, members: list[M
 
 
 @pytest.mark.parametrize("densities", [[1.0, 0.8, 0.05], [0.8, 0.3, 0.5, 0.9, 0.2], [1.0, 1.0]])
-def test_fused_step_equals_straightforward_reference(mnist, densities):
+def test_fused_step_equals_straightforward_reference(mnist, densities, device):
     """step with pruned weights held by an infinite second moment = step with pruned weights held by
     zero gradients (the straightforward way)."""
     members = _members(FC, densities)
-    fast = _CohortState(FC, members, 1.2e-3, CPU)
-    ref = _CohortState(FC, members, 1.2e-3, CPU, hold_by_inf=False)
-    for x, y in _batches(mnist, 6):
+    fast = _CohortState(FC, members, 1.2e-3, device)
+    ref = _CohortState(FC, members, 1.2e-3, device, hold_by_inf=False)
+    for x, y in _batches(mnist, 6, device=device):
         fast.step(x, y)
         ref.step(x, y)
     _assert_same_training(fast, ref, members)
     for m, member in enumerate(members):  # the pruned weights really held, the kept ones moved
         if member.masks is not None:
             for w, w0, mask in zip(fast.weights, member.weights, member.masks):
-                assert torch.equal(w[m][~mask], w0[~mask]) and not torch.equal(w[m][mask], w0[mask])
+                w = w[m].cpu()
+                assert torch.equal(w[~mask], w0[~mask]) and not torch.equal(w[mask], w0[mask])
 
 
-def _assert_members_train_as_alone(mnist, members: list[MemberStart], compared: int, steps: int) -> _CohortState:
+def _assert_members_train_as_alone(mnist, members: list[MemberStart], compared: int, steps: int,
+                                   device: torch.device = CPU) -> _CohortState:
     """Train the cohort and its first `compared` members alone for `steps` steps; every state tensor
     of each compared member is bitwise the same. Returns the cohort's state."""
-    cohort = _CohortState(FC, members, 1.2e-3, CPU)
-    alone = [_CohortState(FC, [m], 1.2e-3, CPU) for m in members[:compared]]
-    for x, y in _batches(mnist, steps):
+    cohort = _CohortState(FC, members, 1.2e-3, device)
+    alone = [_CohortState(FC, [m], 1.2e-3, device) for m in members[:compared]]
+    for x, y in _batches(mnist, steps, device=device):
         cohort.step(x, y)
         for a in alone:
             a.step(x, y)
@@ -213,19 +215,20 @@ def _assert_members_train_as_alone(mnist, members: list[MemberStart], compared: 
     return cohort
 
 
-def test_cohort_of_13_step_is_bitwise_member_invariant(mnist):
+def test_cohort_of_13_step_is_bitwise_member_invariant(mnist, device):
     """The criteria cohort size, with dense and masked members: one Adam call over the whole flat
     buffer gives each member what it gets alone."""
     densities = [1.0, 0.8, 0.64, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.9]
     members = _members(FC, densities)
-    cohort = _assert_members_train_as_alone(mnist, members, len(members), steps=4)
+    cohort = _assert_members_train_as_alone(mnist, members, len(members), steps=4, device=device)
     # pruned weights held exactly, kept weights moved
     for m, member in enumerate(members):
         if member.masks is None:
             continue
         for w, w0, mask in zip(cohort.weights, member.weights, member.masks):
-            assert torch.equal(w[m][~mask], w0[~mask])
-            assert not torch.equal(w[m][mask], w0[mask])
+            w = w[m].cpu()
+            assert torch.equal(w[~mask], w0[~mask])
+            assert not torch.equal(w[mask], w0[mask])
 
 
 @pytest.fixture
@@ -285,19 +288,19 @@ def test_fused_tf1_adam_matches_the_foreach_reference():
 
 @pytest.mark.parametrize("net", ["fc", "conv2"])
 @pytest.mark.parametrize("per_member", [True, False])
-def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_member):
+def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_member, device):
     """A member's val loss and accuracy are the same bits whichever members are evaluated with it,
     one member at a time (the CPU default) or all together (the GPU default, batched products)."""
     spec = get_net(net)
-    state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, CPU)
+    state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, device)
     g = torch.Generator().manual_seed(3)
     for b in state.biases:
         b.copy_(torch.randn(b.shape, generator=g) * 0.1)
     if spec.is_conv:
-        x = torch.rand(300, 3, 32, 32, generator=g)
-        y = torch.randint(0, 10, (300,), generator=g)
+        x = torch.rand(300, 3, 32, 32, generator=g).to(device)
+        y = torch.randint(0, 10, (300,), generator=g).to(device)
     else:
-        x, y = mnist.val_x, mnist.val_y
+        x, y = mnist.val_x.to(device), mnist.val_y.to(device)
 
     def ev(ws, bs, members=None):
         return evaluate(spec, ws, bs, x, y, members=members, per_member=per_member)
@@ -316,22 +319,23 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
     assert other[0] == pytest.approx(every[0], rel=1e-5) and other[1] == pytest.approx(every[1], abs=2 / len(x))
 
 
-def test_conv_step_equals_reference():
+def test_conv_step_equals_reference(device):
     spec = get_net("conv2")
     members = _members(spec, [1.0, 0.7])
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(60, 3, 32, 32, generator=g)
-    y = torch.randint(0, 10, (60,), generator=g)
-    fast, ref = _CohortState(spec, members, 2e-4, CPU), _CohortState(spec, members, 2e-4, CPU, hold_by_inf=False)
+    x = torch.rand(60, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (60,), generator=g).to(device)
+    fast = _CohortState(spec, members, 2e-4, device)
+    ref = _CohortState(spec, members, 2e-4, device, hold_by_inf=False)
     for _ in range(2):
         fast.step(x, y)
         ref.step(x, y)
     _assert_same_training(fast, ref, members)
     # and the autograd gradients are the plain ones
-    ws = [torch.stack([m.weights[i] for m in members]).requires_grad_() for i in range(len(spec.layers))]
-    bs = [torch.zeros(2, layer.out_channels, requires_grad=True) for layer in spec.layers]
+    ws = [torch.stack([m.weights[i] for m in members]).to(device).requires_grad_() for i in range(len(spec.layers))]
+    bs = [torch.zeros(2, layer.out_channels, device=device, requires_grad=True) for layer in spec.layers]
     expected = torch.autograd.grad(member_losses(forward(spec, ws, bs, x), y).mean(1).sum(), ws + bs)
-    state = _CohortState(spec, members, 2e-4, CPU)
+    state = _CohortState(spec, members, 2e-4, device)
     state.compute_grads(x, y)
     assert all(torch.equal(a, b) for a, b in zip(expected, state.grads))
 
@@ -351,3 +355,62 @@ def test_on_best_test_eval_count():
     _, more = bench.on_best_test_evals(losses, total_points=505)
     assert 5.0 < more < 505.0
     assert bench._record_probability_sum(1, 3) == pytest.approx(1 / 2 + 1 / 3 + 1 / 4)
+
+
+@pytest.mark.parametrize("lanes", [4, 13])
+@pytest.mark.parametrize("k", [1, 3, 4, 5, 13, 14, 27])
+def test_products_in_lanes_equal_one_batched_call(k, lanes):
+    """forward._in_lanes (how a CUDA GPU runs every batched product) pads and chunks without changing
+    a number: checked here on the CPU, where a batched product's item does not depend on the batch."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.rand(60, 784, generator=g)
+    w = torch.randn(k, 784, 30, generator=g)
+    b = torch.randn(k, 30, generator=g)
+    h = torch.rand(k, 60, 30, generator=g)
+    dz = torch.randn(k, 60, 10, generator=g)
+    cases = [  # (op, operands) as the forward and backward passes call them: expanded, transposed, broadcast
+        (torch.baddbmm, (b.unsqueeze(1), x.expand(k, 60, 784), w)),
+        (torch.bmm, (h.transpose(1, 2), dz)),
+        (torch.bmm, (dz, torch.randn(k, 30, 10, generator=g).transpose(1, 2))),
+        (torch.bmm, (x.expand(k, 60, 784).transpose(1, 2), h)),
+    ]
+    for op, operands in cases:
+        expected = op(*(t.expand(2, *t.shape[1:]) if k == 1 else t for t in operands))[:k]
+        assert torch.equal(fwd._in_lanes(op, *operands, lanes=lanes), expected)
+        if op is not torch.bmm:
+            continue  # only gradients (bmm) are written into caller buffers
+        n = expected[0].numel()
+        out = torch.full((k, n + 16), float("nan"))[:, :n].view(expected.shape)  # strided, as a gradient view
+        assert fwd._in_lanes(op, *operands, out=out, lanes=lanes) is out and torch.equal(out, expected)
+
+
+def test_padded_members_keep_their_layout():
+    t = torch.rand(3, 60, 300)
+    assert fwd._pad_members(t.transpose(1, 2), 13).transpose(1, 2).is_contiguous()
+    assert torch.equal(fwd._pad_members(t.transpose(1, 2), 13)[3:], t[0].T.expand(10, 300, 60))
+    assert fwd._pad_members(torch.rand(60, 784).expand(3, 60, 784), 13).stride(0) == 0
+    assert fwd._pad_members(t, 3) is t
+
+
+@pytest.mark.parametrize("densities", [[1.0, 0.5, 0.2], [0.8] * 5])
+def test_cohort_padded_with_fillers_trains_its_members_unchanged(mnist, monkeypatch, densities):
+    """An FC cohort on a CUDA GPU is padded to a multiple of forward.CUDA_LANES with filler members;
+    the padding, forced here on the CPU (4 lanes: 3 -> 4 members, 5 -> 8), changes no real member's
+    numbers, and every view shows the real members only."""
+    members = _members(FC, densities)
+    plain = _CohortState(FC, members, 1.2e-3, CPU)
+    monkeypatch.setattr(trainer, "cohort_lanes", lambda spec, device: 4)
+    padded = _CohortState(FC, members, 1.2e-3, CPU)
+    assert padded.layout.k == 4 * -(-len(members) // 4) > len(members)
+    for x, y in _batches(mnist, 3):
+        plain.step(x, y)
+        padded.step(x, y)
+    assert all(t.shape[0] == len(members) for t in _state_tensors(padded) + padded.grads)
+    assert all(torch.equal(a, b) for a, b in zip(_state_tensors(plain), _state_tensors(padded)))
+    sched = Schedule(iterations=30, learning_rate=1.2e-3, eval_every=15)
+    with_fillers = train_cohort(FC, mnist, members, sched, seed=0)
+    monkeypatch.undo()
+    without = train_cohort(FC, mnist, members, sched, seed=0)
+    for a, b in zip(with_fillers, without):
+        assert a.history == b.history and all(torch.equal(p, q) for p, q in zip(a.final_weights, b.final_weights))
+    assert len(with_fillers) == len(members)

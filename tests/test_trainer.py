@@ -27,11 +27,11 @@ def _members() -> list[MemberStart]:
 
 
 @pytest.fixture(scope="module")
-def cohort_and_alone(mnist):
+def cohort_and_alone(mnist, device):
     members = _members()
     schedule = Schedule(iterations=230, learning_rate=1.2e-3, eval_every=100)
-    together = train_cohort(FC, mnist, members, schedule, seed=4)
-    alone = [train_cohort(FC, mnist, [m], schedule, seed=4)[0] for m in members]
+    together = train_cohort(FC, mnist, members, schedule, seed=4, device=device)
+    alone = [train_cohort(FC, mnist, [m], schedule, seed=4, device=device)[0] for m in members]
     return members, together, alone
 
 
@@ -79,12 +79,12 @@ def test_first_argmin_on_ties():
     assert r.summary()["test_accuracy_at_early_stop"] == 0.8
 
 
-def test_rerun_is_bitwise_identical_and_seed_changes_batches(mnist):
+def test_rerun_is_bitwise_identical_and_seed_changes_batches(mnist, device):
     start = [MemberStart(init_weights(FC, generator(0, "init")))]
     schedule = Schedule(iterations=50, learning_rate=1.2e-3, eval_every=25)
-    a = train_cohort(FC, mnist, start, schedule, seed=0)[0]
-    b = train_cohort(FC, mnist, start, schedule, seed=0)[0]
-    c = train_cohort(FC, mnist, start, schedule, seed=1)[0]
+    a = train_cohort(FC, mnist, start, schedule, seed=0, device=device)[0]
+    b = train_cohort(FC, mnist, start, schedule, seed=0, device=device)[0]
+    c = train_cohort(FC, mnist, start, schedule, seed=1, device=device)[0]
     assert torch.equal(a.final_weights[0], b.final_weights[0]) and a.history == b.history
     assert not torch.equal(a.final_weights[0], c.final_weights[0])
 
@@ -115,7 +115,7 @@ def test_stop_at_val_accuracy_and_snapshots(mnist):
     assert torch.equal(full.final_weights[0], r.final_weights[0])
 
 
-def test_conv_training_smoke_on_cifar_format_files(tmp_path):
+def test_conv_training_smoke_on_cifar_format_files(tmp_path, device):
     from test_cifar import make_arrays, write_batches
 
     write_batches(tmp_path / "cifar-10-batches-py", *make_arrays())
@@ -126,8 +126,8 @@ def test_conv_training_smoke_on_cifar_format_files(tmp_path):
     masks = [torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) < 0.7 for w in init]
     members = [MemberStart(init), MemberStart([w * m for w, m in zip(init, masks)], masks)]
     sched = Schedule(iterations=6, learning_rate=2e-4, eval_every=3)
-    together = train_cohort(spec, ds, members, sched, seed=0)
-    alone = train_cohort(spec, ds, members[1:], sched, seed=0)[0]
+    together = train_cohort(spec, ds, members, sched, seed=0, device=device)
+    alone = train_cohort(spec, ds, members[1:], sched, seed=0, device=device)[0]
     assert together[1].history == alone.history
     assert all(torch.equal(x, y) for x, y in zip(together[1].final_weights, alone.final_weights))
     for start, final, m in zip(members[1].weights, together[1].final_weights, masks):
@@ -138,7 +138,7 @@ def test_conv_training_smoke_on_cifar_format_files(tmp_path):
     assert not torch.equal(together[0].final_weights[0], init[0])
 
 
-def test_on_best_test_history_is_independent_of_the_cohort(mnist):
+def test_on_best_test_history_is_independent_of_the_cohort(mnist, device):
     import math
 
     def gaps(h):
@@ -147,9 +147,9 @@ def test_on_best_test_history_is_independent_of_the_cohort(mnist):
     members = _members()
     # a large learning rate makes val loss bounce, so some points are not new minima
     schedule = Schedule(iterations=300, learning_rate=2e-2, eval_every=20, test_eval="on_best")
-    together = train_cohort(FC, mnist, members, schedule, seed=2)
+    together = train_cohort(FC, mnist, members, schedule, seed=2, device=device)
     for m in range(3):
-        alone = train_cohort(FC, mnist, members[m : m + 1], schedule, seed=2)[0]
+        alone = train_cohort(FC, mnist, members[m : m + 1], schedule, seed=2, device=device)[0]
         assert gaps(together[m].history) == gaps(alone.history)
     patterns = [[v is None for v in gaps(r.history)] for r in together]
     assert any(any(p) for p in patterns)  # some points really skipped the test set

@@ -14,6 +14,12 @@ bias gradient, a sum over the batch, is the product of a row of ones with the ou
 16-core one) torch splits that reduction across threads differently for a cohort than for a lone
 member, and the member's bias gradient rounds differently.
 
+On a CUDA GPU the batch count itself picks cuBLAS's kernel (seen on an H100: after 4 steps a
+member's weights differed between a cohort of 13 and the member alone, run as a batch of two), and
+two kernels round differently. So there every batched product runs in calls of exactly
+`CUDA_LANES` members, a call with another count padded with copies of its first member (`_in_lanes`);
+the trainer pads an FC cohort itself with filler members, so that its training step never copies.
+
 `fc_grads` is the training pass of an all-dense network written out by hand: the same kernels as
 `forward` for the forward pass and the same kernels autograd runs for the backward pass (`_Affine`'s
 products, threshold_backward for the ReLU, the log-softmax/nll backward for the loss), so its
@@ -26,6 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from .nets import NetSpec
+
+# Members per batched product on a CUDA GPU: the criteria figure's cohort (13 criteria of one seed
+# and round), so that its step runs unpadded.
+CUDA_LANES = 13
 
 
 def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor,
@@ -81,6 +91,8 @@ def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if w.is_cuda:
+        return _in_lanes(torch.baddbmm, b.unsqueeze(1), h, w)
     if w.shape[0] > 1:
         return torch.baddbmm(b.unsqueeze(1), h, w)
     return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
@@ -100,8 +112,9 @@ class _Affine(torch.autograd.Function):
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(h, w)
         out = _affine(h, w, b)
-        # a lone member's output is a view of the batch of two; callers apply ReLU in place
-        return out if w.shape[0] > 1 else out.clone()
+        # a lone member's output is a view of the batch of two (and a padded call's of its lanes);
+        # callers apply ReLU in place, which autograd refuses on a view
+        return out.clone() if out._is_view() else out
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -114,11 +127,42 @@ class _Affine(torch.autograd.Function):
 
 def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b for every member, a (K, M, N), b (K, N, P), without autograd; a lone member as a batch
-    of two, for the reason in `affine`."""
+    of two, for the reason in `affine`; on a CUDA GPU in calls of CUDA_LANES members (module docstring)."""
+    if a.is_cuda:
+        return _in_lanes(torch.bmm, a, b, out=out)
     if a.shape[0] > 1:
         return torch.bmm(a, b, out=out)
     twice = torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
     return twice if out is None else out.copy_(twice)
+
+
+def _in_lanes(op, *operands: torch.Tensor, out: torch.Tensor | None = None, lanes: int = CUDA_LANES) -> torch.Tensor:
+    """op(*operands, out=...), a batched product whose last two operands are its factors, over the
+    member axis (dim 0) in calls of exactly `lanes` members each, the operands padded with copies of
+    their first member to a multiple of it; returns the K members' rows (in `out` if given)."""
+    k = max(t.shape[0] for t in operands)
+    padded = -(-k // lanes) * lanes
+    operands = tuple(_pad_members(t, padded) for t in operands)
+    full = out if out is not None and padded == k else operands[-1].new_empty(
+        (padded, operands[-2].shape[1], operands[-1].shape[2]))
+    for c in range(0, padded, lanes):
+        op(*(t[c : c + lanes] for t in operands), out=full[c : c + lanes])
+    if full is out or padded == k:
+        return full
+    return full[:k] if out is None else out.copy_(full[:k])
+
+
+def _pad_members(t: torch.Tensor, k: int) -> torch.Tensor:
+    """t with k members, the extra ones copies of member 0, in t's own layout (a transposed view stays
+    one: the layout is part of what picks the kernel). An expanded tensor (stride 0) stays expanded."""
+    if t.shape[0] == k:
+        return t
+    if t.stride(0) == 0:
+        return t[:1].expand(k, *t.shape[1:])
+    extra = t[:1].expand(k - t.shape[0], *t.shape[1:])
+    if not t.is_contiguous() and t.transpose(1, 2).is_contiguous():
+        return torch.cat([t.transpose(1, 2), extra.transpose(1, 2)]).transpose(1, 2)
+    return torch.cat([t, extra])
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

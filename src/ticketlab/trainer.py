@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
-from .forward import fc_grads, forward, member_losses
+from .forward import CUDA_LANES, fc_grads, forward, member_losses
 from .nets import NetSpec
 from .numerics import cuda_float32, flush_denormals
 from .seeds import generator
@@ -91,17 +91,17 @@ def eval_chunk(spec: NetSpec) -> int:
 @torch.no_grad()
 def evaluate(
     spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-    members: list[int] | None = None, per_member: bool | None = None,
+    members: list[int] | None = None, per_member: bool = True,
 ) -> tuple[list[float], list[float]]:
     """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all).
 
-    per_member (default: on the CPU): one member at a time, its activations staying in cache from
-    layer to layer (20% faster than layer by layer across the cohort for FC on the CPU). Otherwise
-    (the GPU default) the members together, one batched product per layer. Either way a member's
-    numbers do not depend on which members are evaluated with it."""
+    per_member (the default): one member at a time, a plain product per dense layer; on the CPU its
+    activations stay in cache from layer to layer (20% faster than layer by layer across the cohort
+    for FC), and on a GPU every reduction (a member's loss sum) has the same shape whatever the
+    cohort, which a batched evaluation cannot promise there. Otherwise the members together, one
+    batched product per layer. Either way a member's numbers do not depend on which members are
+    evaluated with it (tested on the CPU and, where there is one, a GPU)."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
-    if per_member is None:
-        per_member = x.device.type == "cpu"
     if per_member:
         groups = [[m] for m in chosen]
     else:
@@ -166,6 +166,13 @@ def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
                 eps=ADAM_EPS / math.sqrt(1 - ADAM_BETA2**step), amsgrad=False, maximize=False)
 
 
+def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
+    """A cohort's member count is padded to a multiple of this: CUDA_LANES for FC nets on a CUDA GPU
+    (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense heads
+    pad their products themselves: filler members would cost whole conv stacks."""
+    return CUDA_LANES if device.type == "cuda" and not spec.is_conv else 1
+
+
 class _FlatLayout:
     """Where each parameter tensor of each member lives in one flat float32 buffer.
 
@@ -209,6 +216,12 @@ class _CohortState:
     docstring). The weights are those of a state built with hold_by_inf=False (gradient masking
     instead), which the tests check. `train_cohort` calls exactly `step`; so does
     the benchmark.
+
+    On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
+    (copies of member 0, trained alongside and never read), so that its batched products run unpadded
+    in calls of that many members; `weights`, `grads` and the other views show the real members only.
+    Its gradients phase runs as a captured CUDA graph (one launch instead of about 30; the same
+    kernels, so the same bits), the batch copied into the graph's input buffers.
     """
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device,
@@ -219,14 +232,23 @@ class _CohortState:
             cuda_float32()
         k = self.k = len(starts)
         n = len(spec.layers)
+        self._fast_fc = not spec.is_conv
+        on_cuda = torch.device(device).type == "cuda"
+        lanes = cohort_lanes(spec, torch.device(device))
+        padded = -(-k // lanes) * lanes
         shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
-        self.layout = layout = _FlatLayout(shapes, k)
-        # params, grads, m, v
+        self.layout = layout = _FlatLayout(shapes, padded)
+        # params, grads, m, v: every member's, fillers included (`_all`), and the real members' views
         self.flat = [torch.zeros(layout.total, dtype=torch.float32, device=device) for _ in range(4)]
-        params, self.grads, self.exp_avgs, self.exp_avg_sqs = (layout.views(b) for b in self.flat)
-        self.weights, self.biases = params[:n], params[n:]
+        params_all, grads_all = layout.views(self.flat[0]), layout.views(self.flat[1])
         for i in range(n):
-            self.weights[i].copy_(torch.stack([s.weights[i] for s in starts]))
+            params_all[i].copy_(torch.stack([s.weights[i] for s in starts + [starts[0]] * (padded - k)]))
+        self._weights_all, self._biases_all = params_all[:n], params_all[n:]
+        self._grad_weights_all, self._grad_biases_all = grads_all[:n], grads_all[n:]
+        params, self.grads, self.exp_avgs, self.exp_avg_sqs = (
+            [t[:k] for t in layout.views(b)] for b in self.flat
+        )
+        self.weights, self.biases = params[:n], params[n:]
         self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
 
         # How pruned weights hold. hold_by_inf: their second moment starts (and stays) +inf, so their
@@ -247,8 +269,9 @@ class _CohortState:
             ]
         self.iteration = 0
         self._step_t = torch.zeros((), dtype=torch.float32, device=device)
-        self._fast_fc = not spec.is_conv
         self._fused = has_fused_adam(torch.device(device))
+        self._graph: _GraphedGrads | None = None
+        self._use_graph = on_cuda and self._fast_fc
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
@@ -258,8 +281,13 @@ class _CohortState:
 
     def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """grads <- d(sum over members of each member's mean loss) / d(params)."""
+        if self._use_graph:
+            if self._graph is None or not self._graph.fits(x, y):
+                self._graph = _GraphedGrads(self._eager_fc_grads, x, y)
+            self._graph.replay(x, y)
+            return
         if self._fast_fc:
-            fc_grads(self.weights, self.biases, x, y, self.grad_weights, self.grad_biases)
+            self._eager_fc_grads(x, y)
             return
         with torch.enable_grad():
             params = [p.detach().requires_grad_() for p in self.weights + self.biases]
@@ -268,6 +296,9 @@ class _CohortState:
             grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             torch._foreach_copy_(self.grads, list(grads))
+
+    def _eager_fc_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        fc_grads(self._weights_all, self._biases_all, x, y, self._grad_weights_all, self._grad_biases_all)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
@@ -292,6 +323,29 @@ class _CohortState:
                                **tf1_adam_fused_args(self.iteration, self.learning_rate))
         else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
             _adam_step(params, grads, exp_avgs, exp_avg_sqs, self.iteration, self.learning_rate)
+
+
+class _GraphedGrads:
+    """A gradients pass captured once as a CUDA graph on input buffers shaped like (x, y), replayed per step."""
+
+    def __init__(self, grads: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = torch.zeros_like(x), torch.zeros_like(y)  # class 0 of zero images: finite numbers
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # torch's recipe: warm up off the capturing stream first
+            grads(self.x, self.y)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            grads(self.x, self.y)
+
+    def fits(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        return x.shape == self.x.shape and y.shape == self.y.shape and x.device == self.x.device
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
 
 
 class _Clock:
