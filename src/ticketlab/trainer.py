@@ -224,17 +224,17 @@ class _CohortState:
     kernels, so the same bits), the batch copied into the graph's input buffers.
     """
 
-    def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device,
+    def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
                  hold_by_inf: bool = True):
         self.spec = spec
         self.learning_rate = learning_rate
-        if torch.device(device).type == "cuda":
+        device = torch.device(device)
+        if device.type == "cuda":
             cuda_float32()
         k = self.k = len(starts)
         n = len(spec.layers)
         self._fast_fc = not spec.is_conv
-        on_cuda = torch.device(device).type == "cuda"
-        lanes = cohort_lanes(spec, torch.device(device))
+        lanes = cohort_lanes(spec, device)
         padded = -(-k // lanes) * lanes
         shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
         self.layout = layout = _FlatLayout(shapes, padded)
@@ -269,9 +269,9 @@ class _CohortState:
             ]
         self.iteration = 0
         self._step_t = torch.zeros((), dtype=torch.float32, device=device)
-        self._fused = has_fused_adam(torch.device(device))
+        self._fused = has_fused_adam(device)
         self._graph: _GraphedGrads | None = None
-        self._use_graph = on_cuda and self._fast_fc
+        self._use_graph = device.type == "cuda" and self._fast_fc
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
