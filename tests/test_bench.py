@@ -319,6 +319,21 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
     assert other[0] == pytest.approx(every[0], rel=1e-5) and other[1] == pytest.approx(every[1], abs=2 / len(x))
 
 
+def test_batched_evaluation_of_more_members_than_lanes(mnist, device):
+    """15 members evaluated together: on a GPU two calls of forward.CUDA_LANES members, the second
+    padded; a member's numbers are the same alone, in a subset, or in either group."""
+    state = _CohortState(FC, _members(FC, [1.0, 0.5, 0.2] * 5), 1e-3, device)
+    x, y = mnist.val_x[:1000].to(device), mnist.val_y[:1000].to(device)
+    every = evaluate(FC, state.weights, state.biases, x, y, per_member=False)
+    assert len(set(every[0])) == 15
+    for m in (0, 12, 13, 14):
+        alone = evaluate(FC, [w[m : m + 1].clone() for w in state.weights],
+                         [b[m : m + 1].clone() for b in state.biases], x, y, per_member=False)
+        assert alone == ([every[0][m]], [every[1][m]])
+    some = evaluate(FC, state.weights, state.biases, x, y, members=[14, 13, 0], per_member=False)
+    assert some == ([every[0][i] for i in (14, 13, 0)], [every[1][i] for i in (14, 13, 0)])
+
+
 def test_conv_step_equals_reference(device):
     spec = get_net("conv2")
     members = _members(spec, [1.0, 0.7])
