@@ -290,7 +290,8 @@ def test_fused_tf1_adam_matches_the_foreach_reference():
 @pytest.mark.parametrize("per_member", [True, False])
 def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_member, device):
     """A member's val loss and accuracy are the same bits whichever members are evaluated with it,
-    one member at a time (the CPU default) or all together (the GPU default, batched products)."""
+    one member at a time (the CPU default, and conv nets' everywhere) or together (batched products;
+    the GPU default for FC, in padded groups of forward.CUDA_LANES)."""
     spec = get_net(net)
     state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, device)
     g = torch.Generator().manual_seed(3)
@@ -405,6 +406,10 @@ def test_padded_members_keep_their_layout():
     assert torch.equal(fwd._pad_members(t.transpose(1, 2), 13)[3:], t[0].T.expand(10, 300, 60))
     assert fwd._pad_members(torch.rand(60, 784).expand(3, 60, 784), 13).stride(0) == 0
     assert fwd._pad_members(t, 3) is t
+    # a transposed view of a flat-buffer block with gaps between members (FC's 100x10 kernel)
+    gapped = torch.rand(3, 1008)[:, :1000].view(3, 100, 10).transpose(1, 2)
+    padded = fwd._pad_members(gapped, 13)
+    assert padded.stride(1) == 1 and torch.equal(padded[:3], gapped) and torch.equal(padded[12], gapped[0])
 
 
 @pytest.mark.parametrize("densities", [[1.0, 0.5, 0.2], [0.8] * 5])

@@ -1,6 +1,7 @@
 """The forward pass of a cohort: K networks of one architecture, weights stacked on a member axis.
 
-Dense layers use one `bmm` over the member axis, a lone member as a batch of two (`affine`);
+Dense layers use one `bmm` over the member axis, a lone member as a batch of two (`affine`; on a
+CUDA GPU, calls of exactly CUDA_LANES members, see below);
 convolutions run member by member (a grouped conv would be faster but does not match a lone network
 bitwise). Either way, member k's numbers are computed by exactly the same kernels whether the
 cohort has 1 or 13 members, which is what makes a member trained in a cohort bitwise identical to
@@ -78,7 +79,7 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
 
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out),
-    b (K, out); differentiable through `_Affine`.
+    b (K, out); differentiable through `_Affine`. (On a CUDA GPU: ceil(K / CUDA_LANES) padded calls.)
 
     A lone member (K = 1) runs as a batch of two, the member twice, the copy's output dropped:
     torch hands a batch of one to a plain gemm, which MKL may split across threads in ways the
@@ -160,7 +161,7 @@ def _pad_members(t: torch.Tensor, k: int) -> torch.Tensor:
     if t.stride(0) == 0:
         return t[:1].expand(k, *t.shape[1:])
     extra = t[:1].expand(k - t.shape[0], *t.shape[1:])
-    if not t.is_contiguous() and t.transpose(1, 2).is_contiguous():
+    if t.stride(1) == 1 and t.stride(2) != 1:  # a transposed view (its member stride may have gaps)
         return torch.cat([t.transpose(1, 2), extra.transpose(1, 2)]).transpose(1, 2)
     return torch.cat([t, extra])
 

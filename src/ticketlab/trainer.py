@@ -105,6 +105,8 @@ def evaluate(
     where there is one, a GPU)."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
     lanes = x.device.type == "cuda"
+    if lanes:
+        cuda_float32()  # also when nothing was trained in this process (a resumed supermask job)
     if per_member is None:
         per_member = not lanes or spec.is_conv
     if per_member:
@@ -121,8 +123,10 @@ def evaluate(
         if len(rows) == 1:
             m = rows[0]
             ws, bs = [w[m : m + 1] for w in weights], [b[m : m + 1] for b in biases]
-        elif rows == list(range(weights[0].shape[0])):
+        elif rows == list(range(weights[0].shape[0])) and not lanes:
             ws, bs = weights, biases
+        # on a GPU always fresh contiguous copies: a cohort's own views have other strides (padded
+        # blocks) than a subset's copies, and the layout is part of what picks cuBLAS's kernel
         else:
             idx = torch.tensor(rows, device=weights[0].device)
             ws, bs = [w.index_select(0, idx) for w in weights], [b.index_select(0, idx) for b in biases]
@@ -278,6 +282,7 @@ class _CohortState:
         self.iteration = 0
         self._step_t = torch.zeros((), dtype=torch.float32, device=device)
         self._fused = has_fused_adam(device)
+        self._lane_groups = [slice(c, c + lanes) for c in range(0, padded, lanes)] if lanes > 1 else [slice(None)]
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
 
@@ -306,7 +311,11 @@ class _CohortState:
             torch._foreach_copy_(self.grads, list(grads))
 
     def _eager_fc_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        fc_grads(self._weights_all, self._biases_all, x, y, self._grad_weights_all, self._grad_biases_all)
+        # member groups of `cohort_lanes` (one on the CPU): on a GPU every group's intermediates are
+        # fresh allocations, aligned as a lone member's are whatever the batch size
+        for g in self._lane_groups:
+            fc_grads([w[g] for w in self._weights_all], [b[g] for b in self._biases_all], x, y,
+                     [w[g] for w in self._grad_weights_all], [b[g] for b in self._grad_biases_all])
 
     @torch.no_grad()
     def mask_grads(self) -> None:
@@ -338,14 +347,15 @@ class _GraphedGrads:
 
     def __init__(self, grads: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = torch.zeros_like(x), torch.zeros_like(y)  # class 0 of zero images: finite numbers
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):  # torch's recipe: warm up off the capturing stream first
-            grads(self.x, self.y)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            grads(self.x, self.y)
+        with torch.cuda.device(x.device):
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # torch's recipe: warm up off the capturing stream first
+                grads(self.x, self.y)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                grads(self.x, self.y)
 
     def fits(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         return x.shape == self.x.shape and y.shape == self.y.shape and x.device == self.x.device
