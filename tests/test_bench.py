@@ -422,6 +422,8 @@ def test_cohort_padded_with_fillers_trains_its_members_unchanged(mnist, monkeypa
     monkeypatch.setattr(trainer, "cohort_lanes", lambda spec, device: 4)
     padded = _CohortState(FC, members, 1.2e-3, CPU)
     assert padded.layout.k == 4 * -(-len(members) // 4) > len(members)
+    # the gradients run in one batched pass per group of lanes; without lanes, one for the cohort
+    assert len(padded._lane_groups) == padded.layout.k // 4 and len(plain._lane_groups) == 1
     for x, y in _batches(mnist, 3):
         plain.step(x, y)
         padded.step(x, y)

@@ -282,7 +282,14 @@ class _CohortState:
         self.iteration = 0
         self._step_t = torch.zeros((), dtype=torch.float32, device=device)
         self._fused = has_fused_adam(device)
-        self._lane_groups = [slice(c, c + lanes) for c in range(0, padded, lanes)] if lanes > 1 else [slice(None)]
+        # the views of each group of `lanes` members (the whole cohort where lanes = 1), made once:
+        # the step is the hot path
+        group = lanes if lanes > 1 else padded
+        self._lane_groups = [
+            tuple([t[c : c + group] for t in views] for views in
+                  (self._weights_all, self._biases_all, self._grad_weights_all, self._grad_biases_all))
+            for c in range(0, padded, group)
+        ]
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
 
@@ -313,9 +320,8 @@ class _CohortState:
     def _eager_fc_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # member groups of `cohort_lanes` (one on the CPU): on a GPU every group's intermediates are
         # fresh allocations, aligned as a lone member's are whatever the batch size
-        for g in self._lane_groups:
-            fc_grads([w[g] for w in self._weights_all], [b[g] for b in self._biases_all], x, y,
-                     [w[g] for w in self._grad_weights_all], [b[g] for b in self._grad_biases_all])
+        for weights, biases, grad_weights, grad_biases in self._lane_groups:
+            fc_grads(weights, biases, x, y, grad_weights, grad_biases)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
