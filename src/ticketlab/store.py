@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,8 +68,22 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class UnreadableFile(TicketlabError):
+    """A stored file that is missing, truncated or not what its name says; the message names it."""
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """The JSON document at `path`; `UnreadableFile` (one line naming the file) if it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UnreadableFile(f"cannot read {path}: {_reason(e)}") from None
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray | torch.Tensor]) -> None:
@@ -76,8 +93,49 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray | torch.Tensor]) -> Non
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    """The arrays of an `.npz` file; `UnreadableFile` (one line naming the file) for anything else: a
+    missing or truncated file, a damaged member (CRC), a plain `.npy`, object (pickled) arrays, or a
+    header that declares more data than the member holds (checked before anything is allocated)."""
+    try:
+        if not path.is_file():
+            raise ValueError("it is a directory" if path.is_dir() else "no such file")
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive (numpy.savez writes one)")
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                _check_npy_header(zf, info)
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except UnreadableFile:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, MemoryError) as e:
+        raise UnreadableFile(f"cannot read {path}: {_reason(e)}") from None
+
+
+def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"member {info.filename!r} is not an array")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    if dtype.hasobject:
+        raise ValueError(f"array {info.filename[:-4]!r} holds Python objects (refused: no pickles)")
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise ValueError(f"array {info.filename[:-4]!r} declares shape {shape}, more than the file holds")
+
+
+@contextlib.contextmanager
+def reading_run(run_dir: Path) -> Iterator[None]:
+    """Turn a damaged file of a finished run (unreadable, or missing a field) into one line naming the
+    run and the remedy."""
+    try:
+        yield
+    except (UnreadableFile, KeyError, TypeError, ValueError) as e:
+        detail = str(e) if isinstance(e, UnreadableFile) else f"{type(e).__name__}: {_reason(e)}"
+        raise TicketlabError(
+            f"run {run_dir} is damaged ({detail}); rerun with --repair to retrain it, or delete that directory"
+        ) from None
 
 
 def pack_masks(names: list[str], masks: list[torch.Tensor]) -> dict[str, np.ndarray]:
