@@ -16,8 +16,10 @@ from ticketlab.config import TrainConfig, run_name
 from ticketlab.errors import TicketlabError
 from ticketlab.nets import get_net, init_weights
 from ticketlab.pruning import oneshot_masks, oneshot_prune_count, prune_oneshot
+from ticketlab.runstore import dense_identity, round_identity, run_dir
 from ticketlab.seeds import generator
 from ticketlab.sweep import default_workers
+from ticketlab.supermask import supermask_identity
 from ticketlab.sweep_spec import load_sweep, parse_spec, preset_names
 
 TINY = """\
@@ -35,10 +37,16 @@ rounds = 3
 
 def test_pinned_run_hashes():
     # Renaming runs orphans every store on disk: these may change only deliberately (last: the
-    # numerics version 3, whose bias gradients differ in the last bits from version 2's).
-    assert run_name("train", TrainConfig()) == "train_3357500f35de0a43"
-    assert run_name("train", TrainConfig(epochs=55)) == "train_3357500f35de0a43"
-    assert run_name("train", TrainConfig(seed=1)) == "train_29396b99048d892b"
+    # numerics version 4, whose per-member products differ in the last bits from version 3's bmm).
+    assert run_name("train", TrainConfig()) == "train_3cc707bdda5b6a6a"
+    assert run_name("train", TrainConfig(epochs=55)) == "train_3cc707bdda5b6a6a"
+    assert run_name("train", TrainConfig(seed=1)) == "train_aab0a129798561b7"
+    config = TrainConfig()
+    assert run_dir(Path("."), "dense", dense_identity(config)).name == "dense_d3df8e6389c2ee83"
+    round_ = run_dir(Path("."), "round", round_identity(config, "large_final", "rewind", "zero", 3, 3))
+    assert round_.name == "round_034743861978a17b"
+    ident = supermask_identity(config, "converged", ["large_final"], [0, 2], ["init"], [False])
+    assert run_dir(Path("."), "supermask", ident).name == "supermask_e7eb8b3375ed087f"
     assert run_name("train", TrainConfig(net="conv2", learning_rate=2e-4)) == run_name("train", TrainConfig(net="conv2"))
     assert run_name("train", TrainConfig(test_eval="all")) != run_name("train", TrainConfig())
 

@@ -1,25 +1,32 @@
 """The forward pass of a cohort: K networks of one architecture, weights stacked on a member axis.
 
-Dense layers use one `bmm` over the member axis, a lone member as a batch of two (`affine`; on a
-CUDA GPU, calls of exactly CUDA_LANES members, see below);
-convolutions run member by member (a grouped conv would be faster but does not match a lone network
-bitwise). Either way, member k's numbers are computed by exactly the same kernels whether the
-cohort has 1 or 13 members, which is what makes a member trained in a cohort bitwise identical to
-the same member trained alone. (Evaluation on the CPU runs one member at a time, every member the
-same way, with a plain gemm per dense layer.)
+On the CPU every product of a member (a dense layer's forward, its weight, input and bias gradients)
+is its own gemm call, on operands whose every member block starts on a 64-byte boundary (`ALIGN`
+floats): the very call the member gets when it trains alone. That is what makes a member trained in
+a cohort bitwise identical to the same member trained alone, and it rests on nothing but a gemm
+call being deterministic for given shapes, strides, alignment and thread count. Two shortcuts that
+looked free did not hold on every host (both measured on an AMD EPYC with torch 2.13's MKL):
+- one `bmm` over the member axis: with 16 threads MKL split a batch of 6 or more members
+  differently from a batch of two, so a member's forward rounded differently in a cohort;
+- operands packed member after member: a (60, 10) block is 2,400 bytes, so every other member's
+  block started 32 bytes off a 64-byte line, and MKL's kernels summed it in another order (even
+  with one thread; AVX-512 Xeons did not show it). Buffers made by `member_buffer` pad each
+  member's block to a multiple of ALIGN floats.
+Convolutions run member by member too (a grouped conv would be faster but does not match a lone
+network bitwise). Evaluation on the CPU runs one member at a time, the same way.
 
 A dense layer's backward (`_Affine`, what autograd runs; `fc_grads` runs the same calls) is made of
-batched products too: the weight and input gradients are products with transposed operands, and the
-bias gradient, a sum over the batch, is the product of a row of ones with the output gradient. A
-`torch.sum` over the batch would not do: with many threads (16 on a 2-core machine, and so on a
-16-core one) torch splits that reduction across threads differently for a cohort than for a lone
-member, and the member's bias gradient rounds differently.
+products too: the weight and input gradients are products with transposed operands, and the bias
+gradient, a sum over the batch, is the product of a row of ones with the output gradient. A
+`torch.sum` over the batch would not do: with many threads torch splits that reduction across
+threads by the size of the whole tensor, so a cohort's split differs from a lone member's.
 
-On a CUDA GPU the batch count itself picks cuBLAS's kernel (seen on an H100: after 4 steps a
-member's weights differed between a cohort of 13 and the member alone, run as a batch of two), and
-two kernels round differently. So there every batched product runs in calls of exactly
-`CUDA_LANES` members, a call with another count padded with copies of its first member (`_in_lanes`);
-the trainer pads an FC cohort itself with filler members, so that its training step never copies.
+On a CUDA GPU per-member calls would leave the GPU idle, so there the members run in batched
+products, and since the batch count itself picks cuBLAS's kernel (seen on an H100: after 4 steps a
+member's weights differed between a cohort of 13 and the member alone), every batched product runs
+in calls of exactly `CUDA_LANES` members, a call with another count padded with copies of its first
+member (`_in_lanes`); the trainer pads an FC cohort itself with filler members, so that its
+training step never copies.
 
 `fc_grads` is the training pass of an all-dense network written out by hand: the same kernels as
 `forward` for the forward pass and the same kernels autograd runs for the backward pass (`_Affine`'s
@@ -29,6 +36,8 @@ caller-provided buffers (views of the trainer's flat gradient buffer).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +46,41 @@ from .nets import NetSpec
 # Members per batched product on a CUDA GPU: the criteria figure's cohort (13 criteria of one seed
 # and round), so that its step runs unpadded.
 CUDA_LANES = 13
+# Every member's block of a buffer starts at a multiple of this many floats: 64 bytes, one cache line
+# and one AVX-512 vector (module docstring).
+ALIGN = 16
+
+
+def padded_size(n: int) -> int:
+    """n rounded up to a multiple of ALIGN."""
+    return -(-n // ALIGN) * ALIGN
+
+
+def member_buffer(k: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised (k, *shape) tensor (dtype and device of `like`) whose every member block is
+    contiguous and starts on a 64-byte boundary (torch's CPU allocator aligns to 64 bytes)."""
+    n = math.prod(shape)
+    inner = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    return torch.empty_strided((k, *shape), (padded_size(n), *inner), dtype=like.dtype, device=like.device)
+
+
+def aligned_members(t: torch.Tensor) -> torch.Tensor:
+    """t (K, ...) if each member block is contiguous and starts on a 64-byte boundary (or t is one
+    such block shared by every member: an expanded input), else such a copy. For operands before any
+    transposing: a copy is contiguous."""
+    return t if _aligned(t) else member_buffer(t.shape[0], tuple(t.shape[1:]), t).copy_(t)
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    block = t[0]
+    return (block.is_contiguous() and block.data_ptr() % (ALIGN * t.element_size()) == 0
+            and (t.stride(0) == 0 or t.stride(0) % ALIGN == 0))
+
+
+def _aligned_out(out: torch.Tensor | None, k: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Where a product writes: `out` if its member blocks are aligned, else a fresh `member_buffer`
+    (the destination's alignment changes the gemm's rounding too); the caller copies it into `out`."""
+    return out if out is not None and _aligned(out) else member_buffer(k, shape, like)
 
 
 def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor,
@@ -62,7 +106,7 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
                 if layer.pool_after:
                     hm = F.max_pool2d(hm, 2)
             members.append(hm.flatten(1))
-        h = torch.stack(members)
+        h = aligned_members(torch.stack(members))
         first_fc = sum(layer.kind == "conv" for layer in layers)
     else:
         h = x.expand(k, *x.shape)
@@ -78,14 +122,9 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
 
 
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """bias + h @ w for every member as one batched product: h (K or expanded, B, in), w (K, in, out),
-    b (K, out); differentiable through `_Affine`. (On a CUDA GPU: ceil(K / CUDA_LANES) padded calls.)
-
-    A lone member (K = 1) runs as a batch of two, the member twice, the copy's output dropped:
-    torch hands a batch of one to a plain gemm, which MKL may split across threads in ways the
-    batched kernel does not (seen on AVX-512 with 2 threads: the sum over 784 inputs), rounding
-    differently from the product of the same member in a cohort. It costs a lone network a second
-    core's worth of matmul; cohorts are unaffected."""
+    """bias + h @ w for every member: h (K or expanded, B, in), w (K, in, out), b (K, out);
+    differentiable through `_Affine`. On the CPU one addmm per member into a `member_buffer`; on a
+    CUDA GPU ceil(K / CUDA_LANES) padded batched calls (module docstring)."""
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
         return _Affine.apply(h, w, b)
     return _affine(h, w, b)
@@ -94,16 +133,26 @@ def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if w.is_cuda:
         return _in_lanes(torch.baddbmm, b.unsqueeze(1), h, w)
-    if w.shape[0] > 1:
-        return torch.baddbmm(b.unsqueeze(1), h, w)
-    return torch.baddbmm(b.unsqueeze(1).expand(2, -1, -1), h.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
+    h, w = aligned_members(h), aligned_members(w)  # no copy for the trainer's own buffers
+    k = w.shape[0]
+    out = member_buffer(k, (h.shape[1], w.shape[2]), w)
+    for m in range(k):
+        torch.addmm(b[m], h[m], w[m], out=out[m])
+    return out
 
 
-def bias_grad(dz: torch.Tensor) -> torch.Tensor:
+def bias_grad(dz: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """The sum over the batch of dz (K, B, out), per member, (K, out): a row of ones times dz, so that a
     member's sum is the same product whatever the cohort and the thread count (see the module docstring)."""
-    k, b, _ = dz.shape
-    return product(dz.new_ones((k, 1, b)), dz).squeeze(1)  # contiguous: expanded ones cost 3x more
+    k, b, width = dz.shape
+    if dz.is_cuda:
+        g = product(dz.new_ones((k, 1, b)), dz).squeeze(1)  # contiguous: expanded ones cost 3x more
+        return g if out is None else out.copy_(g)
+    target = _aligned_out(out, k, (width,), dz)
+    ones = dz.new_ones((1, b))
+    for m in range(k):
+        torch.mm(ones, dz[m], out=target[m].unsqueeze(0))
+    return target if out is None or target is out else out.copy_(target)
 
 
 class _Affine(torch.autograd.Function):
@@ -111,15 +160,18 @@ class _Affine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not w.is_cuda:
+            h, w = aligned_members(h), aligned_members(w)  # what _affine multiplies, and so the backward
         ctx.save_for_backward(h, w)
         out = _affine(h, w, b)
-        # a lone member's output is a view of the batch of two (and a padded call's of its lanes);
-        # callers apply ReLU in place, which autograd refuses on a view
+        # a padded CUDA call's output is a view of its lanes; callers apply ReLU in place, which
+        # autograd refuses on a view
         return out.clone() if out._is_view() else out
 
     @staticmethod
     def backward(ctx, dz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, w = ctx.saved_tensors
+        dz = dz if dz.is_cuda else aligned_members(dz)
         dh = product(dz, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         dw = product(h.transpose(1, 2), dz) if ctx.needs_input_grad[1] else None
         db = bias_grad(dz) if ctx.needs_input_grad[2] else None
@@ -127,14 +179,16 @@ class _Affine(torch.autograd.Function):
 
 
 def product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """a @ b for every member, a (K, M, N), b (K, N, P), without autograd; a lone member as a batch
-    of two, for the reason in `affine`; on a CUDA GPU in calls of CUDA_LANES members (module docstring)."""
+    """a @ b for every member, a (K, M, N), b (K, N, P), without autograd: on the CPU one mm per
+    member (into a `member_buffer` unless `out` is given; operands' member blocks 64-byte aligned,
+    as `aligned_members` makes them); on a CUDA GPU in calls of CUDA_LANES members (module docstring)."""
     if a.is_cuda:
         return _in_lanes(torch.bmm, a, b, out=out)
-    if a.shape[0] > 1:
-        return torch.bmm(a, b, out=out)
-    twice = torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
-    return twice if out is None else out.copy_(twice)
+    k = max(a.shape[0], b.shape[0])
+    target = _aligned_out(out, k, (a.shape[1], b.shape[2]), b)
+    for m in range(k):
+        torch.mm(a[m], b[m], out=target[m])
+    return target if out is None or target is out else out.copy_(target)
 
 
 def _in_lanes(op, *operands: torch.Tensor, out: torch.Tensor | None = None, lanes: int = CUDA_LANES) -> torch.Tensor:
@@ -209,10 +263,13 @@ def fc_grads(
         if i < n - 1:
             h = h.relu_()
     dz = loss_grad(h, y)
+    if not dz.is_cuda:
+        dz = aligned_members(dz)
     for i in range(n - 1, -1, -1):
         # _Affine's backward
         product(inputs[i].transpose(1, 2), dz, out=grad_weights[i])
-        grad_biases[i].copy_(bias_grad(dz))
+        bias_grad(dz, out=grad_biases[i])
         if i > 0:
             dh = product(dz, weights[i].transpose(1, 2))
-            dz = torch.ops.aten.threshold_backward(dh, inputs[i], 0)  # ReLU's backward, on its output
+            # ReLU's backward, on its output, in place: dh is a fresh buffer with aligned member blocks
+            dz = torch.ops.aten.threshold_backward.grad_input(dh, inputs[i], 0, grad_input=dh)

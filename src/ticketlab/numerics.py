@@ -28,8 +28,10 @@ import torch
 # Bumped when training computes different bits for the same config (rounding order, float mode), so
 # that a store never mixes runs of two numerics under one name (`config.content_hash`). 2: denormals
 # flushed to zero, Adam as one call over a flat buffer, lone members as batches of two, evaluation
-# member by member. 3: bias gradients as products with a row of ones (`forward.bias_grad`).
-NUMERICS = 3
+# member by member. 3: bias gradients as products with a row of ones (`forward.bias_grad`). 4: on the
+# CPU every product of a member its own gemm on 64-byte-aligned blocks (`forward`), which a lone
+# member and a cohort member get alike on every host (AMD EPYC too), instead of one bmm per layer.
+NUMERICS = 4
 
 _PROBE_SIZE = 1 << 20  # large enough that every intra-op thread takes part of the multiply
 

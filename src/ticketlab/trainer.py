@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
-from .forward import CUDA_LANES, fc_grads, forward, member_losses
+from .forward import ALIGN, CUDA_LANES, aligned_members, fc_grads, forward, member_losses
 from .nets import NetSpec
 from .numerics import cuda_float32, flush_denormals
 from .seeds import generator
@@ -122,7 +122,8 @@ def evaluate(
         rows = group + [group[0]] * (CUDA_LANES - len(group)) if lanes and not per_member else group
         if len(rows) == 1:
             m = rows[0]
-            ws, bs = [w[m : m + 1] for w in weights], [b[m : m + 1] for b in biases]
+            # a member's weights at the alignment they have in training, whatever stack holds them
+            ws, bs = [aligned_members(w[m : m + 1]) for w in weights], [aligned_members(b[m : m + 1]) for b in biases]
         elif rows == list(range(weights[0].shape[0])) and not lanes:
             ws, bs = weights, biases
         # on a GPU always fresh contiguous copies: a cohort's own views have other strides (padded
@@ -164,9 +165,6 @@ def has_fused_adam(device: torch.device) -> bool:
         return True
     major, minor = (int(v) for v in torch.__version__.split(".")[:2])
     return (major, minor) >= (2, 4)
-# Every member's block of every parameter tensor starts at a multiple of this many floats and spans
-# a multiple of it: 16 floats = 64 bytes, one cache line and one AVX-512 vector (see _CohortState).
-ALIGN = 16
 
 
 def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
