@@ -29,7 +29,7 @@ from .runstore import (
     write_round,
 )
 from .seeds import derive_seed, generator
-from .store import is_complete
+from .store import finished, reading_run
 from .trainer import MemberStart, train_cohort
 
 Fraction = Callable[[float], None]  # reports progress of the current job in [0, 1]
@@ -55,10 +55,12 @@ class DataCache:
         return self._cache[name]
 
 
-def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: DataCache, report: Fraction | None = None) -> Path:
-    """The dense run of `config` (with its snapshots), trained if not yet in the store."""
+def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: DataCache, report: Fraction | None = None,
+                 repair: bool = False) -> Path:
+    """The dense run of `config` (with its snapshots), trained if not yet in the store (or, with
+    `repair`, if its files no longer match their checksums)."""
     path = run_dir(root, "dense", dense_identity(config))
-    if is_complete(path):
+    if finished(path, repair):
         return path
     spec = get_net(config.net)
     start = init_weights(spec, generator(config.seed, "init"))
@@ -109,36 +111,48 @@ def run_chains(
     device: torch.device,
     data: DataCache,
     report: Fraction | None = None,
+    repair: bool = False,
 ) -> None:
-    """Train every missing round of `chains` for one seed; `rounds` are SPEC rounds 0, s, 2s, ..."""
+    """Train every missing round of `chains` for one seed; `rounds` are SPEC rounds 0, s, 2s, ...
+
+    The chains missing a round train as one cohort, whichever they are: a member's numbers do not
+    depend on its cohort (forward.py), so a round resumed with some of its members already done
+    (or shared with another preset's chains) gives every run the bits of an uninterrupted sweep."""
     spec = get_net(config.net)
     step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
     paths = {(c, r): run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)) for c in chains for r in rounds[1:]}
-    todo_rounds = sorted({r for (c, r), p in paths.items() if not is_complete(p)})
+    done_runs = {key: finished(p, repair) for key, p in paths.items()}  # checked once: it reads every file
+    todo_rounds = sorted({r for c, r in paths if not done_runs[(c, r)]})
     dense_path = run_dir(root, "dense", dense_identity(config))
-    units = len(todo_rounds) + (0 if is_complete(dense_path) else 1)
+    dense_done = finished(dense_path, repair)
+    units = len(todo_rounds) + (0 if dense_done else 1)
     done = 0
 
     def sub(fraction: float) -> None:
         if report is not None and units:
             report((done + fraction) / units)
 
-    if not is_complete(dense_path):
+    if not dense_done:
         ensure_dense(root, config, device, data, sub)
         done += 1
     if not todo_rounds:
         return
-    dense = read_state(dense_path, spec)
+    with reading_run(dense_path):
+        dense = read_state(dense_path, spec)
     state: dict[Chain, RunState] = {}
     for r_index, r in enumerate(rounds[1:], start=1):
-        members = [c for c in chains if not is_complete(paths[(c, r)])]
+        members = [c for c in chains if not done_runs[(c, r)]]
         if not members:
             continue
         prev_round = rounds[r_index - 1]
         inputs = []
         for c in members:
             if c not in state:
-                state[c] = dense if prev_round == 0 else read_state(paths[(c, prev_round)], spec)
+                if prev_round == 0:
+                    state[c] = dense
+                else:
+                    with reading_run(paths[(c, prev_round)]):
+                        state[c] = read_state(paths[(c, prev_round)], spec)
             inputs.append(next_start(spec, c, state[c], dense.start, config.seed, r, step))
         t0 = time.perf_counter()
         results = train_cohort(

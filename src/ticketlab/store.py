@@ -1,21 +1,27 @@
-"""The run store: one directory per run, named by its config hash, written atomically.
+"""The run store: one directory per run, named by its config hash, written atomically and checked.
 
 A run is built in a hidden temporary directory and renamed into place only when complete, so a
-killed run never leaves a directory (or a `summary.json`) that looks finished. Files use safe
-formats only: JSON, and NumPy `.npz` read with `allow_pickle=False`.
+killed run never leaves a directory (or a `summary.json`) that looks finished. Before the rename
+the SHA-256 of every file goes into `checksums.json`; a finished run is reused only when its files
+still match (`finished`), and one that does not is reported with its path and the remedy, or
+retrained under `--repair`. Temporary directories carry the host and process that build them, so
+a later run can remove those of processes that died. Files use safe formats only: JSON, and NumPy
+`.npz` read with `allow_pickle=False`.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,30 +31,103 @@ from .errors import TicketlabError
 SUMMARY = "summary.json"
 
 
-def ensure_writable(root: Path) -> None:
-    """Create `root` if needed and prove we can write there, before any work starts."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or str(e)
-        raise TicketlabError(f"cannot write to output directory {root}: {reason}; pass a writable --out") from None
+CHECKSUMS = "checksums.json"
+TMP_PREFIX = ".tmp-"
+
+
+def ensure_writable(root: Path, subdirs: tuple[str, ...] = ()) -> None:
+    """Create `root` (and `subdirs` of it) if needed and prove we can write there, before any work starts."""
+    for folder in (root, *(root / d for d in subdirs)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise TicketlabError(f"cannot write to output directory {folder}: {_reason(e)}; pass a writable --out") from None
 
 
 def is_complete(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished run (its summary is written last); `finished` also checks its files."""
     return (run_dir / SUMMARY).is_file()
+
+
+def damaged_files(run_dir: Path) -> list[str]:
+    """Files of a finished run that do not match its `checksums.json` (missing ones too); [] if all
+    match. A run written before checksums were recorded has nothing to check against: []."""
+    path = run_dir / CHECKSUMS
+    if not path.exists():
+        return []
+    try:
+        recorded = read_json(path)["sha256"]
+        if not isinstance(recorded, dict):
+            raise TypeError
+    except (UnreadableFile, KeyError, TypeError):
+        return [CHECKSUMS]
+    bad = [name for name, digest in sorted(recorded.items()) if _sha256(run_dir / name) != digest]
+    return bad
+
+
+def finished(run_dir: Path, repair: bool = False) -> bool:
+    """Whether a run is done and may be reused: complete, and its files match their checksums.
+
+    A complete run whose files do not match is a one-line error naming it and the remedy; with
+    `repair` it is removed instead (and False returned, so that the caller trains it again)."""
+    if not is_complete(run_dir):
+        return False
+    bad = damaged_files(run_dir)
+    if not bad:
+        return True
+    if not repair:
+        raise TicketlabError(
+            f"run {run_dir} is damaged ({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not match the "
+            "checksums recorded when it was written); rerun with --repair to retrain it, or delete that directory"
+        )
+    _remove(run_dir)
+    return False
+
+
+def _sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _remove(run_dir: Path) -> None:
+    """Take a run out of the store: renamed out of its name first (one step), then deleted."""
+    doomed = run_dir.with_name(f"{TMP_PREFIX}{run_dir.name}-{_owner()}-removed")
+    os.replace(run_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
 def building(run_dir: Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it becomes `run_dir` in one rename."""
+    """Yield a temporary directory; on success its checksums are written and it becomes `run_dir`
+    in one rename (with the permissions a plain mkdir would give it, not mkdtemp's 0700, so that a
+    store on a shared filesystem stays readable by the other machines' users)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".tmp-{run_dir.name}-"))
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f"{TMP_PREFIX}{run_dir.name}-{_owner()}-"))
     try:
         yield tmp
         if not (tmp / SUMMARY).is_file():
             raise RuntimeError(f"run {run_dir.name} built without a summary")
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        write_json(tmp / CHECKSUMS, {"sha256": {name: _sha256(tmp / name) for name in names}})
+        os.chmod(tmp, 0o777 & ~_umask())
         try:
             os.replace(tmp, run_dir)
         except OSError:
@@ -59,6 +138,66 @@ def building(run_dir: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def holding(lock_path: Path, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    """An exclusive lock on `lock_path` (created if needed) for the duration: a second process asking
+    for it blocks until the first releases it or dies (the kernel drops a dead process's lock, so a
+    SIGKILL leaves none behind). `waiting(pid)` is called once if it has to wait, with the holder's
+    pid as it wrote it."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                f.seek(0)
+                waiting(f.read().strip())
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{_owner()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary run directories in `folder` left by processes of this host that are no
+    longer alive (a SIGKILL leaves them); returns how many. Other hosts' are left alone."""
+    if not folder.is_dir():
+        return 0
+    host = socket.gethostname()
+    removed = 0
+    for path in folder.glob(f"{TMP_PREFIX}*"):
+        owner = _tmp_owner(path.name, host)
+        if owner is not None and not _alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _tmp_owner(name: str, host: str) -> int | None:
+    marker = f"-{host}-"
+    if marker not in name:
+        return None
+    pid = name.rsplit(marker, 1)[1].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -19,7 +19,7 @@ from .nets import NetSpec, get_net
 from .pruning import oneshot_masks, oneshot_prune_count
 from .runstore import RUNS, dense_identity, read_base, run_dir
 from .seeds import derive_seed
-from .store import SUMMARY, building, write_json, read_json, is_complete
+from .store import SUMMARY, building, finished, read_json, reading_run, write_json
 from .trainer import evaluate
 
 EVAL_STACK = 26  # networks evaluated together
@@ -110,16 +110,18 @@ def run_supermask(
     device: torch.device,
     data,
     report: Callable[[float], None] | None = None,
+    repair: bool = False,
 ) -> Path | None:
     """The supermask run of one base of one seed's dense run (which must exist); None if the base
     was never reached (e.g. a val-accuracy target the run did not attain)."""
     ident = supermask_identity(config, base, criteria, levels, starts, dwrs)
     path = run_dir(root, "supermask", ident)
-    if is_complete(path):
+    if finished(path, repair):
         return path
     spec = get_net(config.net)
     dense_path = run_dir(root, "dense", dense_identity(config))
-    found = read_base(dense_path, spec, base)
+    with reading_run(dense_path):
+        found = read_base(dense_path, spec, base)
     if found is None:
         return None
     w_init, w_final, b_final, base_iterations = found

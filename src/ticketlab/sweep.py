@@ -1,13 +1,22 @@
 """Running a sweep: its jobs (one per seed), executed locally in parallel, resumable.
 
 A job trains or evaluates whatever of its seed's runs is not yet in the store; finished runs are
-skipped, so rerunning the same command after a crash or Ctrl-C redoes only unfinished work.
+skipped, so rerunning the same command after a crash or Ctrl-C redoes only unfinished work. A job
+holds a lock on its seed's runs (`store.holding`), so a second process working on the same runs
+waits for the first and then finds them done; worker processes die with the process that started
+them (SIGKILL included).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import hashlib
+import json
 import math
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +28,9 @@ from .device import environment, resolve_device
 from .iterative import Chain, DataCache, ensure_dense, run_chains
 from .numerics import flush_denormals
 from .progress import ProgressLine
-from .store import read_json, write_json
+from .errors import TicketlabError
+from .runstore import RUNS, dense_identity, run_dir
+from .store import UnreadableFile, ensure_writable, holding, read_json, remove_stale_temporaries, write_json
 from .supermask import run_supermask
 from .sweep_spec import SweepSpec
 
@@ -34,6 +45,7 @@ class Runtime:
     data_dir: str | None = None
     download: bool = False
     threads: int | None = None  # torch threads of each worker process (default: cores // workers)
+    repair: bool = False  # retrain finished runs whose files no longer match their checksums
 
 
 @dataclass(frozen=True)
@@ -57,12 +69,26 @@ def bases_of(spec: SweepSpec, iterations: int) -> list[str]:
 
 def run_job(job: Job, root: Path, runtime: Runtime, report: Callable[[float], None] | None = None) -> None:
     """Everything of one seed of one sweep."""
+    spec = job.spec
+    config = spec.train_config(job.seed)
+    # every run of a seed (and net and schedule) hangs off its dense run: one lock for them all
+    lock = root / "locks" / f"{run_dir(root, 'dense', dense_identity(config)).name}.lock"
+
+    def waiting(pid: str) -> None:
+        print(f"ticketlab: {job.label}: waiting for process {pid or '?'}, which is writing the same runs in {root}",
+              file=sys.stderr, flush=True)
+
+    with holding(lock, waiting):
+        _run_job_locked(job, config, root, runtime, report)
+
+
+def _run_job_locked(job: Job, config, root: Path, runtime: Runtime, report: Callable[[float], None] | None) -> None:
     device = resolve_device(runtime.device)
     data = DataCache(runtime.data_dir, runtime.download)
     spec = job.spec
-    config = spec.train_config(job.seed)
+    repair = runtime.repair
     if spec.kind == "iterative":
-        run_chains(root, config, chains_of(spec), spec.round_list, device, data, report)
+        run_chains(root, config, chains_of(spec), spec.round_list, device, data, report, repair=repair)
         return
     bases = bases_of(spec, config.resolved().iterations)
     units = len(bases) + 1
@@ -72,16 +98,22 @@ def run_job(job: Job, root: Path, runtime: Runtime, report: Callable[[float], No
         if report is not None:
             report((done[0] + fraction) / units)
 
-    ensure_dense(root, config, device, data, sub)
+    ensure_dense(root, config, device, data, sub, repair=repair)
     done[0] += 1
     for base in bases:
-        run_supermask(root, config, base, list(spec.criteria), spec.level_list, list(spec.starts), list(spec.dwr), device, data, sub)
+        run_supermask(root, config, base, list(spec.criteria), spec.level_list, list(spec.starts), list(spec.dwr), device,
+                      data, sub, repair=repair)
         done[0] += 1
     sub(0.0)
 
 
 def manifest_path(root: Path, spec: SweepSpec) -> Path:
-    return root / SWEEPS / f"{spec.name}.json"
+    """OUT/sweeps/<name>_<hash>.json: the hash covers every field but the seed slice, so a sweep of
+    the same name with another net (say) gets its own manifest instead of replacing a finished one,
+    while slices of one sweep's seeds share theirs."""
+    fields = {**dataclasses.asdict(spec), "seeds": None, "first_seed": None, "source": None}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:10]
+    return root / SWEEPS / f"{spec.name}_{digest}.json"
 
 
 def write_manifest(root: Path, spec: SweepSpec, runtime: Runtime, status: str, wall: float | None = None) -> None:
@@ -95,10 +127,28 @@ def write_manifest(root: Path, spec: SweepSpec, runtime: Runtime, status: str, w
 
 
 def read_manifests(root: Path) -> list[dict]:
+    """Every sweep manifest of a store; a damaged one is a one-line error naming it and the remedy."""
     folder = root / SWEEPS
     if not folder.is_dir():
         return []
-    return [read_json(p) for p in sorted(folder.glob("*.json"))]
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = read_json(path)
+            spec_from_manifest(record)
+            if record.get("status") not in MANIFEST_STATUSES:
+                raise ValueError(f"unknown status {record.get('status')!r}")
+        except (UnreadableFile, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TicketlabError(
+                f"sweep manifest {path} is damaged ({e}); delete it and rerun that sweep (finished runs are kept and "
+                "not retrained)"
+            ) from None
+        record["path"] = str(path)
+        records.append(record)
+    return records
+
+
+MANIFEST_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def spec_from_manifest(record: dict) -> SweepSpec:
@@ -111,10 +161,23 @@ def spec_from_manifest(record: dict) -> SweepSpec:
 # --- execution ----------------------------------------------------------------------------------
 
 _QUEUE = None
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(queue, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), and exit now if it already has.
+    Without it a SIGKILLed sweep's workers trained on into the store, then waited forever on a queue."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the check below still runs at the start
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(queue, threads: int, parent: int) -> None:
     global _QUEUE  # the worker process's own progress channel, set once at its start
+    _die_with_parent(parent)
     _QUEUE = queue
     flush_denormals(check=False)  # a fresh process: before its first parallel op, like the command line
     torch.set_num_threads(threads)
@@ -178,7 +241,8 @@ def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
     ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
     q = ctx.Queue()
     threads = runtime.threads or max(1, (os.cpu_count() or 1) // workers)
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q, threads)) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                initargs=(q, threads, os.getpid())) as pool:
         futures = {pool.submit(_worker, i, job, root, runtime): i for i, job in enumerate(jobs)}
         pending = set(futures)
         try:
@@ -205,12 +269,20 @@ def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
 
 def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False) -> float:
     """Run (or resume) a sweep into the store at `root`; returns the wall time of this invocation."""
+    ensure_writable(root, (RUNS, SWEEPS))
+    remove_stale_temporaries(root / RUNS)
     jobs = [Job(spec, seed) for seed in spec.seed_list]
     # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
     keep = _covered_by_complete_manifest(root, spec)
     if not keep:
         write_manifest(root, spec, runtime, "running")
-    wall = execute(jobs, root, runtime, workers or default_workers(len(jobs)), f"sweep {spec.name} ({spec.scale})", quiet)
+    try:
+        wall = execute(jobs, root, runtime, workers or default_workers(len(jobs)), f"sweep {spec.name} ({spec.scale})", quiet)
+    except BaseException as e:
+        if not keep:  # say so, for `results`: its finished runs are kept
+            with contextlib.suppress(OSError):
+                write_manifest(root, spec, runtime, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
+        raise
     if not keep:
         write_manifest(root, spec, runtime, "complete", wall)
     return wall
