@@ -40,6 +40,31 @@ def environment(device: torch.device) -> dict[str, object]:
     env["numerics"] = NUMERICS
     if device.type == "cpu":
         env["flush_denormals"] = flush_everywhere()
+        env["cpu"] = cpu_model()
+        env["blas"] = blas()
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what platform says): bits are promised on the
+    same machine, so results record which."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas() -> str:
+    """The BLAS torch runs its CPU products with, as its build reports it (e.g. 'mkl')."""
+    import re
+
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
