@@ -209,8 +209,8 @@ def test_workers_die_with_a_sigkilled_sweep(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     workers: list[int] = []
-    while time.monotonic() < deadline and len(list((tmp_path / "o" / "runs").glob(f"{TMP_PREFIX}dense_*"))) < 2:
-        time.sleep(0.1)  # both workers are training
+    while time.monotonic() < deadline and len(list((tmp_path / "o" / "locks").glob("*.lock"))) < 2:
+        time.sleep(0.1)  # both workers have started their jobs (each locks its seed's runs)
     workers = _children(proc.pid)  # the two workers (and multiprocessing's resource tracker)
     assert len(workers) >= 2
     proc.send_signal(signal.SIGKILL)
