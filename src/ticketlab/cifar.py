@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .data import Dataset, from_arrays
+from .data import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
 from .errors import TicketlabError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -29,8 +29,7 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
-IMAGE_SHAPE = (3, 32, 32)
-N_CLASSES = 10
+IMAGE_SHAPE = IMAGE_SHAPES["cifar10"]
 
 _CHUNK = 1 << 20
 
@@ -175,7 +174,7 @@ def load_cifar10(data_dir: str | os.PathLike | None, download: bool = False) -> 
     test_x, test_y = read_batch(batches / TEST_FILE)
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
-    return from_arrays("cifar10", train_x, train_y, test_x, test_y)
+    return from_arrays("cifar10", train_x, train_y, test_x, test_y, source=f"CIFAR-10 in {batches}")
 
 
 def _fetch(url: str, dest: BinaryIO) -> str:

@@ -19,8 +19,14 @@ import torch
 from .errors import TicketlabError
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
+# One example of each dataset as (channels, height, width); the FC net takes it flattened.
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+N_CLASSES = 10
 VAL_SIZE = 5000
 SPLIT_SEED = 0
+# The fixed validation split plus one batch of SPEC §3's 60: a training file with fewer images
+# cannot be split and trained on at all.
+MIN_TRAIN_IMAGES = VAL_SIZE + 60
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 # SHA-256 of the decompressed canonical IDX files (../shared/data/mnist/README.md).
@@ -102,30 +108,67 @@ def _find_idx(directory: Path, stem: str) -> Path:
     raise TicketlabError(f"missing data file {directory / stem}(.gz): put the four IDX files in {directory}")
 
 
-def load_idx_dir(directory: Path, sha256: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-    """The four MNIST-format IDX arrays from a directory, checksum-verified when `sha256` is given."""
+def load_idx_dir(
+    directory: Path, sha256: dict[str, str] | None = None, checksum_fix: str = "reinstall ticketlab"
+) -> dict[str, np.ndarray]:
+    """The four MNIST-format IDX arrays from a directory, checksum-verified when `sha256` is given
+    (`checksum_fix` is the remedy a mismatch names). Images must be N x 28 x 28 and labels 0..9."""
     arrays = {}
     for stem in IDX_FILES:
         path = _find_idx(directory, stem)
         data = read_idx_bytes(path)
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256[stem]:
             raise TicketlabError(
-                f"checksum mismatch for {path}: the file is corrupt or not the canonical MNIST; reinstall ticketlab"
+                f"checksum mismatch for {path}: the file is corrupt or not the canonical MNIST; {checksum_fix}"
             )
-        arrays[stem] = parse_idx(data, str(path))
+        arrays[stem] = _checked_idx(parse_idx(data, str(path)), stem, path)
     return arrays
 
 
-def _from_idx(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
+def _checked_idx(a: np.ndarray, stem: str, path: Path) -> np.ndarray:
+    """An IDX array that has the MNIST layout: 28 x 28 images, or one label 0..9 per image."""
+    if "images" in stem:
+        side = IMAGE_SHAPES["mnist"][1:]
+        if a.ndim != 3 or a.shape[1:] != side:
+            got = " x ".join(map(str, a.shape[1:])) or "scalars"
+            raise TicketlabError(
+                f"{path} holds images of {got} pixels, but the MNIST format (MNIST, Fashion-MNIST) is 28 x 28: "
+                "replace it with the dataset's own file"
+            )
+    elif a.ndim != 1:
+        raise TicketlabError(f"{path} is not a label file (it has {a.ndim} dimensions, labels have 1): replace it")
+    elif len(a) and a.max() >= N_CLASSES:
+        raise TicketlabError(
+            f"{path} has labels outside 0..{N_CLASSES - 1} (found up to {a.max()}): it is not a 10-class "
+            "MNIST-format label file; replace it"
+        )
+    return a
+
+
+def _from_idx(name: str, directory: Path, arrays: dict[str, np.ndarray]) -> Dataset:
     images, labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     t_images, t_labels = arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"]
     if images.shape[0] != labels.shape[0] or t_images.shape[0] != t_labels.shape[0]:
         raise TicketlabError(f"{name}: image and label files disagree on the number of examples")
-    return from_arrays(name, images.reshape(len(images), -1), labels, t_images.reshape(len(t_images), -1), t_labels)
+    return from_arrays(name, images.reshape(len(images), -1), labels, t_images.reshape(len(t_images), -1), t_labels,
+                       source=f"{name} in {directory}")
 
 
-def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> Dataset:
-    """Build a Dataset from uint8 arrays: split the training set (SPEC §1) and scale by 1/255."""
+def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                source: str | None = None) -> Dataset:
+    """Build a Dataset from uint8 arrays: split the training set (SPEC §1) and scale by 1/255.
+
+    At least `MIN_TRAIN_IMAGES` training images and one test image are needed; `source` (default:
+    the name) says in the error where the data came from."""
+    source = source or name
+    if len(train_x) < MIN_TRAIN_IMAGES:
+        raise TicketlabError(
+            f"{source} has {len(train_x):,} training images, fewer than the {MIN_TRAIN_IMAGES:,} needed "
+            f"(SPEC §1 holds out {VAL_SIZE:,} for validation, and training needs a batch of 60 more): "
+            "use the complete dataset"
+        )
+    if len(test_x) == 0:
+        raise TicketlabError(f"{source} has no test images: use the complete dataset")
     train_idx, val_idx = split_indices(len(train_x))
 
     def pixels(a: np.ndarray) -> torch.Tensor:
@@ -152,15 +195,20 @@ def mnist_dir() -> Path:
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
     """Load a dataset of SPEC §1 by name. `data_dir` overrides where non-shipped data is read."""
     if name == "mnist":
-        directory = Path(data_dir) if data_dir else mnist_dir()
-        return _from_idx(name, load_idx_dir(directory, MNIST_SHA256))
+        if not data_dir:
+            return _from_idx(name, mnist_dir(), load_idx_dir(mnist_dir(), MNIST_SHA256))
+        # MNIST is checksum-pinned: a --data-dir for it must hold the canonical files, not just any IDX data.
+        directory = Path(data_dir)
+        fix = (f"--data-dir {directory} must hold the four canonical MNIST files unmodified; drop --data-dir to use "
+               "the copy shipped with ticketlab, or train on other MNIST-format data with --dataset fashion-mnist")
+        return _from_idx(name, directory, load_idx_dir(directory, MNIST_SHA256, fix))
     if name == "fashion-mnist":
         directory = Path(data_dir or FASHION_MNIST_DIR)
         if not directory.is_dir():
             raise TicketlabError(
                 f"Fashion-MNIST not found in {directory}: install Debian's dataset-fashion-mnist or pass --data-dir"
             )
-        return _from_idx(name, load_idx_dir(directory))
+        return _from_idx(name, directory, load_idx_dir(directory))
     if name == "cifar10":
         from .cifar import load_cifar10
 
