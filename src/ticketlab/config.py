@@ -14,15 +14,43 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from .data import DATASETS
+from .data import DATASETS, IMAGE_SHAPES
 from .errors import TicketlabError
 from .nets import NETS, get_net
 from .numerics import NUMERICS
 from .trainer import TEST_EVAL_POLICIES, Schedule
 
 TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
+# Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop
+# a typo from starting a run of centuries, and keep every number within int64 (JSON, Parquet).
+MAX_ITERATIONS = 10**8
+MAX_SEED = 2**63 - 1
+
+
+def cli_flag(name: str) -> str:
+    """How an error names a TrainConfig field given on the command line: `--field-name`."""
+    return "--" + name.replace("_", "-")
+
+
+def net_fits(net: str, dataset: str) -> bool:
+    """Whether a network takes that dataset's images: FC flattens 28x28 grey, the convs take 32x32 colour."""
+    spec, shape = get_net(net), IMAGE_SHAPES[dataset]
+    return spec.input_shape == shape if spec.is_conv else math.prod(spec.input_shape) == math.prod(shape)
+
+
+def fit_text() -> str:
+    """Which nets take which datasets, e.g. 'fc takes 28x28 one-channel images (mnist, fashion-mnist); ...'."""
+    parts = []
+    for net in NETS:
+        datasets = [d for d in DATASETS if net_fits(net, d)]
+        c, h, w = IMAGE_SHAPES[datasets[0]]
+        parts.append((net, f"{h}x{w} { {1: 'one-channel', 3: 'colour'}.get(c, f'{c}-channel')} images ({', '.join(datasets)})"))
+    groups: dict[str, list[str]] = {}
+    for net, what in parts:
+        groups.setdefault(what, []).append(net)
+    return "; ".join(f"{', '.join(nets)} take{'s' if len(nets) == 1 else ''} {what}" for what, nets in groups.items())
 
 
 def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -34,38 +62,57 @@ class TrainConfig:
     """One training run (SPEC §3). None means 'the SPEC default for this net'."""
 
     net: str = _f("fc", "network", tuple(NETS))
-    dataset: str | None = _f(None, "dataset (default: mnist for fc, cifar10 for conv nets)", DATASETS)
-    seed: int = _f(0, "run seed: init and batch order derive from it")
-    epochs: int | None = _f(None, "epochs (default: SPEC's per net); exclusive with --iterations")
-    iterations: int | None = _f(None, "training steps (default: epochs x floor(N_train / batch))")
+    dataset: str | None = _f(None, "dataset: fc takes mnist or fashion-mnist, the conv nets cifar10 (default: mnist for fc, "
+                             "cifar10 for conv nets)", DATASETS)
+    seed: int = _f(0, "run seed, 0 to 2^63-1: init and batch order derive from it")
+    epochs: int | None = _f(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with --iterations")
+    iterations: int | None = _f(None, "training steps, 1 to 10^8 (default: epochs x floor(N_train / batch))")
     learning_rate: float | None = _f(None, "Adam learning rate (default: SPEC's per net)")
     batch_size: int = _f(60, "examples per step")
-    eval_every: int = _f(100, "evaluate val and test every this many steps (and at 0 and the end)")
+    eval_every: int = _f(100, "evaluate val and test every this many steps (and at 0 and the end), 1 to 10^8")
     test_eval: str = _f("on_best", "evaluate test only where val loss reaches a new minimum (and at 0 and the end), "
                         "or at every point (all: the full test curve)", TEST_EVAL_POLICIES)
     eval_train: bool = _f(False, "also evaluate the whole training set at each point (slow)")
     stop_at_val_accuracy: float | None = _f(None, "evaluate val after every step and stop once it reaches this (0-1)")
 
-    def validate(self) -> None:
-        """Refuse nonsense before any work starts, naming the field and the fix."""
+    def validate(self, flag: Callable[[str], str] = cli_flag) -> None:
+        """Refuse nonsense before any work starts, naming the field and the fix.
+
+        `flag(field)` says where a field's value came from in the messages: a command-line flag by
+        default; a sweep file names its file and line instead."""
         get_net(self.net)
         if self.dataset is not None and self.dataset not in DATASETS:
             raise TicketlabError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
+        if not net_fits(self.net, self.resolved_dataset):
+            raise TicketlabError(
+                f"{flag('net')} {self.net} does not fit dataset {self.resolved_dataset}: {fit_text()}"
+            )
         if self.seed < 0:
-            raise TicketlabError(f"--seed must be >= 0, got {self.seed}")
+            raise TicketlabError(f"{flag('seed')} must be >= 0, got {self.seed}")
+        if self.seed > MAX_SEED:
+            raise TicketlabError(f"{flag('seed')} must be <= 2^63-1, got {self.seed}")
         if self.epochs is not None and self.iterations is not None:
-            raise TicketlabError("give --epochs or --iterations, not both")
+            raise TicketlabError(f"give {flag('epochs')} or {flag('iterations')}, not both")
         for name in ("epochs", "iterations", "batch_size", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise TicketlabError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                raise TicketlabError(f"{flag(name)} must be >= 1, got {value}")
+        if self.eval_every > MAX_ITERATIONS:
+            raise TicketlabError(f"{flag('eval_every')} must be <= {MAX_ITERATIONS:,}, got {self.eval_every}")
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise TicketlabError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+            raise TicketlabError(f"{flag('learning_rate')} must be a positive number, got {self.learning_rate}")
         if self.batch_size > TRAIN_SIZES[self.resolved_dataset]:
-            raise TicketlabError(f"--batch-size {self.batch_size} exceeds the training set of {self.resolved_dataset}")
+            raise TicketlabError(f"{flag('batch_size')} {self.batch_size} exceeds the training set of {self.resolved_dataset}")
+        steps = self.resolved().iterations
+        if self.iterations is not None and steps > MAX_ITERATIONS:
+            raise TicketlabError(f"{flag('iterations')} must be <= {MAX_ITERATIONS:,}, got {self.iterations}")
+        if steps > MAX_ITERATIONS:
+            raise TicketlabError(
+                f"{flag('epochs')} {self.epochs} means {steps:,} training steps: at most {MAX_ITERATIONS:,} are allowed"
+            )
         target = self.stop_at_val_accuracy
         if target is not None and not (0 < target <= 1):
-            raise TicketlabError(f"--stop-at-val-accuracy is a fraction in (0, 1], got {target}")
+            raise TicketlabError(f"{flag('stop_at_val_accuracy')} is a fraction in (0, 1], got {target}")
 
     @property
     def resolved_dataset(self) -> str:

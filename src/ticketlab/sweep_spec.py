@@ -9,10 +9,10 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .actions import MASK0_ACTIONS, MASK1_ACTIONS
-from .config import TrainConfig
+from .config import MAX_SEED, TrainConfig
 from .criteria import CRITERIA
 from .data import DATASETS
 from .errors import TicketlabError
@@ -23,6 +23,10 @@ SCALES = ("quick", "full")
 STARTS = ("init", "signed_constant")
 VAL_ACCURACY_BASES = (0.25, 0.5, 0.75)
 BASE_ITERATIONS = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
+SPEC_ROUNDS = 24  # SPEC §4: 24 rounds after the dense run; SPEC §7: one-shot levels p = 0..24
+MAX_SEEDS = 1000  # the papers use 5; this bound only catches typos (a job list of 10^12 seeds)
+# A sweep's name becomes the file OUT/sweeps/NAME.json: no separators, no leading dot, no NUL.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,29 @@ def _coerce(source: str, text: str, key: str, value: Any) -> Any:
     return value
 
 
-def _check_names(source: str, text: str, spec: SweepSpec) -> None:
+def _blamer(source: str, text: str, overrides: dict[str, Any]) -> Callable[[str], str]:
+    """How an error names a field: the command-line flag if one set it, else the file, line and field."""
+
+    def blame(key: str) -> str:
+        key = {"seed": "first_seed"}.get(key, key)  # TrainConfig's seed is the sweep's first_seed
+        if overrides.get(key) is not None:
+            return "--" + key.replace("_", "-")
+        return f"{_where(source, text, key)}: field {key!r}"
+
+    return blame
+
+
+def _check_names(source: str, text: str, spec: SweepSpec, blame: Callable[[str], str]) -> None:
     def bad(key: str, values: tuple, valid: tuple) -> None:
         for v in values:
             if v not in valid:
                 raise TicketlabError(f"{_where(source, text, key)}: unknown {key} {v!r}; valid: {', '.join(valid)}")
 
+    if not NAME_PATTERN.fullmatch(spec.name):
+        raise TicketlabError(
+            f"{blame('name')} is {spec.name!r}: a sweep name is 1 to 64 letters, digits, '-', '_' or '.', "
+            "not starting with '.' (it names the file OUT/sweeps/NAME.json)"
+        )
     bad("kind", (spec.kind,), KINDS)
     bad("net", (spec.net,), tuple(NETS))
     if spec.dataset is not None:
@@ -148,30 +169,45 @@ def _check_names(source: str, text: str, spec: SweepSpec) -> None:
             raise TicketlabError(
                 f"{_where(source, text, 'bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
             )
+    spec_rounds = f"must be <= {SPEC_ROUNDS} (SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run)"
+    spec_levels = f"must be <= {SPEC_ROUNDS} (SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds)"
     checks = [
         ("seeds", spec.seeds >= 1, "must be >= 1"),
+        ("seeds", spec.seeds <= MAX_SEEDS, f"must be <= {MAX_SEEDS}"),
         ("first_seed", spec.first_seed >= 0, "must be >= 0"),
+        ("first_seed", spec.first_seed + spec.seeds - 1 <= MAX_SEED, "+ seeds - 1 must be at most 2^63-1"),
         ("rounds", spec.rounds >= 0, "must be >= 0"),
+        ("rounds", spec.rounds <= SPEC_ROUNDS, spec_rounds),
         ("round_step", spec.round_step >= 1, "must be >= 1"),
+        ("round_step", spec.round_step <= SPEC_ROUNDS, spec_rounds),
         ("levels", spec.levels >= 0, "must be >= 0"),
+        ("levels", spec.levels <= SPEC_ROUNDS, spec_levels),
         ("level_step", spec.level_step >= 1, "must be >= 1"),
-        ("eval_every", spec.eval_every >= 1, "must be >= 1"),
+        ("level_step", spec.level_step <= SPEC_ROUNDS, spec_levels),
     ]
     for key, ok, what in checks:
         if not ok:
-            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} {what}, got {getattr(spec, key)}")
+            raise TicketlabError(f"{blame(key)} {what}, got {getattr(spec, key)}")
     if spec.epochs is not None and spec.iterations is not None:
         raise TicketlabError(f"{source}: give epochs or iterations, not both")
 
 
 def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
-    """A validated SweepSpec from TOML text at a scale, with command-line overrides applied last."""
+    """A validated SweepSpec from TOML text at a scale, with command-line overrides applied last.
+
+    An `iterations` override replaces the file's training length, whether the file gave it as
+    iterations or as epochs. Errors name the flag for an overridden value, else file, line and field."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TicketlabError(f"{source}: malformed TOML: {e}") from None
     values: dict[str, Any] = {}
     scales = {s: doc.pop(s) for s in SCALES if s in doc}
+    for s, table in scales.items():
+        if not isinstance(table, dict):
+            raise TicketlabError(
+                f"{_where(source, text, s)}: field {s!r} must be a table of overrides ([{s}] on its own line), got {table!r}"
+            )
     for key, value in doc.items():
         values[key] = _coerce(source, text, key, value)
     if scale not in scales and scales:
@@ -181,12 +217,14 @@ def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | N
     for key in ("name", "kind"):
         if key not in values:
             raise TicketlabError(f"{source}: missing required field {key!r}")
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "iterations" in given:
+        values["epochs"] = None
+    values.update(given)
     spec = SweepSpec(**values, scale=scale, source=source)
-    _check_names(source, text, spec)
-    if overrides and overrides.get("net") and spec.dataset and spec.dataset != NETS[spec.net].dataset:
-        raise TicketlabError(f"--net {spec.net} conflicts with dataset {spec.dataset!r} in {source}: edit the file")
-    spec.train_config(spec.first_seed).validate()
+    blame = _blamer(source, text, given)
+    _check_names(source, text, spec, blame)
+    spec.train_config(spec.first_seed).validate(blame)
     return spec
 
 
@@ -208,8 +246,15 @@ def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None =
     path = Path(name_or_file)
     if path.suffix == ".toml" or path.exists():
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as e:
             raise TicketlabError(f"cannot read sweep file {path}: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise TicketlabError(
+                f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}): TOML files are UTF-8; save it as UTF-8"
+            ) from None
         return parse_spec(text, str(path), scale, overrides)
     raise TicketlabError(f"unknown preset {name_or_file!r}: choose one of {', '.join(preset_names())}, or give a .toml file")
