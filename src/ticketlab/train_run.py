@@ -19,6 +19,7 @@ from .seeds import generator
 from .store import (
     SUMMARY,
     building,
+    UnreadableFile,
     is_complete,
     load_arrays,
     pack_masks,
@@ -30,21 +31,49 @@ from .trainer import MemberStart, train_cohort
 
 
 def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:
-    """Bool masks from an .npz with one array per layer name (e.g. fc1, fc2, fc3), and its sha256."""
+    """Bool masks from an .npz with exactly one array per layer name (e.g. fc1, fc2, fc3), and its sha256.
+
+    An array may be bool, or integer or float with every value exactly 0 or 1 (1 = keep); anything
+    else (strings, 0.3, NaN, ...) is refused rather than cast, since a cast would keep every weight."""
+    layers = ", ".join(layer.name for layer in spec.layers)
+    expected = f"give an .npz (numpy.savez) with one bool or 0/1 array per layer: {layers}"
+    if path.is_dir():
+        raise TicketlabError(f"mask file {path} is a directory: {expected}")
+    if not path.exists():
+        raise TicketlabError(f"mask file {path} does not exist: {expected}")
     try:
         raw = path.read_bytes()
         arrays = load_arrays(path)
-    except (OSError, ValueError) as e:
-        raise TicketlabError(f"cannot read mask file {path}: {e}; give an .npz with one array per layer") from None
+    except OSError as e:
+        raise TicketlabError(f"cannot read mask file {path}: {e.strerror or e}") from None
+    except UnreadableFile as e:  # its message names the file and what is wrong with it
+        raise TicketlabError(f"bad mask file: {e}; {expected}") from None
+    extra = sorted(set(arrays) - {layer.name for layer in spec.layers})
+    if extra:
+        raise TicketlabError(f"mask file {path} has arrays that net {spec.name} lacks ({', '.join(extra)}): {expected}")
     masks = []
     for layer in spec.layers:
         if layer.name not in arrays:
-            raise TicketlabError(f"mask file {path} has no array {layer.name!r}: it needs {', '.join(l.name for l in spec.layers)}")
+            raise TicketlabError(f"mask file {path} has no array {layer.name!r}: {expected}")
         a = arrays[layer.name]
         if tuple(a.shape) != layer.weight_shape:
             raise TicketlabError(f"mask {layer.name} in {path} has shape {a.shape}, expected {layer.weight_shape}")
-        masks.append(torch.from_numpy(a.astype(bool)))
+        masks.append(torch.from_numpy(_as_bool_mask(a, f"mask {layer.name} in {path}")))
     return masks, hashlib.sha256(raw).hexdigest()
+
+
+def _as_bool_mask(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a
+    if a.dtype.kind not in "iuf":
+        raise TicketlabError(f"{what} has dtype {a.dtype}: a mask must be bool, or integers or floats that are all 0 or 1")
+    bad = (a != 0) & (a != 1)  # NaN compares unequal to both, so it is caught too
+    if bad.any():
+        raise TicketlabError(
+            f"{what} has values other than 0 and 1 (e.g. {a[bad][0].item()!r}): a mask must be bool, or integers or "
+            "floats that are all 0 or 1"
+        )
+    return a == 1
 
 
 def run_train(
@@ -71,6 +100,11 @@ def run_train(
             print(f"already done: {run_dir}", flush=True)
         return run_dir
     data = load_dataset(resolved.dataset, data_dir, download)
+    if resolved.batch_size > len(data.train_x):  # validate() knows only the canonical sizes
+        raise TicketlabError(
+            f"--batch-size {resolved.batch_size} exceeds the {len(data.train_x):,} training images of "
+            f"{resolved.dataset}{f' in {data_dir}' if data_dir else ''}: use a smaller batch or the complete dataset"
+        )
 
     init = init_weights(spec, generator(config.seed, "init"))
     start = init if masks is None else [w * m for w, m in zip(init, masks)]
