@@ -11,6 +11,13 @@ from .config import TrainConfig, add_dataclass_arguments, dataclass_from_namespa
 from .device import DEVICES
 from .errors import TicketlabError
 
+# Far above any machine's cores (threads) or seeds (workers); a typo such as 4294967297 would
+# otherwise overflow torch's C int, or start a pool sized for it.
+MAX_THREADS = 4096
+# A results table cut short by a closed pipe (`ticketlab results DIR | head`) exits as a C tool
+# killed by SIGPIPE appears to the shell: 128 + 13, quietly.
+BROKEN_PIPE_EXIT = 141
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage too; we want one line
@@ -22,29 +29,35 @@ def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES, help="where to train (default: auto = cuda if available)")
     p.add_argument("--data-dir", default=None, help="directory of a non-shipped dataset (fashion-mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (checksum-verified) if it is missing")
-    p.add_argument("--threads", type=int, default=None, help="torch threads, of each worker process in a sweep (default: all cores, or cores // workers)")
+    p.add_argument("--threads", type=int, default=None, help=f"torch threads, of each worker process in a sweep, 1 to {MAX_THREADS} (default: all cores, or cores // workers)")
+
+
+def _check_count(flag: str, value: int | None, most: int) -> None:
+    """Refuse a count flag outside 1..most (None = not given)."""
+    if value is not None and not 1 <= value <= most:
+        raise TicketlabError(f"{flag} must be between 1 and {most}, got {value}")
 
 
 def _set_threads(threads: int | None) -> None:
     import torch
 
+    _check_count("--threads", threads, MAX_THREADS)
     if threads is not None:
-        if threads < 1:
-            raise TicketlabError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
     from .device import resolve_device
+    from .nets import get_net
     from .store import ensure_writable
-    from .train_run import run_train
+    from .train_run import read_mask_file, run_train
 
     config = dataclass_from_namespace(TrainConfig, ns)
     config.validate()
     _set_threads(ns.threads)
     device = resolve_device(ns.device)
-    if ns.mask is not None and not ns.mask.is_file():
-        raise TicketlabError(f"mask file {ns.mask} does not exist")
+    if ns.mask is not None:
+        read_mask_file(ns.mask, get_net(config.net))  # a bad mask is refused before --out is created
     ensure_writable(ns.out)
     run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask)
     print(run_dir)
@@ -65,8 +78,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
         return 0
     if ns.preset is None:
         raise TicketlabError("name a preset or a .toml file (ticketlab sweep --list shows the presets)")
-    if ns.workers is not None and ns.workers < 1:
-        raise TicketlabError(f"--workers must be >= 1, got {ns.workers}")
+    _check_count("--workers", ns.workers, MAX_THREADS)
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
@@ -82,21 +94,23 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
 
 
 def _cmd_results(ns: argparse.Namespace) -> int:
-    from .results import format_table, result_rows, to_csv
+    from .results import format_table, result_rows, to_csv, write_output
 
     if not ns.dir.is_dir():
         raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
     rows = result_rows(ns.dir)
     if ns.csv is not None:
-        ns.csv.write_text(to_csv(rows))
+        text = to_csv(rows)
+        write_output(ns.csv, lambda path: path.write_text(text, encoding="utf-8"))
         print(f"wrote {len(rows)} rows to {ns.csv}", file=sys.stderr)
     elif ns.parquet is not None:
         from .results import results_frame
 
+        frame = results_frame(ns.dir)
         try:
-            results_frame(ns.dir).to_parquet(ns.parquet)
-        except ImportError as e:
-            raise TicketlabError(f"parquet export needs pyarrow: pip install pyarrow ({e})") from None
+            write_output(ns.parquet, frame.to_parquet)
+        except ImportError:  # pandas' own message is several lines on each engine it tried
+            raise TicketlabError('parquet export needs pyarrow: pip install "ticketlab[plot]"') from None
         print(f"wrote {len(rows)} rows to {ns.parquet}", file=sys.stderr)
     else:
         print(format_table(rows))
@@ -129,17 +143,17 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 def _cmd_reproduce(ns: argparse.Namespace) -> int:
     from .device import resolve_device
-    from .reproduce import reproduce
+    from .reproduce import reproduce, study_specs
     from .store import ensure_writable
     from .sweep import Runtime
 
-    if ns.seeds is not None and ns.seeds < 1:
-        raise TicketlabError(f"--seeds must be >= 1, got {ns.seeds}")
+    _check_count("--workers", ns.workers, MAX_THREADS)
+    specs = study_specs(ns.scale, ns.seeds)
     _set_threads(ns.threads)
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(ns.scale, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads), ns.seeds, ns.workers)
+    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads), ns.workers)
     print(f"report: {md}", file=sys.stderr)
     print(html)
     return 0
@@ -160,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (SPEC §3).")
     add_dataclass_arguments(p, TrainConfig)
-    p.add_argument("--mask", type=Path, default=None, help=".npz with one bool array per layer (fc1, ...): train that subnetwork from the seed's init")
+    p.add_argument("--mask", type=Path, default=None, help=".npz with one array per layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
     p.set_defaults(func=_cmd_train)
 
@@ -169,27 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", nargs="?", help="preset name (see --list) or path to a .toml sweep file")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--scale", default="full", choices=("quick", "full"), help="full = paper protocol; quick = CPU-sized (default: full)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: the preset's)")
     p.add_argument("--first-seed", type=int, default=None,
                    help="first seed (default: the preset's, 0); with --seeds, a slice of the seeds, e.g. one per machine")
     p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
-    p.add_argument("--iterations", type=int, default=None, help="training steps per run (default: the preset's)")
-    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
+    p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("results", help="print or export the results table of a sweep directory")
+    p = sub.add_parser("results", help="print or export the results table of a sweep directory",
+                       description="Print or export the results table. Piped into a command that stops reading "
+                       f"(e.g. head), it stops quietly with exit status {BROKEN_PIPE_EXIT}, as a C tool killed by SIGPIPE.")
     p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file")
-    group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow)")
+    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written)")
+    group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow: pip install \"ticketlab[plot]\")")
     p.set_defaults(func=_cmd_results)
 
     for name, helptext, func in (("plot", "draw the figures of a sweep directory", _cmd_plot),
                                  ("report", "write figures and an HTML + Markdown reproduction report", _cmd_report)):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce)")
-        p.add_argument("--out", type=Path, default=None, help=f"where to write (default: DIR/{'figures' if name == 'plot' else 'report'})")
+        p.add_argument("--out", type=Path, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'})")
         p.add_argument("--band", default="minmax", choices=("minmax", "std"), help="band over seeds: min-max range (default) or mean +- std")
         if name == "plot":
             p.add_argument("--format", nargs="+", default=["png", "svg"], choices=("png", "svg", "pdf"), help="file formats (default: png svg)")
@@ -198,15 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the study's experiments and write figures and the report (the main job)",
                        description="criteria, both sign figures, supermask at init and masking is training, then the report.")
     p.add_argument("--scale", default="quick", choices=("quick", "full"), help="quick = CPU-sized, about 2 minutes on 2 cores (default); full = paper protocol")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: 1 at quick, 5 at full)")
-    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: 1 at quick, 5 at full)")
+    p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("bench", help="measure training and evaluation speed on this machine")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the measurements")
     p.add_argument("--quick", action="store_true", help="a few seconds, rough numbers (for smoke tests)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help=f"torch threads, 1 to {MAX_THREADS} (default: all cores)")
     p.add_argument("--device", default="auto", choices=DEVICES, help="what to measure (default: auto = cuda if available)")
     p.set_defaults(func=_cmd_bench)
     return parser
@@ -219,13 +235,28 @@ def main(argv: list[str] | None = None) -> int:
 
     flush_denormals(check=False)  # before torch starts its thread pool, so that every thread inherits it
     try:
-        return ns.func(ns)
+        code = ns.func(ns)
+        sys.stdout.flush()  # a closed pipe must show up here, not in the interpreter's exit
+        return code
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what the closed pipe
+    refused does not raise again (the recipe of Python's signal module docs)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import TicketlabError
 from .names import CRITERIA
 
 if TYPE_CHECKING:
@@ -495,10 +496,12 @@ def _title(name: str, net: str, dataset: str, rows: pd.DataFrame) -> str:
 
 
 def _save(fig: "Figure", out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    from .results import write_output  # results pulls in the run store (torch): only when saving
+
     paths = []
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=150)
+        write_output(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150))
         paths.append(path)
     return paths
 
@@ -758,7 +761,10 @@ def make_figures(
     if band not in BANDS:
         raise ValueError(f"band must be one of {BANDS}, not {band!r}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TicketlabError(f"cannot create the figures folder {out_dir}: {e.strerror or e}; pass a writable --out") from None
     drawn = ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS
     has_columns = {"experiment", "net", "dataset"} <= set(results.columns)
     # Only nets that get figures decide whether file names need the net.

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .claims import Claim, check_claims
+from .errors import TicketlabError
 from .figures import (
     ITERATIVE_EXPERIMENTS,
     SUPERMASK_EXPERIMENTS,
@@ -452,12 +453,20 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
 
 def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path]) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
+    from .results import write_output  # results pulls in the run store (torch): only when writing
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TicketlabError(f"cannot create the report folder {out_dir}: {e.strerror or e}; pass a writable --out") from None
     tables = summary_tables(results)
     comparison = published_comparison(results)
     claims = check_claims(results)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    html_path.write_text(render_html(results, meta, figures, tables, comparison, claims), encoding="utf-8")
-    md_path.write_text(render_markdown(results, meta, figures, out_dir, tables, comparison, claims), encoding="utf-8")
+    page = render_html(results, meta, figures, tables, comparison, claims)
+    markdown = render_markdown(results, meta, figures, out_dir, tables, comparison, claims)
+    # each file appears whole or not at all (an interrupted write leaves no partial report.html)
+    write_output(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    write_output(md_path, lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
     return html_path, md_path

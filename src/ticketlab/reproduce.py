@@ -5,18 +5,15 @@ import sys
 import time
 from pathlib import Path
 
+from .config import TrainConfig
 from .device import environment, resolve_device
 from .errors import TicketlabError
-from .sweep import Runtime, read_manifests, run_sweep
-from .sweep_spec import load_sweep
+from .store import ensure_writable
+from .sweep import Runtime, read_manifests, run_sweep, spec_from_manifest
+from .sweep_spec import SPEC_ROUNDS, SweepSpec, load_sweep
 
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training")
-SCALE_MEANING = {
-    "quick": "quick: CPU-sized, qualitative only. 1 seed by default, 1,000 training steps per run instead of the "
-    "full schedule, 3 SPEC rounds of pruning per trained round (remaining levels of rounds 0, 3, …, 24), "
-    "supermask levels p = 0, 2, …, 24, fewer criteria for masking-is-training. Compare shapes, not numbers.",
-    "full": "full: the paper protocol. 5 seeds, 24 rounds, the full SPEC §3 schedule, supermask levels p = 0…24.",
-}
+PAPER_SEEDS = 5
 
 
 def _frame(root: Path):
@@ -38,20 +35,65 @@ def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str,
     _need_plotting()
     from .figures import make_figures
 
-    return make_figures(_frame(root), out or root / "figures", band=band, formats=formats)
+    frame = _frame(root)  # a damaged store is reported before any output folder is made
+    out = out or root / "figures"
+    ensure_writable(out)
+    return make_figures(frame, out, band=band, formats=formats)
+
+
+def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
+    """Whether one sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and what it ran."""
+    ran = spec.train_config(spec.first_seed).resolved()
+    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
+    schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
+    parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
+    if schedule:
+        parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
+    else:
+        parts.append(f"{ran.iterations:,} training steps per run (SPEC §3: {paper.iterations:,})")
+        if ran.learning_rate != paper.learning_rate:
+            parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
+        if ran.eval_every != paper.eval_every:
+            parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
+    if spec.kind == "iterative":
+        pruning = spec.rounds == SPEC_ROUNDS and spec.round_step == 1
+        step = f" in steps of {spec.round_step}" if spec.round_step != 1 else ""
+        parts.append(f"{SPEC_ROUNDS} rounds" if pruning else f"SPEC rounds 0–{spec.rounds}{step}")
+    else:
+        pruning = spec.levels == SPEC_ROUNDS and spec.level_step == 1
+        step = f" in steps of {spec.level_step}" if spec.level_step != 1 else ""
+        parts.append(f"supermask levels p = 0…{spec.levels}{step}")
+    return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
+
+
+def scale_label(specs: list[SweepSpec]) -> str:
+    """The report's scale banner, from what the sweeps actually ran (seeds, rounds, steps), not from
+    the name of their scale: "the paper protocol" only when every sweep ran it."""
+    if not specs:
+        return "no sweep recorded"
+    groups: dict[str, list[str]] = {}
+    paper = True
+    for spec in specs:
+        is_paper, text = _sweep_scale(spec)
+        paper = paper and is_paper
+        groups.setdefault(text, []).append(spec.name)
+    ran = "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
+    scales = "/".join(sorted({s.scale for s in specs}))
+    if paper:
+        return f"{scales}: the paper protocol. {ran}."
+    return f"{scales}: not the paper protocol, qualitative only (compare shapes, not numbers). {ran}."
 
 
 def meta_of(root: Path, extra: dict | None = None) -> dict:
     """What the report says about how its data were made, from the sweep manifests."""
     manifests = read_manifests(root)
-    specs = [m["spec"] for m in manifests]
-    scales = sorted({s["scale"] for s in specs})
+    specs = [spec_from_manifest(m) for m in manifests]
     meta: dict = {
-        "scale": " | ".join(SCALE_MEANING.get(s, s) for s in scales),
-        "sweeps": {s["name"]: f"{s['kind']}, net {s['net']}, seeds {s['first_seed']}..{s['first_seed'] + s['seeds'] - 1}" for s in specs},
-        "wall_seconds": {m["spec"]["name"]: round(m.get("wall_seconds", float("nan")), 1) for m in manifests},
+        "scale": scale_label(specs),
+        "sweeps": {s.name: f"{s.kind}, net {s.net}, seeds {s.first_seed}..{s.first_seed + s.seeds - 1}" for s in specs},
+        "wall_seconds": {s.name: round(m.get("wall_seconds", float("nan")), 1) for s, m in zip(specs, manifests)},
     }
-    if manifests:
+    if manifests and "environment" in manifests[-1]:
         meta["environment"] = manifests[-1]["environment"]
     meta.update(extra or {})
     return meta
@@ -63,17 +105,24 @@ def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict 
     from .figures import make_figures
     from .report import write_report
 
+    frame = _frame(root)  # a damaged store is reported before any output folder is made
+    meta = meta_of(root, extra_meta)
     out = out or root / "report"
-    frame = _frame(root)
+    ensure_writable(out)
     figures = make_figures(frame, out / "figures", band=band)
-    return write_report(frame, out, meta_of(root, extra_meta), figures)
+    return write_report(frame, out, meta, figures)
 
 
-def reproduce(scale: str, out: Path, runtime: Runtime, seeds: int | None, workers: int | None) -> tuple[Path, Path]:
-    """The study's experiments at a scale, then figures and the report."""
+def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:
+    """The validated sweeps `reproduce` runs at a scale (validated before any file is written)."""
+    return [load_sweep(name, scale, {"seeds": seeds}) for name in STUDY_PRESETS]
+
+
+def reproduce(specs: list[SweepSpec], out: Path, runtime: Runtime, workers: int | None) -> tuple[Path, Path]:
+    """The study's experiments (`study_specs`), then figures and the report."""
     _need_plotting()
     resolve_device(runtime.device)
-    specs = [load_sweep(name, scale, {"seeds": seeds}) for name in STUDY_PRESETS]
+    scale = "/".join(sorted({s.scale for s in specs}))
     t0 = time.perf_counter()
     for i, spec in enumerate(specs, start=1):
         print(f"[reproduce {scale}] {i}/{len(specs)}: {spec.name}: {spec.description}", file=sys.stderr, flush=True)

@@ -1,16 +1,23 @@
-"""The results table: one row per result of every sweep in a directory (`ticketlab results`)."""
+"""The results table: one row per result of every sweep in a directory (`ticketlab results`).
+
+A finished run whose files are damaged (unreadable JSON, a field missing or of the wrong type) is
+reported in one line naming the run and the remedy; fields a run has beyond those the table reads
+are ignored, so a store written by a newer ticketlab still reads.
+"""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import TicketlabError
 from .nets import get_net
 from .runstore import dense_identity, round_identity, run_dir
-from .store import SUMMARY, is_complete, read_json
+from .store import SUMMARY, UnreadableFile, is_complete, read_json, reading_run
 from .supermask import read_rows, supermask_identity
 from .sweep import bases_of, chains_of, read_manifests, spec_from_manifest
 
@@ -19,6 +26,62 @@ COLUMNS = (
     "remaining_percent", "early_stop_iteration", "test_accuracy_at_early_stop", "val_loss_at_early_stop",
     "final_test_accuracy", "test_accuracy_at_init", "base", "base_iterations", "base_test_accuracy", "start", "dwr",
 )
+
+
+_NUMBER = (int, float)
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "remaining_weights": (int,), "early_stop_iteration": (int,), "test_accuracy_at_early_stop": _NUMBER,
+    "val_loss_at_early_stop": _NUMBER, "final_test_accuracy": _NUMBER,
+}
+SUPERMASK_SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {"base_iterations": (int,), "base_test_accuracy": _NUMBER}
+SUPERMASK_ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "criterion": (str,), "round": (int,), "remaining_weights": (int,), "test_accuracy_at_init": _NUMBER,
+    "start": (str,), "dwr": (bool,),
+}
+_TYPE_NAMES = {(int,): "an integer", _NUMBER: "a number", (str,): "a string", (bool,): "true or false"}
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def checked(record: Any, fields: dict[str, tuple[type, ...]], source: str) -> dict[str, Any]:
+    """`record` if it is a JSON object with each of `fields` of its type; `UnreadableFile` naming the
+    file (`source`, e.g. "summary.json": `reading_run` names the run) and the field otherwise.
+    Other keys are left alone."""
+    if not isinstance(record, dict):
+        raise UnreadableFile(f"{source} holds a JSON {_json_type(record)}, not an object")
+    for key, types in fields.items():
+        if key not in record:
+            raise UnreadableFile(f"{source} has no field {key!r}")
+        value = record[key]
+        # JSON true/false are Python bools, which are ints: only a bool field takes them.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UnreadableFile(f"{source} has {key} = {value!r}, not {_TYPE_NAMES[types]}")
+    return record
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write a file the user asked for: `write(tmp)` writes a hidden sibling, renamed onto `path` only
+    once complete, so a failed or interrupted write never leaves a partial file under that name.
+    An OSError becomes one line naming `path` and the system's reason. A path that exists and is not
+    a regular file (a FIFO, /dev/stdout) is written in place: renaming over it would replace it."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        target = tmp = path
+    else:
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        if tmp is not target:
+            os.replace(tmp, target)
+    except OSError as e:
+        raise TicketlabError(f"cannot write {path}: {e.strerror or e}; give a file path in a folder you can write to") from None
+    finally:
+        if tmp is not target:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def _row(**values: Any) -> dict[str, Any]:
@@ -39,7 +102,8 @@ def _iterative_rows(root: Path, spec) -> list[dict[str, Any]]:
                     path = run_dir(root, "round", round_identity(config, chain.criterion, chain.mask1, chain.mask0, r, step))
                 if not is_complete(path):
                     continue
-                s = read_json(path / SUMMARY)
+                with reading_run(path):
+                    s = checked(read_json(path / SUMMARY), SUMMARY_FIELDS, SUMMARY)
                 rows.append(_row(
                     experiment=spec.name, net=spec.net, dataset=config.resolved_dataset, seed=seed,
                     criterion=chain.criterion, mask1=chain.mask1, mask0=chain.mask0, round=r,
@@ -63,7 +127,13 @@ def _supermask_rows(root: Path, spec) -> list[dict[str, Any]]:
             path = run_dir(root, "supermask", ident)
             if not is_complete(path):
                 continue
-            summary, entries = read_rows(path)
+            with reading_run(path):
+                summary, entries = read_rows(path)
+                checked(summary, SUPERMASK_SUMMARY_FIELDS, SUMMARY)
+                if not isinstance(entries, list):
+                    raise UnreadableFile(f"rows.json holds a JSON {_json_type(entries)}, not an array")
+                for e in entries:
+                    checked(e, SUPERMASK_ROW_FIELDS, "rows.json")
             for e in entries:
                 rows.append(_row(
                     experiment=spec.name, net=spec.net, dataset=config.resolved_dataset, seed=seed,
