@@ -32,6 +32,11 @@ def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--threads", type=int, default=None, help=f"torch threads, of each worker process in a sweep, 1 to {MAX_THREADS} (default: all cores, or cores // workers)")
 
 
+def _repair_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repair", action="store_true",
+                   help="retrain finished runs whose files no longer match the checksums recorded when they were written")
+
+
 def _check_count(flag: str, value: int | None, most: int) -> None:
     """Refuse a count flag outside 1..most (None = not given)."""
     if value is not None and not 1 <= value <= most:
@@ -82,7 +87,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
-    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads)
+    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair)
     from .device import resolve_device
 
     resolve_device(ns.device)
@@ -153,7 +158,7 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads), ns.workers)
+    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair), ns.workers)
     print(f"report: {md}", file=sys.stderr)
     print(html)
     return 0
@@ -190,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
+    _repair_argument(p)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("results", help="print or export the results table of a sweep directory",
@@ -217,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: 1 at quick, 5 at full)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
+    _repair_argument(p)
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("bench", help="measure training and evaluation speed on this machine")
