@@ -164,7 +164,7 @@ def _damaged(tmp_path: Path, how: str) -> Path:
 @pytest.mark.parametrize(
     "how,message",
     [
-        ("truncated", "not an .npz archive"),
+        ("truncated", "truncated or damaged .npz archive"),
         ("bit-flipped", "Bad CRC-32"),
         ("npy-named-npz", "not an .npz archive"),
         ("huge-header", "declares shape (1000000, 1000000), more than the file holds"),

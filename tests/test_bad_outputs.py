@@ -156,9 +156,16 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 @pytest.mark.parametrize("command", ["results", "plot", "report"])
-def test_damaged_run_is_named_with_the_remedy(copy, capsys, damage, command):
+@pytest.mark.parametrize("checksums", [True, False])
+def test_damaged_run_is_named_with_the_remedy(copy, capsys, damage, command, checksums):
+    """With its checksums a run's damage is found by them; without (a run written before they were
+    recorded), by what the reader expects of the file."""
     kind, name, edit, message = DAMAGE[damage]
     run = _run(copy, kind)
+    if checksums:
+        message = f"{name} does not match the checksums"
+    else:
+        (run / "checksums.json").unlink()
     if edit is None:
         (run / name).write_text((run / name).read_text()[:40])
     else:
@@ -177,6 +184,8 @@ def test_the_remedy_works_sweep_repair_retrains_the_damaged_run(store, copy, cap
 
 
 def test_extra_keys_in_run_files_are_ignored(copy, capsys):
+    for kind in ("round", "supermask"):  # as a run written by another version, without checksums
+        (_run(copy, kind) / "checksums.json").unlink()
     _edit_json(_run(copy, "round") / "summary.json", lambda d: {**d, "added_later": 1})
     _edit_json(_run(copy, "supermask") / "rows.json", lambda rows: [{**r, "added_later": 1} for r in rows])
     assert main(["results", str(copy)]) == 0

@@ -64,7 +64,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     if ns.mask is not None:
         read_mask_file(ns.mask, get_net(config.net))  # a bad mask is refused before --out is created
     ensure_writable(ns.out)
-    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask)
+    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair)
     print(run_dir)
     return 0
 
@@ -99,11 +99,14 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
 
 
 def _cmd_results(ns: argparse.Namespace) -> int:
-    from .results import format_table, result_rows, to_csv, write_output
+    from .results import format_table, incomplete_sweeps, result_rows, to_csv
+    from .store import write_output
 
     if not ns.dir.is_dir():
         raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
     rows = result_rows(ns.dir)
+    for note in incomplete_sweeps(ns.dir):
+        print(f"ticketlab: note: {note}", file=sys.stderr)
     if ns.csv is not None:
         text = to_csv(rows)
         write_output(ns.csv, lambda path: path.write_text(text, encoding="utf-8"))
@@ -181,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--mask", type=Path, default=None, help=".npz with one array per layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
+    _repair_argument(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="run (or resume) an experiment preset or TOML sweep",

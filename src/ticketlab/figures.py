@@ -496,7 +496,7 @@ def _title(name: str, net: str, dataset: str, rows: pd.DataFrame) -> str:
 
 
 def _save(fig: "Figure", out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    from .results import write_output  # results pulls in the run store (torch): only when saving
+    from .store import write_output  # the run store pulls in torch: only when saving
 
     paths = []
     for fmt in formats:

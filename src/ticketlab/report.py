@@ -453,7 +453,7 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
 
 def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path]) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
-    from .results import write_output  # results pulls in the run store (torch): only when writing
+    from .store import write_output  # the run store pulls in torch: only when writing
 
     out_dir = Path(out_dir)
     try:

@@ -6,18 +6,16 @@ are ignored, so a store written by a newer ticketlab still reads.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import TicketlabError
 from .nets import get_net
 from .runstore import dense_identity, round_identity, run_dir
-from .store import SUMMARY, UnreadableFile, is_complete, read_json, reading_run
+from .store import SUMMARY, UnreadableFile, finished, read_json, reading_run
 from .supermask import read_rows, supermask_identity
 from .sweep import bases_of, chains_of, read_manifests, spec_from_manifest
 
@@ -61,29 +59,6 @@ def checked(record: Any, fields: dict[str, tuple[type, ...]], source: str) -> di
     return record
 
 
-def write_output(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write a file the user asked for: `write(tmp)` writes a hidden sibling, renamed onto `path` only
-    once complete, so a failed or interrupted write never leaves a partial file under that name.
-    An OSError becomes one line naming `path` and the system's reason. A path that exists and is not
-    a regular file (a FIFO, /dev/stdout) is written in place: renaming over it would replace it."""
-    path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        target = tmp = path
-    else:
-        target = Path(os.path.realpath(path)) if path.is_symlink() else path
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        if tmp is not target:
-            os.replace(tmp, target)
-    except OSError as e:
-        raise TicketlabError(f"cannot write {path}: {e.strerror or e}; give a file path in a folder you can write to") from None
-    finally:
-        if tmp is not target:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-
-
 def _row(**values: Any) -> dict[str, Any]:
     return {c: values.get(c) for c in COLUMNS}
 
@@ -100,7 +75,7 @@ def _iterative_rows(root: Path, spec) -> list[dict[str, Any]]:
                     path = run_dir(root, "dense", dense_identity(config))
                 else:
                     path = run_dir(root, "round", round_identity(config, chain.criterion, chain.mask1, chain.mask0, r, step))
-                if not is_complete(path):
+                if not finished(path, names=(SUMMARY,)):
                     continue
                 with reading_run(path):
                     s = checked(read_json(path / SUMMARY), SUMMARY_FIELDS, SUMMARY)
@@ -125,7 +100,7 @@ def _supermask_rows(root: Path, spec) -> list[dict[str, Any]]:
         for base in bases_of(spec, config.resolved().iterations):
             ident = supermask_identity(config, base, spec.criteria, spec.level_list, spec.starts, spec.dwr)
             path = run_dir(root, "supermask", ident)
-            if not is_complete(path):
+            if not finished(path, names=(SUMMARY, "rows.json")):
                 continue
             with reading_run(path):
                 summary, entries = read_rows(path)
@@ -157,6 +132,18 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
         spec = spec_from_manifest(record)
         rows += _iterative_rows(root, spec) if spec.kind == "iterative" else _supermask_rows(root, spec)
     return rows
+
+
+def incomplete_sweeps(root: Path) -> list[str]:
+    """One line for each sweep recorded in `root` that did not finish (its finished runs are in the
+    table all the same), saying how to finish it."""
+    notes = []
+    for record in read_manifests(Path(root)):
+        if record["status"] != "complete":
+            spec = record["spec"]
+            notes.append(f"sweep {spec['name']} ({spec['net']}, {spec['scale']}) is {record['status']}, not complete: "
+                         f"its finished runs are in the table; run the same `ticketlab sweep` again to finish it")
+    return notes
 
 
 def results_frame(root: Path):

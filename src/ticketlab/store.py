@@ -43,7 +43,8 @@ def ensure_writable(root: Path, subdirs: tuple[str, ...] = ()) -> None:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
                 pass
         except OSError as e:
-            raise TicketlabError(f"cannot write to output directory {folder}: {_reason(e)}; pass a writable --out") from None
+            what = " (it is a file, not a folder)" if isinstance(e, (FileExistsError, NotADirectoryError)) else ""
+            raise TicketlabError(f"cannot write to output directory {folder}: {_reason(e)}{what}; pass a writable --out") from None
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -51,9 +52,10 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / SUMMARY).is_file()
 
 
-def damaged_files(run_dir: Path) -> list[str]:
-    """Files of a finished run that do not match its `checksums.json` (missing ones too); [] if all
-    match. A run written before checksums were recorded has nothing to check against: []."""
+def damaged_files(run_dir: Path, names: tuple[str, ...] | None = None) -> list[str]:
+    """Files of a finished run (all, or those of `names`) that do not match its `checksums.json`
+    (missing ones too); [] if all match. A run written before checksums were recorded has nothing to
+    check against: []."""
     path = run_dir / CHECKSUMS
     if not path.exists():
         return []
@@ -63,18 +65,19 @@ def damaged_files(run_dir: Path) -> list[str]:
             raise TypeError
     except (UnreadableFile, KeyError, TypeError):
         return [CHECKSUMS]
-    bad = [name for name, digest in sorted(recorded.items()) if _sha256(run_dir / name) != digest]
-    return bad
+    return [name for name, digest in sorted(recorded.items())
+            if (names is None or name in names) and _sha256(run_dir / name) != digest]
 
 
-def finished(run_dir: Path, repair: bool = False) -> bool:
-    """Whether a run is done and may be reused: complete, and its files match their checksums.
+def finished(run_dir: Path, repair: bool = False, names: tuple[str, ...] | None = None) -> bool:
+    """Whether a run is done and may be reused: complete, and its files (or those of `names`: what a
+    reader needs) match their checksums.
 
     A complete run whose files do not match is a one-line error naming it and the remedy; with
     `repair` it is removed instead (and False returned, so that the caller trains it again)."""
     if not is_complete(run_dir):
         return False
-    bad = damaged_files(run_dir)
+    bad = damaged_files(run_dir, names)
     if not bad:
         return True
     if not repair:
@@ -207,6 +210,29 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write a file the user asked for: `write(tmp)` writes a hidden sibling, renamed onto `path` only
+    once complete, so a failed or interrupted write never leaves a partial file under that name.
+    An OSError becomes one line naming `path` and the system's reason. A path that exists and is not
+    a regular file (a FIFO, /dev/stdout) is written in place: renaming over it would replace it."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        target = tmp = path
+    else:
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        if tmp is not target:
+            os.replace(tmp, target)
+    except OSError as e:
+        raise TicketlabError(f"cannot write {path}: {e.strerror or e}; give a file path in a folder you can write to") from None
+    finally:
+        if tmp is not target:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
 class UnreadableFile(TicketlabError):
     """A stored file that is missing, truncated or not what its name says; the message names it."""
 
@@ -239,7 +265,9 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         if not path.is_file():
             raise ValueError("it is a directory" if path.is_dir() else "no such file")
         if not zipfile.is_zipfile(path):
-            raise ValueError("not an .npz archive (numpy.savez writes one)")
+            with open(path, "rb") as f:
+                zip_start = f.read(4) == b"PK\x03\x04"
+            raise ValueError("a truncated or damaged .npz archive" if zip_start else "not an .npz archive (numpy.savez writes one)")
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 _check_npy_header(zf, info)

@@ -20,7 +20,7 @@ from .store import (
     SUMMARY,
     building,
     UnreadableFile,
-    is_complete,
+    finished,
     load_arrays,
     pack_masks,
     save_arrays,
@@ -84,8 +84,10 @@ def run_train(
     download: bool = False,
     mask_file: Path | None = None,
     quiet: bool = False,
+    repair: bool = False,
 ) -> Path:
-    """Train (or find already trained) the run of `config`; return its directory."""
+    """Train (or find already trained) the run of `config`; return its directory. A finished run whose
+    files no longer match their checksums is an error, or with `repair` trained again."""
     config.validate()
     spec = get_net(config.net)
     resolved = config.resolved()
@@ -95,7 +97,7 @@ def run_train(
         masks, mask_digest = read_mask_file(mask_file, spec)
         ident["mask_sha256"] = mask_digest
     run_dir = out_root / f"train_{content_hash('train', ident)}"
-    if is_complete(run_dir):
+    if finished(run_dir, repair):
         if not quiet:
             print(f"already done: {run_dir}", flush=True)
         return run_dir
