@@ -74,7 +74,7 @@ def aligned_members(t: torch.Tensor) -> torch.Tensor:
 def _aligned(t: torch.Tensor) -> bool:
     block = t[0]
     return (block.is_contiguous() and block.data_ptr() % (ALIGN * t.element_size()) == 0
-            and (t.stride(0) == 0 or t.stride(0) % ALIGN == 0))
+            and (t.shape[0] == 1 or t.stride(0) == 0 or t.stride(0) % ALIGN == 0))
 
 
 def _aligned_out(out: torch.Tensor | None, k: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -136,9 +136,16 @@ def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     h, w = aligned_members(h), aligned_members(w)  # no copy for the trainer's own buffers
     k = w.shape[0]
     out = member_buffer(k, (h.shape[1], w.shape[2]), w)
+    _prefill_bias(out, b)
     for m in range(k):
-        torch.addmm(b[m], h[m], w[m], out=out[m])
+        out[m].addmm_(h[m], w[m])
     return out
+
+
+def _prefill_bias(out: torch.Tensor, b: torch.Tensor) -> None:
+    # Every member's bias in one copy (exact); each member's gemm then adds its product to it (beta 1):
+    # the bits of addmm(b, h, w), which copies the bias itself, 13 slow broadcast copies a layer.
+    out.copy_(b.unsqueeze(1).expand(out.shape))
 
 
 def bias_grad(dz: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,6 +245,56 @@ def loss_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # -1/b rounded from double equals float32's -(1/b) for every b up to 20,000 (checked): no tensor ops for it
     g = torch.zeros_like(flat).scatter_(1, y.repeat(k).unsqueeze(1), -1.0 / b)
     return torch._log_softmax_backward_data(g, log_probs, 1, flat.dtype).view(k, b, c)
+
+
+class FCPass:
+    """The training pass of an all-dense cohort on the CPU (`fc_grads`), with every per-member view
+    and intermediate buffer made once: a step's hundreds of per-member calls would otherwise spend
+    as long making views as some of them spend multiplying. The same calls on the same aligned
+    blocks as `fc_grads`, so the same bits. Holds views of the given tensors: build it once per
+    cohort state and batch size."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], grad_weights: list[torch.Tensor],
+                 grad_biases: list[torch.Tensor], batch: int):
+        for t in (*weights, *grad_weights, *grad_biases):
+            if not _aligned(t):
+                raise ValueError("FCPass needs parameter and gradient tensors whose member blocks are 64-byte aligned")
+        k = self.k = weights[0].shape[0]
+        self.batch = batch
+        self.biases = biases
+        self.w = [[w[m] for m in range(k)] for w in weights]
+        self.wt = [[w[m].t() for m in range(k)] for w in weights]
+        self.gw = [[g[m] for m in range(k)] for g in grad_weights]
+        self.gb = [[g[m].unsqueeze(0) for m in range(k)] for g in grad_biases]
+        self.h = [member_buffer(k, (batch, w.shape[2]), w) for w in weights]  # each layer's output
+        self.hv = [[h[m] for m in range(k)] for h in self.h]
+        self.ht = [[h[m].t() for m in range(k)] for h in self.h]
+        self.dz = [member_buffer(k, (batch, w.shape[2]), w) for w in weights]  # d loss / d each layer's output
+        self.dzv = [[d[m] for m in range(k)] for d in self.dz]
+        self.ones = weights[0].new_ones((1, batch))
+
+    @torch.no_grad()
+    def grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Gradients of the sum of member mean losses on the batch (x, y), into the gradient tensors."""
+        n, k = len(self.w), self.k
+        for i in range(n):
+            _prefill_bias(self.h[i], self.biases[i])
+            for m in range(k):
+                self.hv[i][m].addmm_(x if i == 0 else self.hv[i - 1][m], self.w[i][m])
+            if i < n - 1:
+                self.h[i].relu_()
+        self.dz[n - 1].copy_(loss_grad(self.h[n - 1], y))
+        xt = x.t()
+        for i in range(n - 1, -1, -1):
+            dz = self.dzv[i]
+            for m in range(k):
+                torch.mm(xt if i == 0 else self.ht[i - 1][m], dz[m], out=self.gw[i][m])
+                torch.mm(self.ones, dz[m], out=self.gb[i][m])
+            if i > 0:
+                for m in range(k):
+                    torch.mm(dz[m], self.wt[i][m], out=self.dzv[i - 1][m])
+                # ReLU's backward, on its output, in place
+                torch.ops.aten.threshold_backward.grad_input(self.dz[i - 1], self.h[i - 1], 0, grad_input=self.dz[i - 1])
 
 
 @torch.no_grad()

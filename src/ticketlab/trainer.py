@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
-from .forward import ALIGN, CUDA_LANES, aligned_members, fc_grads, forward, member_losses
+from .forward import ALIGN, CUDA_LANES, FCPass, aligned_members, fc_grads, forward, member_losses
 from .nets import NetSpec
 from .numerics import cuda_float32, flush_denormals
 from .seeds import generator
@@ -221,7 +221,8 @@ class _CohortState:
     ALIGN and the buffer's length is a multiple of it, so each element gets the vector code, at the
     same lane, whatever the cohort (tests check it, cohort against alone).
 
-    `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.fc_grads`; autograd for
+    `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.FCPass` on the CPU,
+    `forward.fc_grads` on a GPU: the same calls; autograd for
     conv nets) and Adam; pruned weights hold by their infinite second moment (see the module
     docstring). The weights are those of a state built with hold_by_inf=False (gradient masking
     instead), which the tests check. `train_cohort` calls exactly `step`; so does
@@ -290,6 +291,7 @@ class _CohortState:
         ]
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
+        self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
@@ -303,6 +305,12 @@ class _CohortState:
             if self._graph is None or not self._graph.fits(x, y):
                 self._graph = _GraphedGrads(self._eager_fc_grads, x, y)
             self._graph.replay(x, y)
+            return
+        if self._fast_fc and x.device.type == "cpu":
+            if self._cpu_pass is None or self._cpu_pass.batch != len(x):
+                self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
+                                        self._grad_biases_all, len(x))
+            self._cpu_pass.grads(x, y)
             return
         if self._fast_fc:
             self._eager_fc_grads(x, y)
