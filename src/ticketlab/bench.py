@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from typing import Callable
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import load_dataset
-from .device import resolve_device
+from .device import cpu_model, resolve_device
 from .nets import NetSpec, get_net, init_weights
 from .numerics import cuda_float32
 from .seeds import generator
@@ -146,17 +145,6 @@ def background_cpu_load(seconds: float = 0.5) -> float | None:
     a = _cpu_ticks()
     time.sleep(seconds)
     return background_between(a, _cpu_ticks())
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gemm_gflops(device: torch.device, sizes: tuple[int, ...], reps: int) -> float:
@@ -272,7 +260,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         cuda_float32()  # the peak of full float32 products (not TF32), as training runs them
     res: dict[str, object] = {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "quick": quick,
