@@ -23,6 +23,7 @@ from .store import (
     finished,
     load_arrays,
     pack_masks,
+    remove_stale_temporaries,
     save_arrays,
     weight_arrays,
     write_json,
@@ -97,6 +98,7 @@ def run_train(
         masks, mask_digest = read_mask_file(mask_file, spec)
         ident["mask_sha256"] = mask_digest
     run_dir = out_root / f"train_{content_hash('train', ident)}"
+    remove_stale_temporaries(out_root)  # what killed earlier runs of this host left
     if finished(run_dir, repair):
         if not quiet:
             print(f"already done: {run_dir}", flush=True)
