@@ -271,3 +271,79 @@ def test_sweep_refuses_an_unwritable_runs_folder_before_training(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runs" in err[0]
     assert not (root / "sweeps").exists() or not list((root / "sweeps").iterdir())
+
+
+def _edit_manifest(root: Path, edit) -> Path:
+    import json
+
+    (path,) = (root / "sweeps").glob("*.json")
+    record = json.loads(path.read_text())
+    edit(record["spec"])
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize("edit", [lambda s: s.update(seeds="x"), lambda s: s.update(kind="nope"),
+                                  lambda s: s.update(criteria="large_final"), lambda s: s.update(rounds=99)])
+def test_a_manifest_with_wrong_values_is_one_line(finished_store, tmp_path, capsys, edit):
+    store, _ = finished_store
+    root = _copy(store, tmp_path)
+    path = _edit_manifest(root, edit)
+    for command in (["results", str(root)], ["report", str(root), "--out", str(tmp_path / "r")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "damaged" in err[0], err
+
+
+def test_a_locks_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    root = tmp_path / "o"
+    root.mkdir()
+    (root / "locks").write_text("x")
+    toml = tmp_path / "s.toml"
+    toml.write_text(THREE)
+    assert main(["sweep", str(toml), "--out", str(root), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "locks" in err[0] and "it is a file" in err[0]
+    assert not list((root / "sweeps").glob("*.json")) if (root / "sweeps").exists() else True
+
+
+def test_results_note_the_missing_runs_of_a_complete_sweep(finished_store, tmp_path, capsys):
+    store, _ = finished_store
+    root = _copy(store, tmp_path)
+    for path in _round_dirs(root, 2):
+        shutil.rmtree(path)
+    assert main(["results", str(root), "--csv", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("experiment,net,") and len(captured.out.strip().splitlines()) == 1 + 3 * 2
+    assert "3 of its 9 runs are missing" in captured.err
+
+
+def test_the_same_runs_recorded_by_two_sweeps_are_listed_once(finished_store, tmp_path):
+    """A file without [quick]/[full] tables swept at both scales records the same runs twice."""
+    store, csv = finished_store
+    root = _copy(store, tmp_path)
+    toml = tmp_path / "store.toml"
+    toml.write_text(THREE)
+    run_sweep(load_sweep(str(toml), "quick"), root, Runtime(device="cpu"), workers=1, quiet=True)
+    assert len(read_manifests(root)) == 2
+    assert _results(root) == csv
+
+
+def test_sigterm_stops_a_sweep_and_records_it_interrupted(tmp_path):
+    import json
+
+    spec = tmp_path / "long.toml"
+    spec.write_text(THREE.replace("iterations = 30", "iterations = 100000").replace("eval_every = 10", "eval_every = 1000"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "ticketlab", "sweep", str(spec), "--threads", "1", "--device", "cpu",
+                             "--out", str(tmp_path / "o")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "o" / "locks").glob("*.lock")):
+        time.sleep(0.1)
+    time.sleep(1.0)  # into training
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert proc.stderr.read().strip().splitlines()[-1] == "ticketlab: terminated"
+    (manifest,) = (tmp_path / "o" / "sweeps").glob("*.json")
+    assert json.loads(manifest.read_text())["status"] == "interrupted"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
-    p.add_argument("--out", type=Path, default=Path("ticketlab-runs"), help=out_help + " (default: ./ticketlab-runs)")
+    default = "" if "(default:" in out_help else " (default: ./ticketlab-runs)"
+    p.add_argument("--out", type=Path, default=Path("ticketlab-runs"), help=out_help + default)
     p.add_argument("--device", default="auto", choices=DEVICES, help="where to train (default: auto = cuda if available)")
     p.add_argument("--data-dir", default=None, help="directory of a non-shipped dataset (fashion-mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (checksum-verified) if it is missing")
@@ -107,7 +109,9 @@ def _cmd_results(ns: argparse.Namespace) -> int:
     rows = result_rows(ns.dir)
     for note in incomplete_sweeps(ns.dir):
         print(f"ticketlab: note: {note}", file=sys.stderr)
-    if ns.csv is not None:
+    if ns.csv is not None and str(ns.csv) == "-":
+        sys.stdout.write(to_csv(rows))
+    elif ns.csv is not None:
         text = to_csv(rows)
         write_output(ns.csv, lambda path: path.write_text(text, encoding="utf-8"))
         print(f"wrote {len(rows)} rows to {ns.csv}", file=sys.stderr)
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(e.g. head), it stops quietly with exit status {BROKEN_PIPE_EXIT}, as a C tool killed by SIGPIPE.")
     p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written)")
+    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written), or to stdout with -")
     group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow: pip install \"ticketlab[plot]\")")
     p.set_defaults(func=_cmd_results)
 
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from .numerics import flush_denormals
 
     flush_denormals(check=False)  # before torch starts its thread pool, so that every thread inherits it
+    signal.signal(signal.SIGTERM, _terminated)  # timeout, docker stop, a batch scheduler: stop as on Ctrl-C
     try:
         code = ns.func(ns)
         sys.stdout.flush()  # a closed pipe must show up here, not in the interpreter's exit
@@ -252,12 +257,24 @@ def main(argv: list[str] | None = None) -> int:
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("ticketlab: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("ticketlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         _discard_stdout()
         return BROKEN_PIPE_EXIT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so that a sweep records itself as interrupted and its
+    workers are stopped, as on Ctrl-C."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def _discard_stdout() -> None:

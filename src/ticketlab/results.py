@@ -128,9 +128,14 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
     if not manifests:
         raise TicketlabError(f"no sweep found in {root}: run `ticketlab sweep PRESET --out {root}` first")
     rows: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
     for record in manifests:
         spec = spec_from_manifest(record)
-        rows += _iterative_rows(root, spec) if spec.kind == "iterative" else _supermask_rows(root, spec)
+        for row in _iterative_rows(root, spec) if spec.kind == "iterative" else _supermask_rows(root, spec):
+            key = tuple(row.values())  # two records of the same runs (a file swept at both scales) list them once
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
     return rows
 
 
@@ -139,10 +144,17 @@ def incomplete_sweeps(root: Path) -> list[str]:
     table all the same), saying how to finish it."""
     notes = []
     for record in read_manifests(Path(root)):
+        spec = spec_from_manifest(record)
+        what = f"sweep {spec.name} ({spec.net}, {spec.scale})"
         if record["status"] != "complete":
-            spec = record["spec"]
-            notes.append(f"sweep {spec['name']} ({spec['net']}, {spec['scale']}) is {record['status']}, not complete: "
-                         f"its finished runs are in the table; run the same `ticketlab sweep` again to finish it")
+            notes.append(f"{what} is {record['status']}, not complete: its finished runs are in the table; run the "
+                         "same `ticketlab sweep` again to finish it")
+        elif spec.kind == "iterative":
+            expected = len(spec.seed_list) * len(chains_of(spec)) * len(spec.round_list)
+            found = len(_iterative_rows(Path(root), spec))
+            if found < expected:
+                notes.append(f"{what} is complete, but {expected - found} of its {expected} runs are missing from the "
+                             "store (deleted?): run the same `ticketlab sweep` again to train them")
     return notes
 
 

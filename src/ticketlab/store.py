@@ -83,7 +83,8 @@ def finished(run_dir: Path, repair: bool = False, names: tuple[str, ...] | None 
     if not repair:
         raise TicketlabError(
             f"run {run_dir} is damaged ({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not match the "
-            "checksums recorded when it was written); rerun with --repair to retrain it, or delete that directory"
+            "checksums recorded when it was written); rerun the sweep (or train) with --repair to retrain it, or "
+            "delete that directory"
         )
     _remove(run_dir)
     return False
@@ -301,7 +302,8 @@ def reading_run(run_dir: Path) -> Iterator[None]:
     except (UnreadableFile, KeyError, TypeError, ValueError) as e:
         detail = str(e) if isinstance(e, UnreadableFile) else f"{type(e).__name__}: {_reason(e)}"
         raise TicketlabError(
-            f"run {run_dir} is damaged ({detail}); rerun with --repair to retrain it, or delete that directory"
+            f"run {run_dir} is damaged ({detail}); rerun the sweep (or train) with --repair to retrain it, or delete "
+            "that directory"
         ) from None
 
 

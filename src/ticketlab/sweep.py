@@ -1,40 +1,36 @@
-"""Running a sweep: its jobs (one per seed), executed locally in parallel, resumable.
+"""Running a sweep: its jobs (one per seed), run by an executor (`execution.py`), resumable.
 
 A job trains or evaluates whatever of its seed's runs is not yet in the store; finished runs are
 skipped, so rerunning the same command after a crash or Ctrl-C redoes only unfinished work. A job
 holds a lock on its seed's runs (`store.holding`), so a second process working on the same runs
-waits for the first and then finds them done; worker processes die with the process that started
-them (SIGKILL included).
+waits for the first and then finds them done.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from .device import environment, resolve_device
+from .execution import Executor, InProcess, ProcessPool
 from .iterative import Chain, DataCache, ensure_dense, run_chains
-from .numerics import flush_denormals
 from .progress import ProgressLine
 from .errors import TicketlabError
 from .runstore import RUNS, dense_identity, run_dir
-from .store import UnreadableFile, ensure_writable, holding, read_json, remove_stale_temporaries, write_json
+from .store import ensure_writable, holding, read_json, remove_stale_temporaries, write_json
 from .supermask import run_supermask
-from .sweep_spec import SweepSpec
+from .sweep_spec import SweepSpec, spec_from_record
 
 SWEEPS = "sweeps"
+LOCKS = "locks"
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ def run_job(job: Job, root: Path, runtime: Runtime, report: Callable[[float], No
     spec = job.spec
     config = spec.train_config(job.seed)
     # every run of a seed (and net and schedule) hangs off its dense run: one lock for them all
-    lock = root / "locks" / f"{run_dir(root, 'dense', dense_identity(config)).name}.lock"
+    lock = root / LOCKS / f"{run_dir(root, 'dense', dense_identity(config)).name}.lock"
 
     def waiting(pid: str) -> None:
         print(f"ticketlab: {job.label}: waiting for process {pid or '?'}, which is writing the same runs in {root}",
@@ -135,10 +131,10 @@ def read_manifests(root: Path) -> list[dict]:
     for path in sorted(folder.glob("*.json")):
         try:
             record = read_json(path)
-            spec_from_manifest(record)
+            spec_from_record(record["spec"], "its spec")
             if record.get("status") not in MANIFEST_STATUSES:
                 raise ValueError(f"unknown status {record.get('status')!r}")
-        except (UnreadableFile, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (TicketlabError, KeyError, TypeError, ValueError, AttributeError) as e:  # UnreadableFile too
             raise TicketlabError(
                 f"sweep manifest {path} is damaged ({e}); delete it and rerun that sweep (finished runs are kept and "
                 "not retrained)"
@@ -152,43 +148,49 @@ MANIFEST_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def spec_from_manifest(record: dict) -> SweepSpec:
-    values = dict(record["spec"])
-    for key in ("criteria", "mask1", "mask0", "bases", "starts", "dwr"):
-        values[key] = tuple(values[key])
-    return SweepSpec(**values)
+    """The spec a manifest records, checked field by field as a sweep file is."""
+    return spec_from_record(record["spec"], record.get("path", "sweep manifest"))
 
 
 # --- execution ----------------------------------------------------------------------------------
 
-_QUEUE = None
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+@dataclass(frozen=True)
+class _SweepWork:
+    """`run_job` for an executor: picklable, so that a worker process can run it."""
+
+    root: Path
+    runtime: Runtime
+
+    def __call__(self, job: Job, report: Callable[[float], None]) -> None:
+        run_job(job, self.root, self.runtime, report)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent dies (Linux), and exit now if it already has.
-    Without it a SIGKILLed sweep's workers trained on into the store, then waited forever on a queue."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the check below still runs at the start
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
+class _ProgressBar:
+    """The sweep's one progress line, fed by an executor."""
 
+    def __init__(self, n_jobs: int, label: str, quiet: bool):
+        self.fractions = [0.0] * n_jobs
+        self.bar = None if quiet else ProgressLine(f"[{label}]")
 
-def _init_worker(queue, threads: int, parent: int) -> None:
-    global _QUEUE  # the worker process's own progress channel, set once at its start
-    _die_with_parent(parent)
-    _QUEUE = queue
-    flush_denormals(check=False)  # a fresh process: before its first parallel op, like the command line
-    torch.set_num_threads(threads)
+    def update(self, index: int, fraction: float) -> None:
+        if self.fractions[index] < 1.0:
+            self.fractions[index] = min(fraction, 1.0)
+        self._show()
 
+    def done(self, index: int) -> None:
+        self.fractions[index] = 1.0
+        self._show(force=True)
 
-def _worker(index: int, job: Job, root: Path, runtime: Runtime) -> int:
-    def report(fraction: float) -> None:
-        _QUEUE.put((index, fraction))
+    def _show(self, force: bool = False) -> None:
+        if self.bar is not None:
+            done = sum(f >= 1.0 for f in self.fractions)
+            n = len(self.fractions)
+            self.bar.update(sum(self.fractions), n, f"jobs {done}/{n} done,", force=force)
 
-    run_job(job, root, runtime, report)
-    return index
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def default_workers(n_jobs: int, cores: int | None = None) -> int:
@@ -205,71 +207,30 @@ def default_workers(n_jobs: int, cores: int | None = None) -> int:
     return min(range(1, cores + 1), key=lambda w: (math.ceil(n_jobs / w) / (cores // w), -w))
 
 
-def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False) -> float:
-    """Run jobs (in-process when one worker), one progress line; returns the wall time."""
-    bar = None if quiet else ProgressLine(f"[{label}]")
-    fractions = [0.0] * len(jobs)
+def executor_for(n_jobs: int, workers: int, runtime: Runtime) -> Executor:
+    """In this process for one worker (or one job), else a pool of worker processes of
+    `runtime.threads` (default: cores // workers) torch threads each."""
+    if workers <= 1 or n_jobs <= 1:
+        return InProcess()
+    return ProcessPool(workers, runtime.threads or max(1, (os.cpu_count() or 1) // workers))
+
+
+def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False,
+            executor: Executor | None = None) -> float:
+    """Run jobs with `executor` (default: `executor_for`), one progress line; returns the wall time."""
+    executor = executor or executor_for(len(jobs), workers, runtime)
+    bar = _ProgressBar(len(jobs), label, quiet)
     t0 = time.perf_counter()
-
-    def show(force: bool = False) -> None:
-        if bar is not None:
-            done = sum(f >= 1.0 for f in fractions)
-            bar.update(sum(fractions), len(jobs), f"jobs {done}/{len(jobs)} done,", force=force)
-
-    if workers <= 1 or len(jobs) <= 1:
-        for i, job in enumerate(jobs):
-
-            def report(fraction: float, i: int = i) -> None:
-                fractions[i] = min(fraction, 1.0)
-                show()
-
-            run_job(job, root, runtime, report)
-            fractions[i] = 1.0
-            show(force=True)
-    else:
-        _execute_pool(jobs, root, runtime, workers, fractions, show)
-    if bar is not None:
+    try:
+        executor.run(jobs, _SweepWork(root, runtime), bar)
+    finally:
         bar.close()
     return time.perf_counter() - t0
 
 
-def _execute_pool(jobs, root, runtime, workers, fractions, show) -> None:
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    import queue as queue_module
-
-    ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
-    q = ctx.Queue()
-    threads = runtime.threads or max(1, (os.cpu_count() or 1) // workers)
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                initargs=(q, threads, os.getpid())) as pool:
-        futures = {pool.submit(_worker, i, job, root, runtime): i for i, job in enumerate(jobs)}
-        pending = set(futures)
-        try:
-            while pending:
-                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for f in finished:
-                    f.result()  # re-raises a worker's error here
-                    fractions[futures[f]] = 1.0
-                while True:
-                    try:
-                        i, fraction = q.get_nowait()
-                    except queue_module.Empty:
-                        break
-                    if fractions[i] < 1.0:
-                        fractions[i] = min(fraction, 1.0)
-                show()
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            for p in list(pool._processes.values()):  # stop running workers now, not after their job
-                p.terminate()
-            raise
-
-
 def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False) -> float:
     """Run (or resume) a sweep into the store at `root`; returns the wall time of this invocation."""
-    ensure_writable(root, (RUNS, SWEEPS))
+    ensure_writable(root, (RUNS, SWEEPS, LOCKS))
     remove_stale_temporaries(root / RUNS)
     jobs = [Job(spec, seed) for seed in spec.seed_list]
     # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
@@ -296,7 +257,7 @@ def _covered_by_complete_manifest(root: Path, spec: SweepSpec) -> bool:
     try:
         record = read_json(path)
         done = spec_from_manifest(record)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, TicketlabError):  # damaged: this sweep rewrites it
         return False
     same = dataclasses.replace(done, seeds=spec.seeds, first_seed=spec.first_seed) == spec
     return record.get("status") == "complete" and same and set(spec.seed_list) <= set(done.seed_list)

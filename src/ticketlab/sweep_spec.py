@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -164,6 +164,11 @@ def _check_names(source: str, text: str, spec: SweepSpec, blame: Callable[[str],
     bad("mask1", spec.mask1, MASK1_ACTIONS)
     bad("mask0", spec.mask0, MASK0_ACTIONS)
     bad("starts", spec.starts, STARTS)
+    for key in _TUPLE_FIELDS:  # a repeated entry would train nothing new and list its rows twice
+        values = getattr(spec, key)
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} lists {repeated!r} twice")
     for base in spec.bases:
         if not (base == "converged" or re.fullmatch(r"val_accuracy_0\.\d+", base) or re.fullmatch(r"iterations_\d+", base)):
             raise TicketlabError(
@@ -224,6 +229,31 @@ def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | N
     spec = SweepSpec(**values, scale=scale, source=source)
     blame = _blamer(source, text, given)
     _check_names(source, text, spec, blame)
+    spec.train_config(spec.first_seed).validate(blame)
+    return spec
+
+
+def spec_from_record(values: Any, source: str) -> SweepSpec:
+    """A SweepSpec from its stored form (a sweep manifest's `spec`), checked as a sweep file is:
+    `TicketlabError` naming `source` for a wrong type or value."""
+    if not isinstance(values, dict):
+        raise TicketlabError(f"{source}: its spec is not a table of fields")
+    fields: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("scale", "source"):
+            if not isinstance(value, str):
+                raise TicketlabError(f"{source}: field {key!r} must be str, got {value!r}")
+            fields[key] = value
+        elif value is None and key in _FIELDS and _FIELDS[key].default is None:
+            fields[key] = None
+        else:
+            fields[key] = _coerce(source, "", key, value)
+    for key in ("name", "kind"):
+        if key not in fields:
+            raise TicketlabError(f"{source}: missing required field {key!r}")
+    spec = SweepSpec(**fields)
+    blame = _blamer(source, "", {})
+    _check_names(source, "", spec, blame)
     spec.train_config(spec.first_seed).validate(blame)
     return spec
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def run_train(
     remove_stale_temporaries(out_root)  # what killed earlier runs of this host left
     if finished(run_dir, repair):
         if not quiet:
-            print(f"already done: {run_dir}", flush=True)
+            print(f"already done: {run_dir}", file=sys.stderr, flush=True)  # stdout is the run directory alone
         return run_dir
     data = load_dataset(resolved.dataset, data_dir, download)
     if resolved.batch_size > len(data.train_x):  # validate() knows only the canonical sizes
