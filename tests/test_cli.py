@@ -38,8 +38,8 @@ def test_train_writes_run_dir_and_rerun_skips(tmp_path):
         assert f["fc1.weight"].shape == (784, 300) and f["fc3.bias"].shape == (10,)
     # same command again: found, not retrained; the printed path is the same
     again = _run(["train", "--net", "fc", "--iterations", "120", "--eval-every", "60", "--out", str(out)])
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == str(run_dir)
-    assert "already done" in again.stdout
+    assert again.returncode == 0 and again.stdout.strip().splitlines() == [str(run_dir)]  # RUN=$(ticketlab train ...)
+    assert "already done" in again.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
