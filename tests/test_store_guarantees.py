@@ -261,16 +261,17 @@ def test_manifest_names_differ_by_spec_not_by_seed_slice(tmp_path):
     assert manifest_path(tmp_path, base).name.startswith("three_")
 
 
-def test_sweep_refuses_an_unwritable_runs_folder_before_training(tmp_path, capsys):
+@pytest.mark.parametrize("folder", ["runs", "locks"])
+def test_a_store_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys, folder):
     root = tmp_path / "o"
     root.mkdir()
-    (root / "runs").write_text("a file where the runs folder goes")
+    (root / folder).write_text("a file where the folder goes")
     toml = tmp_path / "s.toml"
     toml.write_text(THREE)
     assert main(["sweep", str(toml), "--out", str(root), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "runs" in err[0]
-    assert not (root / "sweeps").exists() or not list((root / "sweeps").iterdir())
+    assert len(err) == 1 and f"{root / folder}:" in err[0] and "it is a file" in err[0], err
+    assert not list((root / "sweeps").glob("*.json")) if (root / "sweeps").exists() else True
 
 
 def _edit_manifest(root: Path, edit) -> Path:
@@ -293,18 +294,6 @@ def test_a_manifest_with_wrong_values_is_one_line(finished_store, tmp_path, caps
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(path) in err[0] and "damaged" in err[0], err
-
-
-def test_a_locks_folder_that_is_a_file_is_refused_before_anything_is_written(tmp_path, capsys):
-    root = tmp_path / "o"
-    root.mkdir()
-    (root / "locks").write_text("x")
-    toml = tmp_path / "s.toml"
-    toml.write_text(THREE)
-    assert main(["sweep", str(toml), "--out", str(root), "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "locks" in err[0] and "it is a file" in err[0]
-    assert not list((root / "sweeps").glob("*.json")) if (root / "sweeps").exists() else True
 
 
 def test_results_note_the_missing_runs_of_a_complete_sweep(finished_store, tmp_path, capsys):
