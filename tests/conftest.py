@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ticketlab.data import load_dataset
-from ticketlab.numerics import flush_denormals
+from ticketlab.data.idx import load_dataset
+from ticketlab.core.numerics import flush_denormals
 
 # As the command line does: before any torch work starts the thread pool, so every thread flushes.
 flush_denormals(check=False)

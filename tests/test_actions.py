@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ticketlab.actions import (
+from ticketlab.pruning.actions import (
     MASK0_ACTIONS,
     MASK1_ACTIONS,
     check_mask0,
@@ -10,7 +10,7 @@ from ticketlab.actions import (
     mask1_start,
     start_weights,
 )
-from ticketlab.errors import TicketlabError
+from ticketlab.core.errors import TicketlabError
 
 W0 = torch.tensor([0.5, -0.2, 0.3, -0.4, 0.1, 0.6], dtype=torch.float64)
 C = 0.3593976442141304  # np.std(W0): mean 0.15, sum of squared deviations 0.775, / 6, sqrt

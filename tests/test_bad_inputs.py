@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from test_bad_data import refused
-from ticketlab.nets import get_net
-from ticketlab.train_run import read_mask_file
+from ticketlab.nets.specs import get_net
+from ticketlab.experiments.train import read_mask_file
 
 SPEC = """\
 name = "tiny"
@@ -81,7 +81,7 @@ def test_out_of_range_numbers_in_a_sweep_file(tmp_path, capsys, field, message):
 
 
 def test_flag_override_is_blamed_on_the_flag_and_iterations_replace_epochs(tmp_path, capsys):
-    from ticketlab.sweep_spec import load_sweep
+    from ticketlab.experiments.spec import load_sweep
 
     path = _spec(tmp_path, SPEC.replace("iterations = 5", "epochs = 2"))
     assert load_sweep(path, "full", {"iterations": 7}).train_config(0).resolved().iterations == 7
@@ -118,7 +118,7 @@ def test_sweep_name_cannot_leave_out_or_break_the_path(tmp_path, capsys, name):
 
 
 def test_dotted_and_dashed_names_are_fine():
-    from ticketlab.sweep_spec import parse_spec
+    from ticketlab.experiments.spec import parse_spec
 
     assert parse_spec(SPEC.replace('"tiny"', '"my-sweep_v1.2"'), "s.toml", "full").name == "my-sweep_v1.2"
 

@@ -205,7 +205,7 @@ def test_report_scale_says_what_was_run(store, tmp_path, capsys):
 
 def test_scale_label_calls_only_the_paper_protocol_so():
     from ticketlab.reproduce import STUDY_PRESETS, scale_label
-    from ticketlab.sweep_spec import load_sweep
+    from ticketlab.experiments.spec import load_sweep
 
     full = scale_label([load_sweep(name, "full") for name in STUDY_PRESETS])
     assert full.startswith("full: the paper protocol.") and "5 seeds, the full SPEC §3 schedule" in full

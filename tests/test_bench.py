@@ -9,12 +9,16 @@ import math
 import pytest
 import torch
 
-from ticketlab import bench, forward as fwd, trainer
-from ticketlab.forward import fc_grads, forward, loss_grad, member_losses
-from ticketlab.nets import get_net, init_weights
-from ticketlab.numerics import flush_denormals
-from ticketlab.seeds import generator
-from ticketlab.trainer import MemberStart, Schedule, _CohortState, _adam_step, evaluate, train_cohort
+from ticketlab import bench
+
+from ticketlab.nets import forward as fwd
+
+from ticketlab.training import loop as trainer
+from ticketlab.nets.forward import fc_grads, forward, loss_grad, member_losses
+from ticketlab.nets.specs import get_net, init_weights
+from ticketlab.core.numerics import flush_denormals
+from ticketlab.core.seeds import generator
+from ticketlab.training.loop import MemberStart, Schedule, _CohortState, _adam_step, evaluate, train_cohort
 
 FC = get_net("fc")
 CPU = torch.device("cpu")

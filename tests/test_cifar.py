@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from ticketlab import cifar
-from ticketlab.data import load_dataset
-from ticketlab.errors import TicketlabError
+from ticketlab.data import cifar
+from ticketlab.data.idx import load_dataset
+from ticketlab.core.errors import TicketlabError
 
 N_PER_BATCH = 1100  # 5 x 1100 = 5500 >= the 5000 validation images from_arrays draws
 N_TEST = 200

@@ -101,7 +101,7 @@ def test_device_cuda_without_a_gpu_is_one_line_exit_2(command, capsys, tmp_path)
 
 
 def test_corrupt_data_and_unwritable_out_via_subprocess(tmp_path):
-    from ticketlab.data import IDX_FILES, mnist_dir
+    from ticketlab.data.idx import IDX_FILES, mnist_dir
 
     bad = tmp_path / "mnist"
     bad.mkdir()

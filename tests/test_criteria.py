@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ticketlab.criteria import CRITERIA, check_criterion, is_percentile_rule, score
-from ticketlab.errors import TicketlabError
-from ticketlab.pruning import prune_lowest
+from ticketlab.pruning.criteria import CRITERIA, check_criterion, is_percentile_rule, score
+from ticketlab.core.errors import TicketlabError
+from ticketlab.pruning.prune import prune_lowest
 
 # sign(w_i) = [+, -, 0, +, -], sign(w_f) = [+, +, +, +, -]: same sign at 0, 3, 4.
 W_I = torch.tensor([0.5, -0.2, 0.0, 0.3, -0.4], dtype=torch.float64)

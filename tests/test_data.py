@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketlab.data import IDX_FILES, load_dataset, mnist_dir, split_indices
-from ticketlab.errors import TicketlabError
+from ticketlab.data.idx import IDX_FILES, load_dataset, mnist_dir, split_indices
+from ticketlab.core.errors import TicketlabError
 
 
 def test_val_indices_equal_the_legacy_numpy_rule():

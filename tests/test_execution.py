@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ticketlab.errors import TicketlabError
-from ticketlab.execution import InProcess, ProcessPool
+from ticketlab.core.errors import TicketlabError
+from ticketlab.execution.pool import InProcess, ProcessPool
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ticketlab.figures import CRITERIA_ORDER, CRITERION_COLORS, make_figures
+from ticketlab.analysis.figures import CRITERIA_ORDER, CRITERION_COLORS, make_figures
 
 ROUNDS = range(11)  # 100% .. 10.7% remaining: levels near 41% and 17% exist, none near 7%
 # Offsets from random in accuracy per round (x 0.1 percentage point): the good members of a pair
@@ -169,7 +169,7 @@ def test_bad_band_is_refused(tmp_path):
 
 
 def test_criterion_colours_cover_every_criterion_once():
-    from ticketlab.criteria import CRITERIA
+    from ticketlab.pruning.criteria import CRITERIA
 
     assert tuple(CRITERIA_ORDER) == tuple(CRITERIA)
     assert set(CRITERION_COLORS) == set(CRITERIA)

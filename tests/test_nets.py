@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from ticketlab.nets import NETS, TRUNCATED_NORMAL_STD, get_net, init_weights
-from ticketlab.seeds import generator
+from ticketlab.nets.specs import NETS, TRUNCATED_NORMAL_STD, get_net, init_weights
+from ticketlab.core.seeds import generator
 
 SPEC_COUNTS = {"fc": 266_200, "conv2": 4_300_992, "conv4": 2_425_024, "conv6": 2_261_184}
 

@@ -6,10 +6,10 @@ import sys
 
 import torch
 
-from ticketlab.nets import get_net, init_weights
-from ticketlab.numerics import flush_everywhere
-from ticketlab.seeds import generator
-from ticketlab.trainer import MemberStart, _CohortState
+from ticketlab.nets.specs import get_net, init_weights
+from ticketlab.core.numerics import flush_everywhere
+from ticketlab.core.seeds import generator
+from ticketlab.training.loop import MemberStart, _CohortState
 
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 
@@ -26,7 +26,7 @@ def test_a_pool_started_before_is_set_too():
     code = (
         "import torch, warnings; warnings.simplefilter('error'); torch.set_num_threads(2); "
         "torch.randn(2048, 2048).sum(); "
-        "from ticketlab.numerics import flush_everywhere, flush_denormals; "
+        "from ticketlab.core.numerics import flush_everywhere, flush_denormals; "
         "torch.set_flush_denormal(True); before = flush_everywhere(); "
         "print(before, flush_denormals(), flush_everywhere())"
     )

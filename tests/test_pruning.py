@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ticketlab.errors import TicketlabError
-from ticketlab.pruning import (
+from ticketlab.core.errors import TicketlabError
+from ticketlab.pruning.prune import (
     oneshot_prune_count,
     oneshot_schedule,
     percentile_rule_prune,

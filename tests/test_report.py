@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from test_figures import png_size, synthetic_results
-from ticketlab.claims import check_claims, paired_ci, t_quantile_975
-from ticketlab.figures import make_figures
-from ticketlab.report import published_comparison, summary_tables, write_report
+from ticketlab.analysis.claims import check_claims, paired_ci, t_quantile_975
+from ticketlab.analysis.figures import make_figures
+from ticketlab.analysis.report import published_comparison, summary_tables, write_report
 
 META = {
     "scale": "quick: fewer rounds, shorter training; qualitative only",

@@ -58,7 +58,7 @@ def test_results_csv(sweep_dir, tmp_path):
 
 
 def test_report_shows_real_images_and_table_numbers(sweep_dir, tmp_path, capsys):
-    from ticketlab.results import results_frame
+    from ticketlab.analysis.table import results_frame
 
     assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()

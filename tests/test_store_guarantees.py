@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from ticketlab.cli import main
-from ticketlab.errors import TicketlabError
-from ticketlab.store import TMP_PREFIX, damaged_files, holding, remove_stale_temporaries
-from ticketlab.sweep import Runtime, manifest_path, read_manifests, run_sweep
-from ticketlab.sweep_spec import load_sweep
+from ticketlab.core.errors import TicketlabError
+from ticketlab.store.files import TMP_PREFIX, damaged_files, holding, remove_stale_temporaries
+from ticketlab.execution.sweep import Runtime, manifest_path, read_manifests, run_sweep
+from ticketlab.experiments.spec import load_sweep
 
 THREE = """\
 name = "three"
@@ -34,7 +34,7 @@ rounds = 2
 
 
 def _results(root: Path) -> str:
-    from ticketlab.results import result_rows, to_csv
+    from ticketlab.analysis.table import result_rows, to_csv
 
     return to_csv(result_rows(root))
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticketlab.config import TrainConfig, run_name
-from ticketlab.errors import TicketlabError
-from ticketlab.nets import get_net, init_weights
-from ticketlab.pruning import oneshot_masks, oneshot_prune_count, prune_oneshot
-from ticketlab.runstore import dense_identity, round_identity, run_dir
-from ticketlab.seeds import generator
-from ticketlab.sweep import default_workers
-from ticketlab.supermask import supermask_identity
-from ticketlab.sweep_spec import load_sweep, parse_spec, preset_names
+from ticketlab.training.config import TrainConfig, run_name
+from ticketlab.core.errors import TicketlabError
+from ticketlab.nets.specs import get_net, init_weights
+from ticketlab.pruning.prune import oneshot_masks, oneshot_prune_count, prune_oneshot
+from ticketlab.store.runs import dense_identity, round_identity, run_dir
+from ticketlab.core.seeds import generator
+from ticketlab.execution.sweep import default_workers
+from ticketlab.experiments.supermask import supermask_identity
+from ticketlab.experiments.spec import load_sweep, parse_spec, preset_names
 
 TINY = """\
 name = "tiny"
@@ -124,7 +124,7 @@ def _sweep(args: list[str]) -> subprocess.Popen:
 
 
 def _results(root: Path) -> str:
-    from ticketlab.results import result_rows, to_csv
+    from ticketlab.analysis.table import result_rows, to_csv
 
     return to_csv(result_rows(root))
 
@@ -193,7 +193,7 @@ def test_results_rows_follow_spec_levels(tmp_path):
     spec.write_text(TINY.replace('mask0 = ["zero", "freeze_init"]', 'mask0 = ["zero"]').replace("rounds = 3", "rounds = 2"))
     proc = _sweep([str(spec), "--scale", "full", "--out", str(tmp_path / "o")])
     assert proc.wait() == 0, proc.stderr.read()
-    from ticketlab.results import result_rows
+    from ticketlab.analysis.table import result_rows
 
     rows = result_rows(tmp_path / "o")
     lf = sorted((r for r in rows if r["criterion"] == "large_final"), key=lambda r: r["round"])
@@ -203,7 +203,7 @@ def test_results_rows_follow_spec_levels(tmp_path):
     assert all(r["experiment"] == "tiny" and r["mask1"] == "rewind" and r["base"] is None for r in rows)
     # the rewind/zero start of round 1 is the init times the mask
     run = next((tmp_path / "o" / "runs").glob("round_*"))
-    from ticketlab.store import load_arrays, unpack_masks
+    from ticketlab.store.files import load_arrays, unpack_masks
 
     start = load_arrays(run / "start.npz")["fc1.weight"]
     mask = unpack_masks(["fc1"], load_arrays(run / "masks.npz"))[0].numpy()
@@ -212,8 +212,8 @@ def test_results_rows_follow_spec_levels(tmp_path):
 
 
 def test_supermask_large_final_same_sign_beats_random(mnist):
-    from ticketlab.supermask import evaluate_supermasks
-    from ticketlab.trainer import MemberStart, Schedule, train_cohort
+    from ticketlab.experiments.supermask import evaluate_supermasks
+    from ticketlab.training.loop import MemberStart, Schedule, train_cohort
 
     spec = get_net("fc")
     init = init_weights(spec, generator(0, "init"))

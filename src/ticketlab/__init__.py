@@ -1,7 +1,7 @@
 """ticketlab: reproducible experiments of Deconstructing Lottery Tickets (Zhou et al., NeurIPS 2019)."""
 from __future__ import annotations
 
-from .pruning import prune_layer, pruning_schedule
+from .pruning.prune import prune_layer, pruning_schedule
 
 __version__ = "0.1.0"
 

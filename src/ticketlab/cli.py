@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import TrainConfig, add_dataclass_arguments, dataclass_from_namespace
-from .device import DEVICES
-from .errors import TicketlabError
+from .training.config import TrainConfig, add_dataclass_arguments, dataclass_from_namespace
+from .core.device import DEVICES
+from .core.errors import TicketlabError
 
 # Far above any machine's cores (threads) or seeds (workers); a typo such as 4294967297 would
 # otherwise overflow torch's C int, or start a pool sized for it.
@@ -54,10 +54,10 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .nets import get_net
-    from .store import ensure_writable
-    from .train_run import read_mask_file, run_train
+    from .core.device import resolve_device
+    from .nets.specs import get_net
+    from .store.files import ensure_writable
+    from .experiments.train import read_mask_file, run_train
 
     config = dataclass_from_namespace(TrainConfig, ns)
     config.validate()
@@ -72,9 +72,9 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(ns: argparse.Namespace) -> int:
-    from .store import ensure_writable
-    from .sweep import Runtime, run_sweep
-    from .sweep_spec import load_sweep, preset_names, preset_text
+    from .store.files import ensure_writable
+    from .execution.sweep import Runtime, run_sweep
+    from .experiments.spec import load_sweep, preset_names, preset_text
 
     if ns.list:
         import tomllib
@@ -90,7 +90,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
     runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair)
-    from .device import resolve_device
+    from .core.device import resolve_device
 
     resolve_device(ns.device)
     ensure_writable(ns.out)
@@ -101,8 +101,8 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
 
 
 def _cmd_results(ns: argparse.Namespace) -> int:
-    from .results import format_table, incomplete_sweeps, result_rows, to_csv
-    from .store import write_output
+    from .analysis.table import format_table, incomplete_sweeps, result_rows, to_csv
+    from .store.files import write_output
 
     if not ns.dir.is_dir():
         raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
@@ -116,7 +116,7 @@ def _cmd_results(ns: argparse.Namespace) -> int:
         write_output(ns.csv, lambda path: path.write_text(text, encoding="utf-8"))
         print(f"wrote {len(rows)} rows to {ns.csv}", file=sys.stderr)
     elif ns.parquet is not None:
-        from .results import results_frame
+        from .analysis.table import results_frame
 
         frame = results_frame(ns.dir)
         try:
@@ -154,10 +154,10 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(ns: argparse.Namespace) -> int:
-    from .device import resolve_device
+    from .core.device import resolve_device
     from .reproduce import reproduce, study_specs
-    from .store import ensure_writable
-    from .sweep import Runtime
+    from .store.files import ensure_writable
+    from .execution.sweep import Runtime
 
     _check_count("--workers", ns.workers, MAX_THREADS)
     specs = study_specs(ns.scale, ns.seeds)
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    from .numerics import flush_denormals
+    from .core.numerics import flush_denormals
 
     flush_denormals(check=False)  # before torch starts its thread pool, so that every thread inherits it
     signal.signal(signal.SIGTERM, _terminated)  # timeout, docker stop, a batch scheduler: stop as on Ctrl-C

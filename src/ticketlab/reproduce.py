@@ -5,19 +5,19 @@ import sys
 import time
 from pathlib import Path
 
-from .config import TrainConfig
-from .device import environment, resolve_device
-from .errors import TicketlabError
-from .store import ensure_writable
-from .sweep import Runtime, read_manifests, run_sweep, spec_from_manifest
-from .sweep_spec import SPEC_ROUNDS, SweepSpec, load_sweep
+from .training.config import TrainConfig
+from .core.device import environment, resolve_device
+from .core.errors import TicketlabError
+from .store.files import ensure_writable
+from .execution.sweep import Runtime, read_manifests, run_sweep, spec_from_manifest
+from .experiments.spec import SPEC_ROUNDS, SweepSpec, load_sweep
 
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training")
 PAPER_SEEDS = 5
 
 
 def _frame(root: Path):
-    from .results import results_frame
+    from .analysis.table import results_frame
 
     return results_frame(root)
 
@@ -33,7 +33,7 @@ def _need_plotting() -> None:
 def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Figures of every experiment in a sweep directory."""
     _need_plotting()
-    from .figures import make_figures
+    from .analysis.figures import make_figures
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
     out = out or root / "figures"
@@ -102,8 +102,8 @@ def meta_of(root: Path, extra: dict | None = None) -> dict:
 def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict | None = None) -> tuple[Path, Path]:
     """Figures plus the HTML and Markdown report of a sweep directory."""
     _need_plotting()
-    from .figures import make_figures
-    from .report import write_report
+    from .analysis.figures import make_figures
+    from .analysis.report import write_report
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
     meta = meta_of(root, extra_meta)

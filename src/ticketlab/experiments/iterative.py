@@ -13,12 +13,12 @@ from typing import Callable
 
 import torch
 
-from .actions import start_weights
-from .config import TrainConfig
-from .data import Dataset, load_dataset
-from .nets import NetSpec, get_net, init_weights
-from .pruning import prune_count, prune_n
-from .runstore import (
+from ..pruning.actions import start_weights
+from ..training.config import TrainConfig
+from ..data.idx import Dataset, load_dataset
+from ..nets.specs import NetSpec, get_net, init_weights
+from ..pruning.prune import prune_count, prune_n
+from ..store.runs import (
     RunState,
     dense_identity,
     dense_snapshots,
@@ -28,9 +28,9 @@ from .runstore import (
     write_dense,
     write_round,
 )
-from .seeds import derive_seed, generator
-from .store import finished, reading_run
-from .trainer import MemberStart, train_cohort
+from ..core.seeds import derive_seed, generator
+from ..store.files import finished, reading_run
+from ..training.loop import MemberStart, train_cohort
 
 Fraction = Callable[[float], None]  # reports progress of the current job in [0, 1]
 

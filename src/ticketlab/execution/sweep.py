@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .device import environment, resolve_device
-from .execution import Executor, InProcess, ProcessPool
-from .iterative import Chain, DataCache, ensure_dense, run_chains
-from .progress import ProgressLine
-from .errors import TicketlabError
-from .runstore import RUNS, dense_identity, run_dir
-from .store import ensure_writable, holding, read_json, remove_stale_temporaries, write_json
-from .supermask import run_supermask
-from .sweep_spec import SweepSpec, spec_from_record
+from ..core.device import environment, resolve_device
+from ..execution.pool import Executor, InProcess, ProcessPool
+from ..experiments.iterative import Chain, DataCache, ensure_dense, run_chains
+from ..core.progress import ProgressLine
+from ..core.errors import TicketlabError
+from ..store.runs import RUNS, dense_identity, run_dir
+from ..store.files import ensure_writable, holding, read_json, remove_stale_temporaries, write_json
+from ..experiments.supermask import run_supermask
+from ..experiments.spec import SweepSpec, spec_from_record
 
 SWEEPS = "sweeps"
 LOCKS = "locks"

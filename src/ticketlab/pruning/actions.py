@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 _BASE_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
 MASK1_ACTIONS: tuple[str, ...] = ("rewind",) + _BASE_MASK1 + tuple(f"{a}_rescaled" for a in _BASE_MASK1)

@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
-from .data import Dataset
-from .forward import ALIGN, CUDA_LANES, FCPass, aligned_members, fc_grads, forward, member_losses
-from .nets import NetSpec
-from .numerics import cuda_float32, flush_denormals
-from .seeds import generator
+from ..data.idx import Dataset
+from ..nets.forward import ALIGN, CUDA_LANES, FCPass, aligned_members, fc_grads, forward, member_losses
+from ..nets.specs import NetSpec
+from ..core.numerics import cuda_float32, flush_denormals
+from ..core.seeds import generator
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 TEST_EVAL_POLICIES = ("all", "on_best")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10")
 # One example of each dataset as (channels, height, width); the FC net takes it flattened.
@@ -189,7 +189,7 @@ def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.
 
 
 def mnist_dir() -> Path:
-    return Path(str(resources.files("ticketlab") / "datasets" / "mnist"))
+    return Path(str(resources.files("ticketlab.data") / "mnist"))
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
@@ -210,7 +210,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
             )
         return _from_idx(name, directory, load_idx_dir(directory))
     if name == "cifar10":
-        from .cifar import load_cifar10
+        from ..data.cifar import load_cifar10
 
         return load_cifar10(data_dir, download=download)
     raise TicketlabError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

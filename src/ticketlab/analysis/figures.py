@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import TicketlabError
-from .names import CRITERIA
+from ..core.errors import TicketlabError
+from ..pruning.names import CRITERIA
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -496,7 +496,7 @@ def _title(name: str, net: str, dataset: str, rows: pd.DataFrame) -> str:
 
 
 def _save(fig: "Figure", out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    from .store import write_output  # the run store pulls in torch: only when saving
+    from ..store.files import write_output  # the run store pulls in torch: only when saving
 
     paths = []
     for fmt in formats:

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig, content_hash, identity
-from .data import load_dataset
-from .device import environment
-from .errors import TicketlabError
-from .nets import NetSpec, get_net, init_weights
-from .progress import ProgressLine
-from .seeds import generator
-from .store import (
+from ..training.config import TrainConfig, content_hash, identity
+from ..data.idx import load_dataset
+from ..core.device import environment
+from ..core.errors import TicketlabError
+from ..nets.specs import NetSpec, get_net, init_weights
+from ..core.progress import ProgressLine
+from ..core.seeds import generator
+from ..store.files import (
     SUMMARY,
     building,
     UnreadableFile,
@@ -29,7 +29,7 @@ from .store import (
     weight_arrays,
     write_json,
 )
-from .trainer import MemberStart, train_cohort
+from ..training.loop import MemberStart, train_cohort
 
 
 def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:

@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import TicketlabError
-from .nets import get_net
-from .runstore import dense_identity, round_identity, run_dir
-from .store import SUMMARY, UnreadableFile, finished, read_json, reading_run
-from .supermask import read_rows, supermask_identity
-from .sweep import bases_of, chains_of, read_manifests, spec_from_manifest
+from ..core.errors import TicketlabError
+from ..nets.specs import get_net
+from ..store.runs import dense_identity, round_identity, run_dir
+from ..store.files import SUMMARY, UnreadableFile, finished, read_json, reading_run
+from ..experiments.supermask import read_rows, supermask_identity
+from ..execution.sweep import bases_of, chains_of, read_manifests, spec_from_manifest
 
 COLUMNS = (
     "experiment", "net", "dataset", "seed", "criterion", "mask1", "mask0", "round", "remaining_weights",

@@ -11,12 +11,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from .actions import MASK0_ACTIONS, MASK1_ACTIONS
-from .config import MAX_SEED, TrainConfig
-from .criteria import CRITERIA
-from .data import DATASETS
-from .errors import TicketlabError
-from .nets import NETS
+from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS
+from ..training.config import MAX_SEED, TrainConfig
+from ..pruning.criteria import CRITERIA
+from ..data.idx import DATASETS
+from ..core.errors import TicketlabError
+from ..nets.specs import NETS
 
 KINDS = ("iterative", "supermask")
 SCALES = ("quick", "full")
@@ -259,12 +259,12 @@ def spec_from_record(values: Any, source: str) -> SweepSpec:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("ticketlab") / "presets"
+    folder = resources.files("ticketlab.experiments") / "presets"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
 def preset_text(name: str) -> str:
-    return (resources.files("ticketlab") / "presets" / f"{name}.toml").read_text()
+    return (resources.files("ticketlab.experiments") / "presets" / f"{name}.toml").read_text()
 
 
 def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:

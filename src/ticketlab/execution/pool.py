@@ -20,7 +20,7 @@ import signal
 import traceback
 from typing import Any, Callable, Protocol, Sequence
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 Work = Callable[[Any, Callable[[float], None]], None]
 
@@ -142,7 +142,7 @@ def _worker_main(tasks, results, work: Work, threads: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     import torch
 
-    from .numerics import flush_denormals
+    from ..core.numerics import flush_denormals
 
     flush_denormals(check=False)  # a fresh process: before its first parallel op, like the command line
     torch.set_num_threads(threads)

@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import TicketlabError
-from .names import CRITERIA
+from ..core.errors import TicketlabError
+from ..pruning.names import CRITERIA
 
 
 # Criteria that keep the top region of |w_i| and |w_f| at one shared percentile (SPEC §5).

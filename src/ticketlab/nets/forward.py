@@ -41,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .nets import NetSpec
+from ..nets.specs import NetSpec
 
 # Members per batched product on a CUDA GPU: the criteria figure's cohort (13 criteria of one seed
 # and round), so that its step runs unpadded.

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .figures import (
+from ..analysis.figures import (
     best_over_levels,
     experiment_rows,
     net_groups,

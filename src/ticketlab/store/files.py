@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 SUMMARY = "summary.json"
 

@@ -13,14 +13,14 @@ from typing import Any, Callable
 
 import torch
 
-from .actions import density_multiplier
-from .config import TrainConfig
-from .nets import NetSpec, get_net
-from .pruning import oneshot_masks, oneshot_prune_count
-from .runstore import RUNS, dense_identity, read_base, run_dir
-from .seeds import derive_seed
-from .store import SUMMARY, building, finished, read_json, reading_run, write_json
-from .trainer import evaluate
+from ..pruning.actions import density_multiplier
+from ..training.config import TrainConfig
+from ..nets.specs import NetSpec, get_net
+from ..pruning.prune import oneshot_masks, oneshot_prune_count
+from ..store.runs import RUNS, dense_identity, read_base, run_dir
+from ..core.seeds import derive_seed
+from ..store.files import SUMMARY, building, finished, read_json, reading_run, write_json
+from ..training.loop import evaluate
 
 EVAL_STACK = 26  # networks evaluated together
 

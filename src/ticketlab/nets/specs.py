@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 # TF1's truncated_normal keeps draws in [-2 sigma, 2 sigma]; the std of that truncated unit
 # normal is this constant, so glorot_normal divides by it to realise the Glorot std.

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor
 
-from .criteria import check_criterion, is_percentile_rule, score
-from .errors import TicketlabError
-from .nets import get_net
+from ..pruning.criteria import check_criterion, is_percentile_rule, score
+from ..core.errors import TicketlabError
+from ..nets.specs import get_net
 
 PERCENTILE_TOLERANCE = 1e-4  # bisection stops once the interval of t (in percent) is this narrow
 

@@ -15,9 +15,9 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from .claims import Claim, check_claims
-from .errors import TicketlabError
-from .figures import (
+from ..analysis.claims import Claim, check_claims
+from ..core.errors import TicketlabError
+from ..analysis.figures import (
     ITERATIVE_EXPERIMENTS,
     SUPERMASK_EXPERIMENTS,
     curve_keys,
@@ -453,7 +453,7 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
 
 def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path]) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
-    from .store import write_output  # the run store pulls in torch: only when writing
+    from ..store.files import write_output  # the run store pulls in torch: only when writing
 
     out_dir = Path(out_dir)
     try:

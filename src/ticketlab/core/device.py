@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import TicketlabError
+from ..core.errors import TicketlabError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -35,7 +35,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    from .numerics import NUMERICS, flush_everywhere
+    from ..core.numerics import NUMERICS, flush_everywhere
 
     env["numerics"] = NUMERICS
     if device.type == "cpu":

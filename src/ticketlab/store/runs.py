@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TrainConfig, content_hash, identity
-from .device import environment
-from .nets import NetSpec
-from .store import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
-from .trainer import MemberResult
+from ..training.config import TrainConfig, content_hash, identity
+from ..core.device import environment
+from ..nets.specs import NetSpec
+from ..store.files import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
+from ..training.loop import MemberResult
 
 RUNS = "runs"
 
@@ -33,7 +33,7 @@ def train_identity(config: TrainConfig) -> dict[str, Any]:
 def dense_snapshots(iterations: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Snapshots every dense run keeps (for the supermask bases): a log-spaced set of iterations
     below the run's length, and the first steps reaching 25/50/75% val accuracy."""
-    from .sweep_spec import BASE_ITERATIONS, VAL_ACCURACY_BASES
+    from ..experiments.spec import BASE_ITERATIONS, VAL_ACCURACY_BASES
 
     return tuple(i for i in BASE_ITERATIONS if i < iterations), VAL_ACCURACY_BASES
 
