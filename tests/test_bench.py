@@ -13,12 +13,16 @@ from ticketlab import bench
 
 from ticketlab.nets import forward as fwd
 
-from ticketlab.training import loop as trainer
+from ticketlab.training import adam, state as cohort_state
 from ticketlab.nets.forward import fc_grads, forward, loss_grad, member_losses
 from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.core.numerics import flush_denormals
 from ticketlab.core.seeds import generator
-from ticketlab.training.loop import MemberStart, Schedule, _CohortState, _adam_step, evaluate, train_cohort
+from ticketlab.training.adam import _adam_step
+from ticketlab.training.evaluate import evaluate
+from ticketlab.training.loop import train_cohort
+from ticketlab.training.schedule import MemberStart, Schedule
+from ticketlab.training.state import _CohortState
 
 FC = get_net("fc")
 CPU = torch.device("cpu")
@@ -350,7 +354,7 @@ def test_fused_tf1_adam_matches_the_foreach_reference():
         grads[0][:100] = 0.0  # "pruned"
         _adam_step(p_ref, grads, m_ref, v_ref, step, 1.2e-3)
         step_t.fill_(step)
-        torch._fused_adam_(p_fused, grads, m_f, v_f, [], [step_t] * 2, **trainer.tf1_adam_fused_args(step, 1.2e-3))
+        torch._fused_adam_(p_fused, grads, m_f, v_f, [], [step_t] * 2, **adam.tf1_adam_fused_args(step, 1.2e-3))
     for a, b in zip(p_ref, p_fused):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.equal(p_fused[0][:100], p0[0][:100])
@@ -490,7 +494,7 @@ def test_cohort_padded_with_fillers_trains_its_members_unchanged(mnist, monkeypa
     numbers, and every view shows the real members only."""
     members = _members(FC, densities)
     plain = _CohortState(FC, members, 1.2e-3, CPU)
-    monkeypatch.setattr(trainer, "cohort_lanes", lambda spec, device: 4)
+    monkeypatch.setattr(cohort_state, "cohort_lanes", lambda spec, device: 4)
     padded = _CohortState(FC, members, 1.2e-3, CPU)
     assert padded.layout.k == 4 * -(-len(members) // 4) > len(members)
     # the gradients run in one batched pass per group of lanes; without lanes, one for the cohort

@@ -38,12 +38,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .data.idx import load_dataset
+from .data import load_dataset
 from .core.device import cpu_model, resolve_device
 from .nets.specs import NetSpec, get_net, init_weights
 from .core.numerics import cuda_float32
 from .core.seeds import generator
-from .training.loop import MemberStart, Schedule, _CohortState, evaluate, train_cohort
+from .training.evaluate import evaluate
+from .training.loop import train_cohort
+from .training.schedule import MemberStart, Schedule
+from .training.state import _CohortState
 
 BATCH = 60
 COHORT = 13  # the criteria figure trains its 13 criteria of one seed and round as one cohort

@@ -9,7 +9,8 @@ import torch
 from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.core.numerics import flush_everywhere
 from ticketlab.core.seeds import generator
-from ticketlab.training.loop import MemberStart, _CohortState
+from ticketlab.training.schedule import MemberStart
+from ticketlab.training.state import _CohortState
 
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 

@@ -213,7 +213,8 @@ def test_results_rows_follow_spec_levels(tmp_path):
 
 def test_supermask_large_final_same_sign_beats_random(mnist):
     from ticketlab.experiments.supermask import evaluate_supermasks
-    from ticketlab.training.loop import MemberStart, Schedule, train_cohort
+    from ticketlab.training.loop import train_cohort
+    from ticketlab.training.schedule import MemberStart, Schedule
 
     spec = get_net("fc")
     init = init_weights(spec, generator(0, "init"))

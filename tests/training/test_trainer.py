@@ -6,10 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from ticketlab.data.idx import load_dataset
+from ticketlab.data import load_dataset
 from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.core.seeds import generator
-from ticketlab.training.loop import MemberStart, Schedule, train_cohort
+from ticketlab.training.loop import train_cohort
+from ticketlab.training.schedule import MemberStart, Schedule
 
 FC = get_net("fc")
 
@@ -71,7 +72,7 @@ def test_evaluation_points_and_early_stop(cohort_and_alone):
 
 
 def test_first_argmin_on_ties():
-    from ticketlab.training.loop import MemberResult
+    from ticketlab.training.schedule import MemberResult
 
     r = MemberResult({"iteration": [0, 100, 200], "val_loss": [2.0, 0.5, 0.5], "val_accuracy": [0.1, 0.9, 0.9],
                       "test_loss": [2.0, 0.4, 0.3], "test_accuracy": [0.1, 0.8, 0.85]}, [], [])

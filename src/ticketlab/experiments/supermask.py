@@ -20,7 +20,7 @@ from ..pruning.prune import oneshot_masks, oneshot_prune_count
 from ..store.runs import RUNS, dense_identity, read_base, run_dir
 from ..core.seeds import derive_seed
 from ..store.files import SUMMARY, building, finished, read_json, reading_run, write_json
-from ..training.loop import evaluate
+from ..training.evaluate import evaluate
 
 EVAL_STACK = 26  # networks evaluated together
 
@@ -157,3 +157,4 @@ def read_rows(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 __all__ = ["run_supermask", "evaluate_supermasks", "read_rows", "signed_constant", "RUNS"]
+

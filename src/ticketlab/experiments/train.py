@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..training.config import TrainConfig, content_hash, identity
-from ..data.idx import load_dataset
+from ..data import load_dataset
 from ..core.device import environment
 from ..core.errors import TicketlabError
 from ..nets.specs import NetSpec, get_net, init_weights
@@ -29,7 +29,8 @@ from ..store.files import (
     weight_arrays,
     write_json,
 )
-from ..training.loop import MemberStart, train_cohort
+from ..training.loop import train_cohort
+from ..training.schedule import MemberStart
 
 
 def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:

@@ -17,7 +17,7 @@ from ..training.config import TrainConfig, content_hash, identity
 from ..core.device import environment
 from ..nets.specs import NetSpec
 from ..store.files import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
-from ..training.loop import MemberResult
+from ..training.schedule import MemberResult
 
 RUNS = "runs"
 

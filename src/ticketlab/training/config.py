@@ -16,11 +16,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..data.idx import DATASETS, IMAGE_SHAPES
+from ..data import DATASETS, IMAGE_SHAPES
 from ..core.errors import TicketlabError
 from ..nets.specs import NETS, get_net
 from ..core.numerics import NUMERICS
-from ..training.loop import TEST_EVAL_POLICIES, Schedule
+from ..training.schedule import TEST_EVAL_POLICIES, Schedule
 
 TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
 # Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop

@@ -1,0 +1,40 @@
+"""TF1 Adam, as the original code trains with it: torch's fused kernel with TF1's arguments, and a reference."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> None:
+    """The straightforward TF1 Adam step through foreach ops (reference; the cohort uses `_CohortState`)."""
+    # TF1's AdamOptimizer form (the original code): eps is added to sqrt(v), lr carries the bias correction.
+    lr_t = lr * math.sqrt(1 - ADAM_BETA2**step) / (1 - ADAM_BETA1**step)
+    torch._foreach_mul_(exp_avgs, ADAM_BETA1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1 - ADAM_BETA1)
+    torch._foreach_mul_(exp_avg_sqs, ADAM_BETA2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - ADAM_BETA2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, ADAM_EPS)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lr_t)
+
+
+def has_fused_adam(device: torch.device) -> bool:
+    """Whether torch's fused Adam kernel runs on this device (CUDA since torch 2.0, CPU since 2.4)."""
+    if not hasattr(torch, "_fused_adam_"):
+        return False
+    if device.type != "cpu":
+        return True
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 4)
+
+
+def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
+    """Arguments that make torch's fused Adam compute TF1's update.
+
+    torch: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps'); TF1: p -= lr * sqrt(bc2) / bc1 * m / (sqrt(v) + eps),
+    with bc_i = 1 - beta_i**step. The two are equal when eps' = eps / sqrt(bc2)."""
+    return dict(lr=lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, weight_decay=0.0,
+                eps=ADAM_EPS / math.sqrt(1 - ADAM_BETA2**step), amsgrad=False, maximize=False)

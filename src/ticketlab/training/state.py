@@ -1,0 +1,223 @@
+"""The cohort trainer: K networks of one architecture and one seed trained in lockstep (SPEC §3).
+
+All members see the same batches (the batch order depends on the seed only). Each member has its
+own start weights, mask and Adam state. A pruned weight holds its start value exactly: its second
+Adam moment is +inf, so its update -lr_t * m / (sqrt(inf) + eps) is exactly 0 at every step, whatever
+its gradient. (The straightforward way, zeroing its gradient so that its moments stay 0 and its update
+is 0 / (0 + eps), gives every weight the same value; it costs a pass over the gradients, and is kept
+as the reference the tests compare against.)
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..core.numerics import cuda_float32
+from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
+from ..nets.specs import NetSpec
+from .adam import _adam_step, has_fused_adam, tf1_adam_fused_args
+from .schedule import MemberStart
+
+
+def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
+    """A cohort's member count is padded to a multiple of this: CUDA_LANES for FC nets on a CUDA GPU
+    (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense heads
+    pad their products themselves: filler members would cost whole conv stacks."""
+    return CUDA_LANES if device.type == "cuda" and not spec.is_conv else 1
+
+
+class _FlatLayout:
+    """Where each parameter tensor of each member lives in one flat float32 buffer.
+
+    Tensor i of the network is a (K, padded_i) block, padded_i = its size rounded up to ALIGN;
+    `views` gives the (K, *shape_i) views of a buffer (contiguous when the size is a multiple of ALIGN,
+    else strided by padded_i). Padding holds zeros and never moves."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], k: int):
+        self.shapes, self.k = shapes, k
+        self.sizes = [math.prod(shape) for shape in shapes]
+        self.padded = [-(-n // ALIGN) * ALIGN for n in self.sizes]
+        self.offsets = [0]
+        for p in self.padded:
+            self.offsets.append(self.offsets[-1] + k * p)
+
+    @property
+    def total(self) -> int:
+        return self.offsets[-1]
+
+    def views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        return [
+            buf[o : o + self.k * p].view(self.k, p)[:, :n].view(self.k, *shape)
+            for o, p, n, shape in zip(self.offsets, self.padded, self.sizes, self.shapes)
+        ]
+
+
+class _CohortState:
+    """Everything one training step of a cohort reads and writes, and the step itself.
+
+    Parameters, gradients and both Adam moments each live in one flat buffer (`_FlatLayout`): per
+    layer, a (K, *shape) view for the kernels and a (K, out) view for the biases. Adam is torch's
+    fused kernel with TF1's arguments (`tf1_adam_fused_args`), run once per step on the whole
+    buffer. That keeps a member's update bitwise independent of its cohort: the kernel handles
+    elements in 16-float vectors from the start of the tensor, with scalar code (which rounds
+    differently) only for a tail; every member's block of every tensor starts at a multiple of
+    ALIGN and the buffer's length is a multiple of it, so each element gets the vector code, at the
+    same lane, whatever the cohort (tests check it, cohort against alone).
+
+    `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.FCPass` on the CPU,
+    `forward.fc_grads` on a GPU: the same calls; autograd for
+    conv nets) and Adam; pruned weights hold by their infinite second moment (see the module
+    docstring). The weights are those of a state built with hold_by_inf=False (gradient masking
+    instead), which the tests check. `train_cohort` calls exactly `step`; so does
+    the benchmark.
+
+    On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
+    (copies of member 0, trained alongside and never read), so that its batched products run unpadded
+    in calls of that many members; `weights`, `grads` and the other views show the real members only.
+    Its gradients phase runs as a captured CUDA graph (one launch instead of about 30; the same
+    kernels, so the same bits), the batch copied into the graph's input buffers.
+    """
+
+    def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
+                 hold_by_inf: bool = True):
+        self.spec = spec
+        self.learning_rate = learning_rate
+        device = torch.device(device)
+        if device.type == "cuda":
+            cuda_float32()
+        k = self.k = len(starts)
+        n = len(spec.layers)
+        self._fast_fc = not spec.is_conv
+        lanes = cohort_lanes(spec, device)
+        padded = -(-k // lanes) * lanes
+        shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
+        self.layout = layout = _FlatLayout(shapes, padded)
+        # params, grads, m, v: every member's, fillers included (`_all`), and the real members' views
+        self.flat = [torch.zeros(layout.total, dtype=torch.float32, device=device) for _ in range(4)]
+        params_all, grads_all = layout.views(self.flat[0]), layout.views(self.flat[1])
+        for i in range(n):
+            params_all[i].copy_(torch.stack([s.weights[i] for s in starts + [starts[0]] * (padded - k)]))
+        self._weights_all, self._biases_all = params_all[:n], params_all[n:]
+        self._grad_weights_all, self._grad_biases_all = grads_all[:n], grads_all[n:]
+        params, self.grads, self.exp_avgs, self.exp_avg_sqs = (
+            [t[:k] for t in layout.views(b)] for b in self.flat
+        )
+        self.weights, self.biases = params[:n], params[n:]
+        self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
+
+        # How pruned weights hold. hold_by_inf: their second moment starts (and stays) +inf, so their
+        # Adam step is -lr' * m / (sqrt(inf) + eps) = +-0 exactly, whatever their gradient: no mask pass.
+        # Otherwise (the reference): their gradient is multiplied by a float 0/1 mask, their moments
+        # stay 0 and their step is 0 / (0 + eps) = 0. Kept weights get the same numbers either way.
+        self.hold_by_inf = hold_by_inf
+        self.masked = [m for m, s in enumerate(starts) if s.masks is not None]
+        self._mask_row = {m: row for row, m in enumerate(self.masked)}
+        self.masks: list[torch.Tensor] = []
+        if self.masked and hold_by_inf:
+            for m in self.masked:
+                for v, mask in zip(self.exp_avg_sqs, starts[m].masks):
+                    v[m].masked_fill_(mask.to(device, torch.bool).logical_not(), math.inf)
+        elif self.masked:
+            self.masks = [
+                torch.stack([starts[m].masks[i] for m in self.masked]).to(device, torch.float32) for i in range(n)
+            ]
+        self.iteration = 0
+        self._step_t = torch.zeros((), dtype=torch.float32, device=device)
+        self._fused = has_fused_adam(device)
+        # the views of each group of `lanes` members (the whole cohort where lanes = 1), made once:
+        # the step is the hot path
+        group = lanes if lanes > 1 else padded
+        self._lane_groups = [
+            tuple([t[c : c + group] for t in views] for views in
+                  (self._weights_all, self._biases_all, self._grad_weights_all, self._grad_biases_all))
+            for c in range(0, padded, group)
+        ]
+        self._graph: _GraphedGrads | None = None
+        self._use_graph = device.type == "cuda" and self._fast_fc
+        self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
+        self.compute_grads(x, y)
+        self.mask_grads()  # a no-op when pruned weights hold by an infinite second moment
+        self.adam()
+
+    def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """grads <- d(sum over members of each member's mean loss) / d(params)."""
+        if self._use_graph:
+            if self._graph is None or not self._graph.fits(x, y):
+                self._graph = _GraphedGrads(self._eager_fc_grads, x, y)
+            self._graph.replay(x, y)
+            return
+        if self._fast_fc and x.device.type == "cpu":
+            if self._cpu_pass is None or self._cpu_pass.batch != len(x):
+                self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
+                                        self._grad_biases_all, len(x))
+            self._cpu_pass.grads(x, y)
+            return
+        if self._fast_fc:
+            self._eager_fc_grads(x, y)
+            return
+        with torch.enable_grad():
+            params = [p.detach().requires_grad_() for p in self.weights + self.biases]
+            n = len(self.weights)
+            loss = member_losses(forward(self.spec, params[:n], params[n:], x), y).mean(1).sum()
+            grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            torch._foreach_copy_(self.grads, list(grads))
+
+    def _eager_fc_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # member groups of `cohort_lanes` (one on the CPU): on a GPU every group's intermediates are
+        # fresh allocations, aligned as a lone member's are whatever the batch size
+        for weights, biases, grad_weights, grad_biases in self._lane_groups:
+            fc_grads(weights, biases, x, y, grad_weights, grad_biases)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of pruned weights (only when they hold by masking, not by +inf moments)."""
+        if not self.masks:
+            return
+        for g, mask in zip(self.grad_weights, self.masks):
+            if len(self.masked) == self.k:
+                g.mul_(mask)
+            else:
+                for m, row in self._mask_row.items():
+                    g[m].mul_(mask[row])
+
+    @torch.no_grad()
+    def adam(self) -> None:
+        """TF1 Adam on every parameter from the gradients in `grads` (the step's last phase)."""
+        self.iteration += 1
+        params, grads, exp_avgs, exp_avg_sqs = ([b] for b in self.flat)
+        if self._fused:
+            self._step_t.fill_(self.iteration)
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t],
+                               **tf1_adam_fused_args(self.iteration, self.learning_rate))
+        else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
+            _adam_step(params, grads, exp_avgs, exp_avg_sqs, self.iteration, self.learning_rate)
+
+
+class _GraphedGrads:
+    """A gradients pass captured once as a CUDA graph on input buffers shaped like (x, y), replayed per step."""
+
+    def __init__(self, grads: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = torch.zeros_like(x), torch.zeros_like(y)  # class 0 of zero images: finite numbers
+        with torch.cuda.device(x.device):
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):  # torch's recipe: warm up off the capturing stream first
+                grads(self.x, self.y)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                grads(self.x, self.y)
+
+    def fits(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        return x.shape == self.x.shape and y.shape == self.y.shape and x.device == self.x.device
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
