@@ -1,8 +1,21 @@
-"""ticketlab: reproducible experiments of Deconstructing Lottery Tickets (Zhou et al., NeurIPS 2019)."""
+"""ticketlab: reproducible experiments of Deconstructing Lottery Tickets (Zhou et al., NeurIPS 2019).
+
+The layers, lowest first: core, data and nets, pruning and training, store, experiments, execution,
+analysis, then the command line (docs/architecture.md). `prune_layer` and `pruning_schedule` are
+re-exported here, loaded on first use so that `import ticketlab` stays light.
+"""
 from __future__ import annotations
 
-from .pruning.prune import prune_layer, pruning_schedule
+from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "prune_layer", "pruning_schedule"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("prune_layer", "pruning_schedule"):
+        from .pruning import prune
+
+        return getattr(prune, name)
+    raise AttributeError(f"module 'ticketlab' has no attribute {name!r}")

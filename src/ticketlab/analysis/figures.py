@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TicketlabError
-from ..pruning.names import CRITERIA
+from ..pruning.criteria import CRITERIA
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

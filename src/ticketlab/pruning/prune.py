@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..pruning.criteria import check_criterion, is_percentile_rule, score
+from .criteria import criterion as criterion_entry, score
 from ..core.errors import TicketlabError
 from ..nets.specs import get_net
 
@@ -115,20 +115,17 @@ def percentile_rule_prune(w_init: Tensor, w_final: Tensor, mask: Tensor, n: int,
     return new_flat.reshape(mask.shape)
 
 
-def _prune(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int, seed: int) -> Tensor:
-    check_criterion(criterion)
+def prune_n(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int, seed: int) -> Tensor:
+    """Prune `n` of the remaining weights of one layer by `criterion` (behind `prune_layer`, and behind
+    sweeps that take several SPEC rounds' worth of pruning in one step). Tie-breaking and `random`
+    draw from torch.Generator().manual_seed(seed)."""
+    entry = criterion_entry(criterion)
     _check_same_shape(w_init, w_final, mask)
-    if is_percentile_rule(criterion):
-        return percentile_rule_prune(w_init, w_final, mask, n, small=criterion == "small_init_small_final")
+    if entry.is_percentile_rule:
+        return percentile_rule_prune(w_init, w_final, mask, n, small=entry.percentile == "small")
     gen = torch.Generator().manual_seed(seed)
     # `random` draws its scores before the tie-breaking permutation, from the same generator.
     return prune_lowest(score(criterion, w_init, w_final, gen), mask, n, gen)
-
-
-def prune_n(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int, seed: int) -> Tensor:
-    """Prune `n` of the remaining weights of one layer by `criterion` (the shared piece behind
-    prune_layer, and behind sweeps that take several SPEC rounds' worth of pruning in one step)."""
-    return _prune(criterion, w_init, w_final, mask, n, seed)
 
 
 def oneshot_masks(criterion: str, w_init: Tensor, w_final: Tensor, counts: list[int], seed: int) -> list[Tensor]:
@@ -138,11 +135,11 @@ def oneshot_masks(criterion: str, w_init: Tensor, w_final: Tensor, counts: list[
     (ties included) does not depend on n, so score-based masks are prefixes of one ordering and
     nest. The percentile rules bisect per count.
     """
-    check_criterion(criterion)
+    entry = criterion_entry(criterion)
     _check_same_shape(w_init, w_final)
     full = torch.ones(w_final.shape, dtype=torch.bool)
-    if is_percentile_rule(criterion):
-        small = criterion == "small_init_small_final"
+    if entry.is_percentile_rule:
+        small = entry.percentile == "small"
         return [percentile_rule_prune(w_init, w_final, full, n, small) for n in counts]
     gen = torch.Generator().manual_seed(seed)
     scores = score(criterion, w_init, w_final, gen).reshape(-1)
@@ -163,13 +160,13 @@ def prune_layer(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, k
     its mask (True = kept). Tie-breaking and the `random` criterion draw from
     torch.Generator().manual_seed(seed). The percentile rules may miss the count by a few weights.
     """
-    return _prune(criterion, w_init, w_final, mask, prune_count(int(mask.sum()), keep), seed)
+    return prune_n(criterion, w_init, w_final, mask, prune_count(int(mask.sum()), keep), seed)
 
 
 def prune_oneshot(criterion: str, w_init: Tensor, w_final: Tensor, keep: float, p: int, seed: int) -> Tensor:
     """One-shot pruning of a full layer to density about keep**p (SPEC §7 supermasks)."""
     full = torch.ones(w_final.shape, dtype=torch.bool)
-    return _prune(criterion, w_init, w_final, full, oneshot_prune_count(w_final.numel(), keep, p), seed)
+    return prune_n(criterion, w_init, w_final, full, oneshot_prune_count(w_final.numel(), keep, p), seed)
 
 
 def pruning_schedule(net: str, rounds: int) -> list[list[int]]:
