@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ticketlab.data import cifar
-from ticketlab.data.idx import load_dataset
+from ticketlab.data import cifar, load_dataset
 from ticketlab.core.errors import TicketlabError
 
 N_PER_BATCH = 1100  # 5 x 1100 = 5500 >= the 5000 validation images from_arrays draws

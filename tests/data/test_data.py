@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ticketlab.data.idx import IDX_FILES, load_dataset, mnist_dir, split_indices
+from ticketlab.data import load_dataset
+from ticketlab.data.dataset import split_indices
+from ticketlab.data.idx import IDX_FILES, mnist_dir
 from ticketlab.core.errors import TicketlabError
 
 

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..data.idx import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
 from ..core.errors import TicketlabError
+from .dataset import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

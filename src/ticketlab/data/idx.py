@@ -1,32 +1,21 @@
-"""Datasets of SPEC §1, held in memory as tensors: fixed train/val split, pixels scaled to [0, 1].
+"""MNIST and Fashion-MNIST from IDX files (SPEC §1).
 
 MNIST ships inside the package and is checksum-verified on every load. Fashion-MNIST is read from
-a directory of IDX files; CIFAR-10 from `cifar-10-batches-py` (see `ticketlab.cifar`).
+a directory of IDX files.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import zlib
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..core.errors import TicketlabError
+from .dataset import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
-# One example of each dataset as (channels, height, width); the FC net takes it flattened.
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-N_CLASSES = 10
-VAL_SIZE = 5000
-SPLIT_SEED = 0
-# The fixed validation split plus one batch of SPEC §3's 60: a training file with fewer images
-# cannot be split and trained on at all.
-MIN_TRAIN_IMAGES = VAL_SIZE + 60
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 # SHA-256 of the decompressed canonical IDX files (../shared/data/mnist/README.md).
@@ -39,33 +28,6 @@ MNIST_SHA256 = {
 IDX_FILES = tuple(MNIST_SHA256)
 
 _IDX_DTYPES = {0x08: np.uint8}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """The three splits as tensors: x float32 in [0, 1] (N, 784) or (N, C, H, W); y int64."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        return Dataset(self.name, *(getattr(self, f).to(device) for f in _TENSOR_FIELDS))
-
-
-_TENSOR_FIELDS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
-
-
-def split_indices(n_train: int, n_val: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) indices of SPEC §1: val drawn by legacy numpy; train = the rest in file order."""
-    val = np.random.RandomState(seed).choice(n_train, n_val, replace=False)
-    is_val = np.zeros(n_train, dtype=bool)
-    is_val[val] = True
-    return np.flatnonzero(~is_val), val
 
 
 def read_idx_bytes(path: Path) -> bytes:
@@ -154,63 +116,5 @@ def _from_idx(name: str, directory: Path, arrays: dict[str, np.ndarray]) -> Data
                        source=f"{name} in {directory}")
 
 
-def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                source: str | None = None) -> Dataset:
-    """Build a Dataset from uint8 arrays: split the training set (SPEC §1) and scale by 1/255.
-
-    At least `MIN_TRAIN_IMAGES` training images and one test image are needed; `source` (default:
-    the name) says in the error where the data came from."""
-    source = source or name
-    if len(train_x) < MIN_TRAIN_IMAGES:
-        raise TicketlabError(
-            f"{source} has {len(train_x):,} training images, fewer than the {MIN_TRAIN_IMAGES:,} needed "
-            f"(SPEC §1 holds out {VAL_SIZE:,} for validation, and training needs a batch of 60 more): "
-            "use the complete dataset"
-        )
-    if len(test_x) == 0:
-        raise TicketlabError(f"{source} has no test images: use the complete dataset")
-    train_idx, val_idx = split_indices(len(train_x))
-
-    def pixels(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) / np.float32(255.0))
-
-    def labels(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.int64))
-
-    return Dataset(
-        name,
-        pixels(train_x[train_idx]),
-        labels(train_y[train_idx]),
-        pixels(train_x[val_idx]),
-        labels(train_y[val_idx]),
-        pixels(test_x),
-        labels(test_y),
-    )
-
-
 def mnist_dir() -> Path:
     return Path(str(resources.files("ticketlab.data") / "mnist"))
-
-
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Load a dataset of SPEC §1 by name. `data_dir` overrides where non-shipped data is read."""
-    if name == "mnist":
-        if not data_dir:
-            return _from_idx(name, mnist_dir(), load_idx_dir(mnist_dir(), MNIST_SHA256))
-        # MNIST is checksum-pinned: a --data-dir for it must hold the canonical files, not just any IDX data.
-        directory = Path(data_dir)
-        fix = (f"--data-dir {directory} must hold the four canonical MNIST files unmodified; drop --data-dir to use "
-               "the copy shipped with ticketlab, or train on other MNIST-format data with --dataset fashion-mnist")
-        return _from_idx(name, directory, load_idx_dir(directory, MNIST_SHA256, fix))
-    if name == "fashion-mnist":
-        directory = Path(data_dir or FASHION_MNIST_DIR)
-        if not directory.is_dir():
-            raise TicketlabError(
-                f"Fashion-MNIST not found in {directory}: install Debian's dataset-fashion-mnist or pass --data-dir"
-            )
-        return _from_idx(name, directory, load_idx_dir(directory))
-    if name == "cifar10":
-        from ..data.cifar import load_cifar10
-
-        return load_cifar10(data_dir, download=download)
-    raise TicketlabError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
