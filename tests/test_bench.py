@@ -22,7 +22,7 @@ from ticketlab.training.adam import _adam_step
 from ticketlab.training.evaluate import evaluate
 from ticketlab.training.loop import train_cohort
 from ticketlab.training.schedule import MemberStart, Schedule
-from ticketlab.training.state import _CohortState
+from ticketlab.training.state import CohortState
 
 FC = get_net("fc")
 CPU = torch.device("cpu")
@@ -59,19 +59,19 @@ def _batches(data, n, seed=0, device=CPU):
         yield data.train_x[idx].to(device), data.train_y[idx].to(device)
 
 
-def _state_tensors(s: _CohortState) -> list[torch.Tensor]:
+def _state_tensors(s: CohortState) -> list[torch.Tensor]:
     return s.weights + s.biases + s.exp_avgs + s.exp_avg_sqs
 
 
 def test_run_bench_quick_json(capsys, monkeypatch):
     calls = []
-    real_step = _CohortState.step
+    real_step = CohortState.step
 
     def counting_step(self, x, y):
         calls.append(self.k)
         return real_step(self, x, y)
 
-    monkeypatch.setattr(_CohortState, "step", counting_step)
+    monkeypatch.setattr(CohortState, "step", counting_step)
     res = bench.run_bench(as_json=True, quick=True, device="cpu")
     out = capsys.readouterr().out.strip().splitlines()
     parsed = json.loads(out[-1])
@@ -90,23 +90,23 @@ def test_run_bench_quick_json(capsys, monkeypatch):
 
 def test_train_cohort_runs_the_benchmarked_step(mnist, monkeypatch):
     calls = []
-    real_step = _CohortState.step
+    real_step = CohortState.step
 
     def counting_step(self, x, y):
         calls.append(1)
         return real_step(self, x, y)
 
-    monkeypatch.setattr(_CohortState, "step", counting_step)
+    monkeypatch.setattr(CohortState, "step", counting_step)
     train_cohort(FC, mnist, _members(FC, [1.0]), Schedule(iterations=7, learning_rate=1e-3, eval_every=5), seed=0)
     assert len(calls) == 7
 
 
 def test_manual_steps_reproduce_train_cohort(mnist):
-    """train_cohort = _CohortState.step on the seed's batches, nothing else touches the weights."""
+    """train_cohort = CohortState.step on the seed's batches, nothing else touches the weights."""
     members = _members(FC, [1.0, 0.5])
     sched = Schedule(iterations=25, learning_rate=1.2e-3, eval_every=10)
     results = train_cohort(FC, mnist, members, sched, seed=3)
-    state = _CohortState(FC, members, sched.learning_rate, CPU)
+    state = CohortState(FC, members, sched.learning_rate, CPU)
     perm = torch.randperm(len(mnist.train_x), generator=generator(3, "batch_order"))
     for it in range(25):
         idx = perm[it * 60 : (it + 1) * 60]
@@ -118,7 +118,7 @@ def test_manual_steps_reproduce_train_cohort(mnist):
 
 def test_hand_written_fc_backward_equals_autograd_bitwise(mnist, device):
     members = _members(FC, [1.0, 0.7, 0.1])
-    state = _CohortState(FC, members, 1e-3, device)
+    state = CohortState(FC, members, 1e-3, device)
     g = torch.Generator().manual_seed(1)
     for w in state.weights:  # trained-looking weights and biases, not just the init
         w.add_(torch.randn(w.shape, generator=g).to(device) * 0.01)
@@ -181,7 +181,7 @@ def test_loss_grad_equals_autograd_bitwise(batch, device):
     assert torch.equal(loss_grad(logits, y), expected)
 
 
-def _assert_same_training(fast: _CohortState, ref: _CohortState, members: list[MemberStart]) -> None:
+def _assert_same_training(fast: CohortState, ref: CohortState, members: list[MemberStart]) -> None:
     """Same weights and biases bitwise; same Adam moments wherever a weight is kept."""
     assert all(torch.equal(a, b) for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases))
     n = len(fast.weights)
@@ -200,8 +200,8 @@ def test_fused_step_equals_straightforward_reference(mnist, densities, device):
     """step with pruned weights held by an infinite second moment = step with pruned weights held by
     zero gradients (the straightforward way)."""
     members = _members(FC, densities)
-    fast = _CohortState(FC, members, 1.2e-3, device)
-    ref = _CohortState(FC, members, 1.2e-3, device, hold_by_inf=False)
+    fast = CohortState(FC, members, 1.2e-3, device)
+    ref = CohortState(FC, members, 1.2e-3, device, hold_by_inf=False)
     for x, y in _batches(mnist, 6, device=device):
         fast.step(x, y)
         ref.step(x, y)
@@ -214,11 +214,11 @@ def test_fused_step_equals_straightforward_reference(mnist, densities, device):
 
 
 def _assert_members_train_as_alone(mnist, members: list[MemberStart], compared: int, steps: int,
-                                   device: torch.device = CPU) -> _CohortState:
+                                   device: torch.device = CPU) -> CohortState:
     """Train the cohort and its first `compared` members alone for `steps` steps; every state tensor
     of each compared member is bitwise the same. Returns the cohort's state."""
-    cohort = _CohortState(FC, members, 1.2e-3, device)
-    alone = [_CohortState(FC, [m], 1.2e-3, device) for m in members[:compared]]
+    cohort = CohortState(FC, members, 1.2e-3, device)
+    alone = [CohortState(FC, [m], 1.2e-3, device) for m in members[:compared]]
     for x, y in _batches(mnist, steps, device=device):
         cohort.step(x, y)
         for a in alone:
@@ -293,7 +293,7 @@ def test_a_member_trains_to_the_same_bits_in_any_cohort(mnist, threads):
     flush_denormals(True)  # on threads the pool just created too
     try:
         members = _members(FC, [0.5, 1.0, 0.2])
-        cohorts = [_CohortState(FC, group, 1.2e-3, CPU) for group in (members, members[1:], members[2:])]
+        cohorts = [CohortState(FC, group, 1.2e-3, CPU) for group in (members, members[1:], members[2:])]
         for x, y in _batches(mnist, 30):
             for c in cohorts:
                 c.step(x, y)
@@ -368,7 +368,7 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
     one member at a time (the CPU default, and conv nets' everywhere) or together (batched products;
     the GPU default for FC, in padded groups of forward.CUDA_LANES)."""
     spec = get_net(net)
-    state = _CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, device)
+    state = CohortState(spec, _members(spec, [1.0, 0.5, 0.2, 0.9]), 1e-3, device)
     g = torch.Generator().manual_seed(3)
     for b in state.biases:
         b.copy_(torch.randn(b.shape, generator=g) * 0.1)
@@ -398,7 +398,7 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
 def test_batched_evaluation_of_more_members_than_lanes(mnist, device):
     """15 members evaluated together: on a GPU two calls of forward.CUDA_LANES members, the second
     padded; a member's numbers are the same alone, in a subset, or in either group."""
-    state = _CohortState(FC, _members(FC, [1.0, 0.5, 0.2] * 5), 1e-3, device)
+    state = CohortState(FC, _members(FC, [1.0, 0.5, 0.2] * 5), 1e-3, device)
     x, y = mnist.val_x[:1000].to(device), mnist.val_y[:1000].to(device)
     every = evaluate(FC, state.weights, state.biases, x, y, per_member=False)
     assert len(set(every[0])) == 15
@@ -416,8 +416,8 @@ def test_conv_step_equals_reference(device):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(60, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (60,), generator=g).to(device)
-    fast = _CohortState(spec, members, 2e-4, device)
-    ref = _CohortState(spec, members, 2e-4, device, hold_by_inf=False)
+    fast = CohortState(spec, members, 2e-4, device)
+    ref = CohortState(spec, members, 2e-4, device, hold_by_inf=False)
     for _ in range(2):
         fast.step(x, y)
         ref.step(x, y)
@@ -426,7 +426,7 @@ def test_conv_step_equals_reference(device):
     ws = [torch.stack([m.weights[i] for m in members]).to(device).requires_grad_() for i in range(len(spec.layers))]
     bs = [torch.zeros(2, layer.out_channels, device=device, requires_grad=True) for layer in spec.layers]
     expected = torch.autograd.grad(member_losses(forward(spec, ws, bs, x), y).mean(1).sum(), ws + bs)
-    state = _CohortState(spec, members, 2e-4, device)
+    state = CohortState(spec, members, 2e-4, device)
     state.compute_grads(x, y)
     assert all(torch.equal(a, b) for a, b in zip(expected, state.grads))
 
@@ -493,9 +493,9 @@ def test_cohort_padded_with_fillers_trains_its_members_unchanged(mnist, monkeypa
     the padding, forced here on the CPU (4 lanes: 3 -> 4 members, 5 -> 8), changes no real member's
     numbers, and every view shows the real members only."""
     members = _members(FC, densities)
-    plain = _CohortState(FC, members, 1.2e-3, CPU)
+    plain = CohortState(FC, members, 1.2e-3, CPU)
     monkeypatch.setattr(cohort_state, "cohort_lanes", lambda spec, device: 4)
-    padded = _CohortState(FC, members, 1.2e-3, CPU)
+    padded = CohortState(FC, members, 1.2e-3, CPU)
     assert padded.layout.k == 4 * -(-len(members) // 4) > len(members)
     # the gradients run in one batched pass per group of lanes; without lanes, one for the cohort
     assert len(padded._lane_groups) == padded.layout.k // 4 and len(plain._lane_groups) == 1

@@ -1,7 +1,7 @@
 """`ticketlab bench`: how fast this machine trains and evaluates, and what a full sweep would cost.
 
 Everything is measured in one process, on one device, with the production code: the FC and conv
-training rates time `trainer._CohortState.step`, the very step `train_cohort` runs (forward, loss,
+training rates time `training.state.CohortState.step`, the very step `train_cohort` runs (forward, loss,
 backward, TF1 Adam), on batches gathered from the in-memory training set as `train_cohort` gathers
 them; evaluation times `trainer.evaluate`. The cohort step's two phases are also timed alone: the
 gradients (all the counted FLOPs) and Adam (no counted FLOPs; torch's fused kernel spends two
@@ -46,7 +46,7 @@ from .core.seeds import generator
 from .training.evaluate import evaluate
 from .training.loop import train_cohort
 from .training.schedule import MemberStart, Schedule
-from .training.state import _CohortState
+from .training.state import CohortState
 
 BATCH = 60
 COHORT = 13  # the criteria figure trains its 13 criteria of one seed and round as one cohort
@@ -180,9 +180,9 @@ def _masked_members(spec: NetSpec, k: int, densities: list[float], seed: int = 0
 
 
 def _step_fn(spec: NetSpec, members: list[MemberStart], train_x: torch.Tensor, train_y: torch.Tensor,
-             device: torch.device) -> tuple[Callable[[], None], _CohortState]:
+             device: torch.device) -> tuple[Callable[[], None], CohortState]:
     """One production training step of a cohort, batch gathering included (the body of train_cohort's loop)."""
-    state = _CohortState(spec, members, spec.learning_rate, device)
+    state = CohortState(spec, members, spec.learning_rate, device)
     g = torch.Generator().manual_seed(1)
     n = len(train_x)
     perm = torch.randperm(n, generator=g).to(device)
@@ -215,7 +215,7 @@ def _plain_loop_fn(train_x: torch.Tensor, train_y: torch.Tensor, device: torch.d
     return step
 
 
-def _eval_time(spec: NetSpec, state: _CohortState, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+def _eval_time(spec: NetSpec, state: CohortState, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                reps: int) -> float:
     """Best seconds of one `evaluate` of the whole cohort over (x, y)."""
     t, _ = _time_blocks(lambda: evaluate(spec, state.weights, state.biases, x, y), _sync(device),
@@ -324,7 +324,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
 
     phase_calls = max(2, calls // 2)
     grads_s, _ = _time_blocks(grads, sync, calls=phase_calls, blocks=blocks, warmup=2, budget_s=budget / 6)
-    adam_s, _ = _time_blocks(cstate.adam, sync, calls=phase_calls, blocks=blocks, warmup=2, budget_s=budget / 6)
+    adam_s, _ = _time_blocks(cstate.update, sync, calls=phase_calls, blocks=blocks, warmup=2, budget_s=budget / 6)
     res.update({
         "fc_cohort13_grads_ms": grads_s * 1e3,
         "fc_cohort13_adam_ms": adam_s * 1e3,

@@ -10,7 +10,7 @@ from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.core.numerics import flush_everywhere
 from ticketlab.core.seeds import generator
 from ticketlab.training.schedule import MemberStart
-from ticketlab.training.state import _CohortState
+from ticketlab.training.state import CohortState
 
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 
@@ -39,7 +39,7 @@ def test_adam_moments_decay_to_zero_not_to_denormals():
     # A weight whose input is always zero gets zero gradients: its first moment decays by 0.9 a
     # step, and without flushing it would pass through the (slow) denormal range.
     fc = get_net("fc")
-    state = _CohortState(fc, [MemberStart(init_weights(fc, generator(0, "init")))], 1e-3, torch.device("cpu"))
+    state = CohortState(fc, [MemberStart(init_weights(fc, generator(0, "init")))], 1e-3, torch.device("cpu"))
     state.exp_avgs[0][0, 0].fill_(1e-36)  # pixel 0 of the inputs below is always 0
     g = torch.Generator().manual_seed(0)
     x = torch.rand(60, 784, generator=g)

@@ -38,3 +38,39 @@ def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
     with bc_i = 1 - beta_i**step. The two are equal when eps' = eps / sqrt(bc2)."""
     return dict(lr=lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, weight_decay=0.0,
                 eps=ADAM_EPS / math.sqrt(1 - ADAM_BETA2**step), amsgrad=False, maximize=False)
+
+
+class TF1Adam:
+    """The optimiser of SPEC §3 for a cohort's flat buffers (`state.Optimizer`): TF1 Adam, through
+    torch's fused kernel where it runs (one call per step on the whole buffer), else the foreach form.
+
+    Pruned weights hold by their second moment: +inf from the start, so their update
+    -lr_t * m / (sqrt(inf) + eps) is exactly 0 at every step, whatever their gradient, with no pass
+    over the gradients. With hold_by_inf=False they do not (`hold` says so), and the cohort zeroes
+    their gradients instead: moments stay 0 and the update is 0 / (0 + eps). Kept weights get the
+    same numbers either way (the tests' reference)."""
+
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, learning_rate: float, hold_by_inf: bool = True):
+        self.learning_rate, self.hold_by_inf = learning_rate, hold_by_inf
+        self._step_t: torch.Tensor | None = None
+
+    def hold(self, slots: dict[str, list[torch.Tensor]], member: int, masks: list[torch.Tensor]) -> bool:
+        if not self.hold_by_inf:
+            return False
+        for v, mask in zip(slots["exp_avg_sq"], masks):
+            v[member].masked_fill_(mask.logical_not(), math.inf)
+        return True
+
+    @torch.no_grad()
+    def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
+        exp_avg, exp_avg_sq = slots
+        if has_fused_adam(param.device):
+            if self._step_t is None:
+                self._step_t = torch.zeros((), dtype=torch.float32, device=param.device)
+            self._step_t.fill_(iteration)
+            torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [self._step_t],
+                               **tf1_adam_fused_args(iteration, self.learning_rate))
+        else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
+            _adam_step([param], [grad], [exp_avg], [exp_avg_sq], iteration, self.learning_rate)

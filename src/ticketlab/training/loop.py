@@ -1,11 +1,9 @@
-"""The cohort trainer: K networks of one architecture and one seed trained in lockstep (SPEC §3).
+"""The training loop: K networks of one architecture and one seed trained in lockstep (SPEC §3).
 
-All members see the same batches (the batch order depends on the seed only). Each member has its
-own start weights, mask and Adam state. A pruned weight holds its start value exactly: its second
-Adam moment is +inf, so its update -lr_t * m / (sqrt(inf) + eps) is exactly 0 at every step, whatever
-its gradient. (The straightforward way, zeroing its gradient so that its moments stay 0 and its update
-is 0 / (0 + eps), gives every weight the same value; it costs a pass over the gradients, and is kept
-as the reference the tests compare against.)
+All members see the same batches (the batch order depends on the seed only); each has its own start
+weights, mask and optimiser state (`state.CohortState`). The loop draws the batches, steps the
+learner, evaluates at the evaluation points (val, and test where the policy asks), keeps snapshots
+and stops early where the schedule says; what is trained, and how, is the learner's business.
 """
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from ..data import Dataset
 from ..nets.specs import NetSpec
 from .evaluate import evaluate
 from .schedule import MemberResult, MemberStart, Progress, Schedule
-from .state import _CohortState
+from .state import Learner, train_weights
 
 
 class _Clock:
@@ -74,8 +72,13 @@ def train_cohort(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     timing: dict[str, float] | None = None,
+    learner: Learner | None = None,
 ) -> list[MemberResult]:
     """Train every member with SPEC §3's schedule; return per-member histories and weights.
+
+    learner: what is trained and how (`state.Learner`); default `train_weights`, the weights by TF1
+    Adam with pruned weights held. The loop (batches, evaluation points, snapshots, early exits) is the
+    same for every learner; it evaluates and returns the learner's `weights` and `biases`.
 
     timing: if given, filled with wall seconds spent in val and test evaluations at the evaluation
     points (`val_s`, `test_s`, `points`, `test_evals`: points where some member's test set was
@@ -85,7 +88,7 @@ def train_cohort(
     if device.type == "cpu":
         flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
-    state = _CohortState(spec, starts, schedule.learning_rate, device)
+    state = (learner or train_weights)(spec, starts, schedule, device)
     weights, biases = state.weights, state.biases
 
     data = data.to(device)

@@ -1,24 +1,56 @@
-"""The cohort trainer: K networks of one architecture and one seed trained in lockstep (SPEC §3).
+"""The state of a cohort in training: K networks of one architecture, their parameters, gradients and
+optimiser state in flat buffers, and one training step over all of them.
 
-All members see the same batches (the batch order depends on the seed only). Each member has its
-own start weights, mask and Adam state. A pruned weight holds its start value exactly: its second
-Adam moment is +inf, so its update -lr_t * m / (sqrt(inf) + eps) is exactly 0 at every step, whatever
-its gradient. (The straightforward way, zeroing its gradient so that its moments stay 0 and its update
-is 0 / (0 + eps), gives every weight the same value; it costs a pass over the gradients, and is kept
-as the reference the tests compare against.)
+Two seams: *what* the loop trains is a `CohortLearner` (anything with `step(x, y)` and the
+networks to evaluate, `weights` and `biases`), built by a `Learner` from the members' starts; the
+default, `train_weights`, trains the weights themselves (`CohortState`). *How* they move is an
+`Optimizer` on flat buffers; the default is SPEC §3's TF1 Adam (`adam.TF1Adam`), which also holds
+pruned weights at their start values.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
 from ..nets.specs import NetSpec
-from .adam import _adam_step, has_fused_adam, tf1_adam_fused_args
-from .schedule import MemberStart
+from .adam import TF1Adam
+from .schedule import MemberStart, Schedule
+
+
+class Optimizer(Protocol):
+    """How a cohort's parameters move given their gradients, on flat buffers (`FlatLayout`): one call
+    per step on the whole buffer keeps a member's update independent of its cohort."""
+
+    slots: tuple[str, ...]  # names of its per-parameter state buffers, zeros at the start
+
+    def hold(self, slots: dict[str, list[torch.Tensor]], member: int, masks: list[torch.Tensor]) -> bool:
+        """Make `member`'s pruned weights (masks False) hold their start values through its state, if it
+        can (return True); False: the cohort zeroes their gradients at every step instead."""
+
+    def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
+        """One update of the flat parameter buffer from the flat gradient buffer (iteration counts from 1)."""
+
+
+class CohortLearner(Protocol):
+    """What the training loop drives: a step on a shared batch, and the networks it evaluates and
+    returns (stacked (K, ...) kernels and (K, out) biases)."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None: ...
+
+
+Learner = Callable[[NetSpec, Sequence[MemberStart], Schedule, torch.device], CohortLearner]
+
+
+def train_weights(spec: NetSpec, starts: Sequence[MemberStart], schedule: Schedule, device: torch.device) -> "CohortState":
+    """The default learner (SPEC §3): the weights themselves, by TF1 Adam, pruned weights held."""
+    return CohortState(spec, list(starts), schedule.learning_rate, device)
 
 
 def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
@@ -28,7 +60,7 @@ def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
     return CUDA_LANES if device.type == "cuda" and not spec.is_conv else 1
 
 
-class _FlatLayout:
+class FlatLayout:
     """Where each parameter tensor of each member lives in one flat float32 buffer.
 
     Tensor i of the network is a (K, padded_i) block, padded_i = its size rounded up to ALIGN;
@@ -54,13 +86,13 @@ class _FlatLayout:
         ]
 
 
-class _CohortState:
+class CohortState:
     """Everything one training step of a cohort reads and writes, and the step itself.
 
-    Parameters, gradients and both Adam moments each live in one flat buffer (`_FlatLayout`): per
-    layer, a (K, *shape) view for the kernels and a (K, out) view for the biases. Adam is torch's
-    fused kernel with TF1's arguments (`tf1_adam_fused_args`), run once per step on the whole
-    buffer. That keeps a member's update bitwise independent of its cohort: the kernel handles
+    Parameters, gradients and each optimiser slot (TF1 Adam: both moments) live in one flat buffer
+    each (`FlatLayout`): per layer, a (K, *shape) view for the kernels and a (K, out) view for the
+    biases. The optimiser runs once per step on the whole buffer (TF1 Adam: torch's fused kernel with
+    TF1's arguments, `adam.tf1_adam_fused_args`). That keeps a member's update bitwise independent of its cohort: the kernel handles
     elements in 16-float vectors from the start of the tensor, with scalar code (which rounds
     differently) only for a tail; every member's block of every tensor starts at a multiple of
     ALIGN and the buffer's length is a multiple of it, so each element gets the vector code, at the
@@ -68,8 +100,8 @@ class _CohortState:
 
     `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.FCPass` on the CPU,
     `forward.fc_grads` on a GPU: the same calls; autograd for
-    conv nets) and Adam; pruned weights hold by their infinite second moment (see the module
-    docstring). The weights are those of a state built with hold_by_inf=False (gradient masking
+    conv nets) and the optimiser; pruned weights hold by their infinite second moment (`adam.TF1Adam`).
+    The weights are those of a state built with hold_by_inf=False (gradient masking
     instead), which the tests check. `train_cohort` calls exactly `step`; so does
     the benchmark.
 
@@ -81,9 +113,9 @@ class _CohortState:
     """
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
-                 hold_by_inf: bool = True):
+                 hold_by_inf: bool = True, optimizer: Optimizer | None = None):
         self.spec = spec
-        self.learning_rate = learning_rate
+        self.optimizer = optimizer if optimizer is not None else TF1Adam(learning_rate, hold_by_inf)
         device = torch.device(device)
         if device.type == "cuda":
             cuda_float32()
@@ -93,39 +125,34 @@ class _CohortState:
         lanes = cohort_lanes(spec, device)
         padded = -(-k // lanes) * lanes
         shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
-        self.layout = layout = _FlatLayout(shapes, padded)
-        # params, grads, m, v: every member's, fillers included (`_all`), and the real members' views
-        self.flat = [torch.zeros(layout.total, dtype=torch.float32, device=device) for _ in range(4)]
+        self.layout = layout = FlatLayout(shapes, padded)
+        # params, grads and the optimiser's slots: every member's, fillers included (`_all`), and the
+        # real members' views
+        self.flat = [torch.zeros(layout.total, dtype=torch.float32, device=device)
+                     for _ in range(2 + len(self.optimizer.slots))]
         params_all, grads_all = layout.views(self.flat[0]), layout.views(self.flat[1])
         for i in range(n):
             params_all[i].copy_(torch.stack([s.weights[i] for s in starts + [starts[0]] * (padded - k)]))
         self._weights_all, self._biases_all = params_all[:n], params_all[n:]
         self._grad_weights_all, self._grad_biases_all = grads_all[:n], grads_all[n:]
-        params, self.grads, self.exp_avgs, self.exp_avg_sqs = (
-            [t[:k] for t in layout.views(b)] for b in self.flat
-        )
+        params, self.grads, *slot_views = ([t[:k] for t in layout.views(b)] for b in self.flat)
+        self.slots = dict(zip(self.optimizer.slots, slot_views))
         self.weights, self.biases = params[:n], params[n:]
         self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
 
-        # How pruned weights hold. hold_by_inf: their second moment starts (and stays) +inf, so their
-        # Adam step is -lr' * m / (sqrt(inf) + eps) = +-0 exactly, whatever their gradient: no mask pass.
-        # Otherwise (the reference): their gradient is multiplied by a float 0/1 mask, their moments
-        # stay 0 and their step is 0 / (0 + eps) = 0. Kept weights get the same numbers either way.
-        self.hold_by_inf = hold_by_inf
+        # Pruned weights hold their start values through the optimiser's state where it can (TF1 Adam:
+        # an infinite second moment, no pass over the gradients); otherwise (the tests' reference) their
+        # gradients are multiplied by a float 0/1 mask at every step.
         self.masked = [m for m, s in enumerate(starts) if s.masks is not None]
         self._mask_row = {m: row for row, m in enumerate(self.masked)}
         self.masks: list[torch.Tensor] = []
-        if self.masked and hold_by_inf:
-            for m in self.masked:
-                for v, mask in zip(self.exp_avg_sqs, starts[m].masks):
-                    v[m].masked_fill_(mask.to(device, torch.bool).logical_not(), math.inf)
-        elif self.masked:
+        held = all(self.optimizer.hold(self.slots, m, [mask.to(device, torch.bool) for mask in starts[m].masks])
+                   for m in self.masked)
+        if not held:
             self.masks = [
                 torch.stack([starts[m].masks[i] for m in self.masked]).to(device, torch.float32) for i in range(n)
             ]
         self.iteration = 0
-        self._step_t = torch.zeros((), dtype=torch.float32, device=device)
-        self._fused = has_fused_adam(device)
         # the views of each group of `lanes` members (the whole cohort where lanes = 1), made once:
         # the step is the hot path
         group = lanes if lanes > 1 else padded
@@ -141,8 +168,8 @@ class _CohortState:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
         self.compute_grads(x, y)
-        self.mask_grads()  # a no-op when pruned weights hold by an infinite second moment
-        self.adam()
+        self.mask_grads()  # a no-op when the optimiser holds pruned weights itself
+        self.update()
 
     def compute_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """grads <- d(sum over members of each member's mean loss) / d(params)."""
@@ -187,16 +214,20 @@ class _CohortState:
                     g[m].mul_(mask[row])
 
     @torch.no_grad()
-    def adam(self) -> None:
-        """TF1 Adam on every parameter from the gradients in `grads` (the step's last phase)."""
+    def update(self) -> None:
+        """The optimiser's step on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
-        params, grads, exp_avgs, exp_avg_sqs = ([b] for b in self.flat)
-        if self._fused:
-            self._step_t.fill_(self.iteration)
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t],
-                               **tf1_adam_fused_args(self.iteration, self.learning_rate))
-        else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
-            _adam_step(params, grads, exp_avgs, exp_avg_sqs, self.iteration, self.learning_rate)
+        self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
+
+    @property
+    def exp_avgs(self) -> list[torch.Tensor]:
+        """TF1 Adam's first moments (per layer, real members only), for the tests and the benchmark."""
+        return self.slots["exp_avg"]
+
+    @property
+    def exp_avg_sqs(self) -> list[torch.Tensor]:
+        """TF1 Adam's second moments (+inf at pruned weights)."""
+        return self.slots["exp_avg_sq"]
 
 
 class _GraphedGrads:
