@@ -1,35 +1,112 @@
-"""Datasets of SPEC §1 (one `Dataset` type, the loaders by name)."""
+"""Datasets of SPEC §1: the one `Dataset` type, and the loaders by name in one registry.
+
+Adding a dataset is one `register_dataset(name, loader, image_shape)` call, where the loader is
+`(data_dir, download) -> Dataset` (build it with `ticketlab.data.dataset.from_arrays`). `DATASETS`,
+`IMAGE_SHAPES` and `load_dataset` all read the registry, so a registration shows in each at once.
+"""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from ..core.errors import TicketlabError
-from .dataset import DATASETS, IMAGE_SHAPES, Dataset
-from .idx import FASHION_MNIST_DIR, MNIST_SHA256, _from_idx, load_idx_dir, mnist_dir
+from . import cifar, idx
+from .dataset import Dataset, ImageShape
 
-__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "load_dataset"]
+__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "Loader", "load_dataset", "register_dataset"]
+
+# (data_dir, download) -> Dataset; data_dir None means the loader's own default location.
+Loader = Callable[[str | os.PathLike | None, bool], Dataset]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    load: Loader
+    image_shape: ImageShape
+
+
+# Name -> entry, in registration order: the order the command line lists the datasets in.
+_REGISTRY: dict[str, _Entry] = {}
+
+
+class _Names(Sequence[str]):
+    """The registered names, read live: `DATASETS` is imported by value elsewhere (argparse choices,
+    config checks), so it must not be a snapshot taken before a later registration."""
+
+    def __init__(self, registry: dict[str, _Entry]) -> None:
+        self._registry = registry
+
+    def __getitem__(self, i: Any) -> Any:  # an int gives a name, a slice a tuple of them
+        return tuple(self._registry)[i]
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._registry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._registry))
+
+    def __eq__(self, other: object) -> bool:
+        # Compares like the tuple it used to be: DATASETS == ("mnist", "fashion-mnist", "cifar10").
+        if isinstance(other, (tuple, _Names)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # live, so unhashable like any mutable container
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class _Shapes(Mapping[str, ImageShape]):
+    """Name -> image shape (channels, height, width) of each registered dataset, read live."""
+
+    def __init__(self, registry: dict[str, _Entry]) -> None:
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> ImageShape:
+        return self._registry[name].image_shape
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._registry))
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+DATASETS: Sequence[str] = _Names(_REGISTRY)
+IMAGE_SHAPES: Mapping[str, ImageShape] = _Shapes(_REGISTRY)
+
+
+def register_dataset(name: str, load: Loader, image_shape: ImageShape) -> None:
+    """Make `load_dataset(name, data_dir, download)` return `load(data_dir, download)`.
+
+    `image_shape` is one example as (channels, height, width): it decides which nets fit the
+    dataset. A name can be registered once; a second registration is a programming error."""
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    shape = tuple(image_shape)  # a list would do as well; stored as a tuple like the built-ins
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"image_shape of {name!r} must be three positive ints (channels, height, width), got {shape}")
+    _REGISTRY[name] = _Entry(load, cast(ImageShape, shape))
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Load a dataset of SPEC §1 by name. `data_dir` overrides where non-shipped data is read."""
-    if name == "mnist":
-        if not data_dir:
-            return _from_idx(name, mnist_dir(), load_idx_dir(mnist_dir(), MNIST_SHA256))
-        # MNIST is checksum-pinned: a --data-dir for it must hold the canonical files, not just any IDX data.
-        directory = Path(data_dir)
-        fix = (f"--data-dir {directory} must hold the four canonical MNIST files unmodified; drop --data-dir to use "
-               "the copy shipped with ticketlab, or train on other MNIST-format data with --dataset fashion-mnist")
-        return _from_idx(name, directory, load_idx_dir(directory, MNIST_SHA256, fix))
-    if name == "fashion-mnist":
-        directory = Path(data_dir or FASHION_MNIST_DIR)
-        if not directory.is_dir():
-            raise TicketlabError(
-                f"Fashion-MNIST not found in {directory}: install Debian's dataset-fashion-mnist or pass --data-dir"
-            )
-        return _from_idx(name, directory, load_idx_dir(directory))
-    if name == "cifar10":
-        from ..data.cifar import load_cifar10
+    """Load a registered dataset by name. `data_dir` overrides where non-shipped data is read;
+    `download` lets a loader that can fetch its data (cifar10) do so."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise TicketlabError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return entry.load(data_dir, download)
 
-        return load_cifar10(data_dir, download=download)
-    raise TicketlabError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+register_dataset("mnist", idx.load_mnist, idx.IMAGE_SHAPE)
+register_dataset("fashion-mnist", idx.load_fashion_mnist, idx.IMAGE_SHAPE)
+register_dataset("cifar10", cifar.load_cifar10, cifar.IMAGE_SHAPE)

@@ -22,14 +22,14 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..core.errors import TicketlabError
-from .dataset import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
+from .dataset import N_CLASSES, Dataset, ImageShape, from_arrays
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
-IMAGE_SHAPE = IMAGE_SHAPES["cifar10"]
+IMAGE_SHAPE: ImageShape = (3, 32, 32)
 
 _CHUNK = 1 << 20
 

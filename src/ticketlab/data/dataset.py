@@ -1,5 +1,6 @@
 """The one `Dataset` type of SPEC §1 and how uint8 arrays become one: fixed train/val split, pixels
-scaled to [0, 1]. The loaders (`idx`, `cifar`) build on it; it imports none of them.
+scaled to [0, 1]. The loaders (`idx`, `cifar`) build on it; it imports none of them, and knows no
+dataset by name (the registry in `ticketlab.data` does).
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import torch
 
 from ..core.errors import TicketlabError
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
-# One example of each dataset as (channels, height, width); the FC net takes it flattened.
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# One example image as (channels, height, width); the FC net takes it flattened.
+ImageShape = tuple[int, int, int]
 N_CLASSES = 10
 VAL_SIZE = 5000
 SPLIT_SEED = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import TicketlabError
-from .dataset import IMAGE_SHAPES, N_CLASSES, Dataset, from_arrays
+from .dataset import N_CLASSES, Dataset, ImageShape, from_arrays
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# The MNIST format's images: 28 x 28 grey, for MNIST and Fashion-MNIST alike.
+IMAGE_SHAPE: ImageShape = (1, 28, 28)
 
 # SHA-256 of the decompressed canonical IDX files (../shared/data/mnist/README.md).
 MNIST_SHA256 = {
@@ -90,7 +93,7 @@ def load_idx_dir(
 def _checked_idx(a: np.ndarray, stem: str, path: Path) -> np.ndarray:
     """An IDX array that has the MNIST layout: 28 x 28 images, or one label 0..9 per image."""
     if "images" in stem:
-        side = IMAGE_SHAPES["mnist"][1:]
+        side = IMAGE_SHAPE[1:]
         if a.ndim != 3 or a.shape[1:] != side:
             got = " x ".join(map(str, a.shape[1:])) or "scalars"
             raise TicketlabError(
@@ -117,4 +120,30 @@ def _from_idx(name: str, directory: Path, arrays: dict[str, np.ndarray]) -> Data
 
 
 def mnist_dir() -> Path:
+    """The folder of the MNIST copy shipped inside the package."""
     return Path(str(resources.files("ticketlab.data") / "mnist"))
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """MNIST from the shipped copy, or from `data_dir`, which must then hold the canonical files.
+
+    `download` is ignored: MNIST ships with ticketlab."""
+    if not data_dir:
+        return _from_idx("mnist", mnist_dir(), load_idx_dir(mnist_dir(), MNIST_SHA256))
+    # MNIST is checksum-pinned: a --data-dir for it must hold the canonical files, not just any IDX data.
+    directory = Path(data_dir)
+    fix = (f"--data-dir {directory} must hold the four canonical MNIST files unmodified; drop --data-dir to use "
+           "the copy shipped with ticketlab, or train on other MNIST-format data with --dataset fashion-mnist")
+    return _from_idx("mnist", directory, load_idx_dir(directory, MNIST_SHA256, fix))
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """Fashion-MNIST from `data_dir` (default: `FASHION_MNIST_DIR`, Debian's dataset-fashion-mnist).
+
+    `download` is ignored: there is no download for it; install the Debian package instead."""
+    directory = Path(data_dir or FASHION_MNIST_DIR)
+    if not directory.is_dir():
+        raise TicketlabError(
+            f"Fashion-MNIST not found in {directory}: install Debian's dataset-fashion-mnist or pass --data-dir"
+        )
+    return _from_idx("fashion-mnist", directory, load_idx_dir(directory))
