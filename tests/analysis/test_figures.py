@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ticketlab.analysis.figures import CRITERIA_ORDER, CRITERION_COLORS, make_figures
+from ticketlab.analysis.figures import make_figures
+from ticketlab.analysis.style import CRITERIA_ORDER, CRITERION_COLORS
 
 ROUNDS = range(11)  # 100% .. 10.7% remaining: levels near 41% and 17% exist, none near 7%
 # Offsets from random in accuracy per round (x 0.1 percentage point): the good members of a pair

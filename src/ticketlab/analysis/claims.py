@@ -19,14 +19,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.figures import (
-    best_over_levels,
-    experiment_rows,
-    net_groups,
-    net_label,
-    sort_key,
-    value_column,
-)
+from .stats import best_over_levels, experiment_rows, net_groups, value_column
+from .style import net_label, sort_key
 
 # Two-sided 95%: the 0.975 quantile of Student's t.
 _T975: dict[int, float] = {

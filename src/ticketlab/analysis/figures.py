@@ -7,367 +7,58 @@ Accuracies in the table are fractions; every figure and every number derived her
 "density" = fraction of weights kept, "sparsity" = fraction pruned; the x-axes show density as
 "% of weights remaining".
 
-The data helpers here (`seed_stats`, `curve_keys`, `ordered_groups`, ...) are shared with
-`ticketlab.report` and `ticketlab.claims`, so a number in the report is the number in the figure.
+Labels, orders and colours come from `style`, the numbers drawn from `stats` (shared with the
+report and the claims, so a number in the report is the number in the figure).
 """
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import TicketlabError
-from ..pruning.criteria import CRITERIA
+from .stats import (
+    ITERATIVE_EXPERIMENTS,
+    SUPERMASK_EXPERIMENTS,
+    base_accuracy,
+    best_over_levels,
+    converged_only,
+    curve_keys,
+    dense_baseline,
+    experiment_rows,
+    net_groups,
+    net_tags,
+    ordered_groups,
+    over_seeds,
+    seed_stats,
+    supermask_combos,
+    value_column,
+)
+from .style import (
+    BANDS,
+    CHANCE_PERCENT,
+    CRITERIA_ORDER,
+    CRITERION_PAIRS,
+    EXPERIMENT_TITLES,
+    MASK0_ORDER,
+    MASK1_ORDER,
+    SIGN_CRITERIA,
+    base_label,
+    curve_style,
+    dataset_label,
+    mask0_label,
+    mask1_label,
+    net_label,
+    start_dwr_label,
+    start_dwr_slug,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-ITERATIVE_EXPERIMENTS: tuple[str, ...] = (
-    "criteria",
-    "large-final-signs",
-    "magnitude-increase-signs",
-    "mask1-actions",
-    "mask0-actions",
-)
-SUPERMASK_EXPERIMENTS: tuple[str, ...] = ("supermask-at-init", "masking-is-training", "supermask-vs-training")
-
-# SPEC order: legends list the criteria as the paper does.
-CRITERIA_ORDER: tuple[str, ...] = CRITERIA
-# The complementary pairs drawn as panels (the keep-rule first, its opposite second).
-CRITERION_PAIRS: tuple[tuple[str, str], ...] = (
-    ("large_final", "small_final"),
-    ("large_init", "small_init"),
-    ("magnitude_increase", "movement"),
-    ("large_final_same_sign", "large_final_diff_sign"),
-    ("magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
-    ("large_init_large_final", "small_init_small_final"),
-)
-SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
-    "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
-    "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
-}
-
-# One hue per complementary pair, dark for the first member and light (but still legible on
-# white) for the second, so a criterion has the same colour in every figure.
-CRITERION_COLORS: dict[str, str] = {
-    "large_final": "#1f4e9c",
-    "small_final": "#74a9e0",
-    "large_init": "#b35900",
-    "small_init": "#f5a048",
-    "magnitude_increase": "#1b7a3a",
-    "movement": "#76c987",
-    "random": "#6e6e6e",
-    "large_final_same_sign": "#9b1c1c",
-    "large_final_diff_sign": "#ee7d7d",
-    "magnitude_increase_same_sign": "#5b2c83",
-    "magnitude_increase_diff_sign": "#b596d8",
-    "large_init_large_final": "#6b4226",
-    "small_init_small_final": "#c9a27e",
-}
-_SECOND_OF_PAIR = {b for _, b in CRITERION_PAIRS}
-
-_RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
-MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
-MASK1_LABELS: dict[str, str] = {
-    "rewind": "rewind (lottery ticket)",
-    "reinit": "random reinit",
-    "signed_reinit": "reinit, sign kept",
-    "reshuffle": "reshuffle",
-    "signed_reshuffle": "reshuffle, sign kept",
-    "constant": "constant",
-    "signed_constant": "constant, sign kept",
-}
-MASK1_COLORS: dict[str, str] = {
-    "rewind": "#1f77b4",
-    "reinit": "#ff7f0e",
-    "signed_reinit": "#2ca02c",
-    "reshuffle": "#d62728",
-    "signed_reshuffle": "#9467bd",
-    "constant": "#8c564b",
-    "signed_constant": "#e377c2",
-}
-MASK0_ORDER: tuple[str, ...] = (
-    "zero",
-    "freeze_init",
-    "freeze_init_zero_mask",
-    "freeze_init_zero_all",
-    "freeze_init_zero_random",
-)
-MASK0_LABELS: dict[str, str] = {
-    "zero": "zero",
-    "freeze_init": "freeze init",
-    "freeze_init_zero_mask": "Variant 1 (freeze_init_zero_mask)",
-    "freeze_init_zero_all": "Variant 2 (freeze_init_zero_all)",
-    "freeze_init_zero_random": "random control (freeze_init_zero_random)",
-}
-MASK0_COLORS: dict[str, str] = {
-    "zero": "#1f77b4",
-    "freeze_init": "#ff7f0e",
-    "freeze_init_zero_mask": "#2ca02c",
-    "freeze_init_zero_all": "#d62728",
-    "freeze_init_zero_random": "#7f7f7f",
-}
-START_DWR_ORDER: tuple[tuple[str, bool], ...] = (
-    ("init", False),
-    ("init", True),
-    ("signed_constant", False),
-    ("signed_constant", True),
-)
-NET_ORDER: tuple[str, ...] = ("fc", "conv2", "conv4", "conv6")
-CHANCE_PERCENT = 10.0
-BANDS = ("minmax", "std")
-
-EXPERIMENT_TITLES: dict[str, str] = {
-    "criteria": "Mask criteria (rewind, pruned weights zero)",
-    "large-final-signs": "large_final and its sign variants",
-    "magnitude-increase-signs": "magnitude_increase and its sign variants",
-    "mask1-actions": "Mask-1 actions: start values of kept weights (large_final)",
-    "mask0-actions": "Mask-0 actions: values of pruned weights (large_final)",
-}
-FIGURE_DESCRIPTIONS: dict[str, str] = {
-    "criteria": "Test accuracy at early stop vs % of weights remaining, one curve per mask criterion "
-    "(rewind, pruned weights zero). Line: mean over seeds; band: spread over seeds.",
-    "criteria_pairs": "The criteria figure split into complementary pairs; grey: random.",
-    "large-final-signs": "large_final and its sign variants: test accuracy at early stop vs % remaining.",
-    "magnitude-increase-signs": "magnitude_increase and its sign variants: test accuracy at early stop vs % remaining.",
-    "mask1-actions": "Start values of kept weights (mask-1 actions, SPEC §6): test accuracy at early stop vs "
-    "% remaining.",
-    "mask0-actions": "Values of pruned weights (mask-0 actions, SPEC §6): test accuracy at early stop vs % remaining.",
-    "supermask-at-init": "Supermasks: test accuracy at init (no training) vs % remaining, per criterion; "
-    "panels: start weights and dynamic weight rescaling (DWR).",
-    "supermask-at-init_pairs": "Supermasks at init split into complementary pairs; grey: random.",
-    "masking-is-training": "Masking is training: supermask accuracy at init vs % remaining, with masks from "
-    "bases stopped at 25/50/75% validation accuracy or converged.",
-    "supermask-vs-training": "Best supermask accuracy at init (over levels) vs the base's training iterations; "
-    "black: the base's own test accuracy.",
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Labels, ordering, styles
-
-
-def net_label(net: str) -> str:
-    """'fc' -> 'FC', 'conv2' -> 'Conv2'."""
-    return "FC" if net == "fc" else str(net).capitalize()
-
-
-def dataset_label(dataset: str) -> str:
-    """'mnist' -> 'MNIST', 'cifar10' -> 'CIFAR-10'."""
-    return {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(str(dataset), str(dataset))
-
-
-def mask1_label(name: str) -> str:
-    """Paper name of a mask-1 action; the rescaled forms say so."""
-    base = name.removesuffix("_rescaled")
-    label = MASK1_LABELS.get(base, base)
-    return f"{label} (rescaled)" if name.endswith("_rescaled") else label
-
-
-def mask0_label(name: str) -> str:
-    """Paper name of a mask-0 action."""
-    return MASK0_LABELS.get(name, name)
-
-
-def base_label(base: str) -> str:
-    """'val_accuracy_0.25' -> 'stopped at 25% val acc', 'iterations_10' -> '10 iterations'."""
-    m = re.fullmatch(r"val_accuracy_([0-9.]+)", str(base))
-    if m:
-        return f"stopped at {float(m.group(1)) * 100:g}% val acc"
-    m = re.fullmatch(r"iterations_(\d+)", str(base))
-    if m:
-        return f"{int(m.group(1))} iterations"
-    return str(base)
-
-
-def start_dwr_label(start: str, dwr: bool) -> str:
-    """'init' + DWR -> 'init + DWR'."""
-    return f"{str(start).replace('_', ' ')}{' + DWR' if dwr else ''}"
-
-
-def start_dwr_slug(start: str, dwr: bool) -> str:
-    """A file-name form of a (start, dwr) combination: 'signed-constant-dwr'."""
-    return f"{str(start).replace('_', '-')}{'-dwr' if dwr else ''}"
-
-
-def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
-    # Unknown values sort after known ones, alphabetically, rather than failing.
-    return (order.index(value), "") if value in order else (len(order), str(value))
-
-
-def sort_key(column: str, value: Any) -> tuple:
-    """Canonical order of a column's values (criteria as in SPEC §5, bases by training, ...)."""
-    if column == "criterion":
-        return _order_index(CRITERIA_ORDER, value)
-    if column == "mask1":
-        return _order_index(MASK1_ORDER, value)
-    if column == "mask0":
-        return _order_index(MASK0_ORDER, value)
-    if column == "net":
-        return _order_index(NET_ORDER, value)
-    if column == "start":
-        return _order_index(("init", "signed_constant"), value)
-    if column == "dwr":
-        return (int(bool(value)),)
-    if column == "base":
-        s = str(value)
-        m = re.fullmatch(r"val_accuracy_([0-9.]+)", s)
-        if m:
-            return (0, float(m.group(1)), s)
-        m = re.fullmatch(r"iterations_(\d+)", s)
-        if m:
-            return (1, float(m.group(1)), s)
-        return (2 if s == "converged" else 3, 0.0, s)
-    return (str(value),)
-
-
-def curve_style(column: str, name: str) -> dict[str, Any]:
-    """Label, colour, marker and line style of one curve, the same in every figure."""
-    if column == "criterion":
-        marker = "D" if name == "random" else ("s" if name in _SECOND_OF_PAIR else "o")
-        return {"label": name, "color": CRITERION_COLORS.get(name, "#333333"), "marker": marker, "linestyle": "-"}
-    if column == "mask1":
-        rescaled = name.endswith("_rescaled")
-        base = name.removesuffix("_rescaled")
-        return {
-            "label": mask1_label(name),
-            "color": MASK1_COLORS.get(base, "#333333"),
-            "marker": "^" if rescaled else "o",
-            "linestyle": "--" if rescaled else "-",
-        }
-    if column == "mask0":
-        return {"label": mask0_label(name), "color": MASK0_COLORS.get(name, "#333333"), "marker": "o", "linestyle": "-"}
-    return {"label": str(name), "color": "#333333", "marker": "o", "linestyle": "-"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Data helpers
-
-
-def value_column(experiment: str) -> str:
-    """The accuracy column an experiment's figures and tables use."""
-    return "test_accuracy_at_init" if experiment in SUPERMASK_EXPERIMENTS else "test_accuracy_at_early_stop"
-
-
-def _to_bool(v: Any) -> bool:
-    # CSV round trips turn booleans into strings, and NaN must not read as True.
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return False
-    return bool(v)
-
-
-def experiment_rows(results: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """The rows of one experiment, with `round`/`seed` as ints and supermask columns normalised."""
-    if "experiment" not in results.columns:
-        return results.iloc[0:0]
-    rows = results[results["experiment"] == experiment].copy()
-    if rows.empty:
-        return rows
-    rows["round"] = rows["round"].astype(int)
-    rows["seed"] = rows["seed"].astype(int)
-    if experiment in SUPERMASK_EXPERIMENTS:
-        rows["start"] = rows["start"].map(lambda v: "init" if pd.isna(v) else str(v)) if "start" in rows else "init"
-        rows["dwr"] = rows["dwr"].map(_to_bool) if "dwr" in rows else False
-        if "base" not in rows:
-            rows["base"] = "converged"
-    return rows
-
-
-def main_column(experiment: str) -> str:
-    """The column that names an experiment's curves."""
-    return {"mask1-actions": "mask1", "mask0-actions": "mask0"}.get(experiment, "criterion")
-
-
-def curve_keys(rows: pd.DataFrame, experiment: str) -> list[str]:
-    """Columns that together identify one curve (one line of a table) within a (net, dataset)."""
-    if experiment in SUPERMASK_EXPERIMENTS:
-        return ["base", "start", "dwr", "criterion"]
-    main = main_column(experiment)
-    extra = [c for c in ("criterion", "mask1", "mask0") if c != main and c in rows and rows[c].nunique() > 1]
-    return extra + [main]
-
-
-def ordered_groups(rows: pd.DataFrame, keys: Sequence[str]) -> Iterator[tuple[tuple, pd.DataFrame]]:
-    """groupby(keys) in canonical order (criteria as in SPEC §5, ...), NaN keys kept."""
-    if not keys:
-        yield (), rows
-        return
-    groups = [((k if isinstance(k, tuple) else (k,)), g) for k, g in rows.groupby(list(keys), dropna=False, sort=False)]
-    groups.sort(key=lambda kg: tuple(sort_key(c, v) for c, v in zip(keys, kg[0])))
-    yield from groups
-
-
-def net_groups(rows: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
-    """(net, dataset, rows) in the order FC, Conv2, Conv4, Conv6."""
-    for (net, dataset), g in ordered_groups(rows, ["net", "dataset"]):
-        yield str(net), str(dataset), g
-
-
-def seed_stats(rows: pd.DataFrame, value: str, by: Sequence[str] = ("round",)) -> pd.DataFrame:
-    """Per level (`by`): mean/std/min/max over seeds of `value`, in %, and the mean % remaining.
-
-    Duplicate rows of one seed at one level are averaged first, so every seed counts once.
-    """
-    by = list(by)
-    per_seed = rows.groupby(by + ["seed"], dropna=False, sort=False)[[value, "remaining_percent"]].mean()
-    level = per_seed.groupby(level=by, dropna=False, sort=False)
-    v = level[value]
-    stats = pd.DataFrame(
-        {
-            "remaining_percent": level["remaining_percent"].mean(),
-            "mean": v.mean(),
-            "std": v.std(),
-            "min": v.min(),
-            "max": v.max(),
-            "n": v.count(),
-        }
-    ).reset_index()
-    for c in ("mean", "std", "min", "max"):
-        stats[c] = stats[c] * 100.0
-    return stats.sort_values("remaining_percent", ascending=False).reset_index(drop=True)
-
-
-def dense_baseline(rows: pd.DataFrame, value: str = "test_accuracy_at_early_stop") -> float | None:
-    """Mean over seeds (each seed's round-0 rows averaged first) of `value`, in %; None if absent."""
-    dense = rows[rows["round"] == 0]
-    if dense.empty or value not in dense or dense[value].isna().all():
-        return None
-    return float(dense.groupby("seed")[value].mean().mean() * 100.0)
-
-
-def nearest_level(stats: pd.DataFrame, target: float, tolerance: float = 1.5) -> pd.Series | None:
-    """The row of `stats` whose % remaining is nearest `target` (in ratio), if within `tolerance`×."""
-    x = stats["remaining_percent"].to_numpy(dtype=float)
-    ok = x > 0
-    if not ok.any():
-        return None
-    ratio = np.where(ok, np.maximum(x / target, target / np.where(ok, x, 1.0)), np.inf)
-    i = int(np.argmin(ratio))
-    return stats.iloc[i] if ratio[i] <= tolerance else None
-
-
-def supermask_combos(rows: pd.DataFrame) -> list[tuple[str, bool]]:
-    """The (start, dwr) combinations present, in the order init, init+DWR, signed constant, +DWR."""
-    present = {(str(s), bool(d)) for s, d in rows[["start", "dwr"]].drop_duplicates().itertuples(index=False)}
-    known = [c for c in START_DWR_ORDER if c in present]
-    return known + sorted(present - set(known))
-
-
-def net_tags(results: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """File-name tag per (net, dataset): empty when the table holds a single one."""
-    pairs = results[["net", "dataset"]].dropna().drop_duplicates()
-    combos = [(str(n), str(d)) for n, d in pairs.itertuples(index=False)]
-    if len(combos) <= 1:
-        return {c: "" for c in combos}
-    nets_unique = pairs["net"].nunique() == len(pairs)
-    return {(n, d): (n if nets_unique else f"{n}-{d}") for n, d in combos}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,16 +297,6 @@ def _iterative_figures(
 # Supermask experiments
 
 
-def _converged_only(rows: pd.DataFrame) -> pd.DataFrame:
-    # Supermask-at-init is defined on the converged base; other bases belong to the ablations.
-    return rows[rows["base"] == "converged"] if (rows["base"] == "converged").any() else rows
-
-
-def _base_accuracy(rows: pd.DataFrame) -> float | None:
-    if "base_test_accuracy" not in rows or rows["base_test_accuracy"].isna().all():
-        return None
-    return float(rows.groupby("seed")["base_test_accuracy"].mean().mean() * 100.0)
-
 
 def _panel_grid(n: int) -> tuple[int, int]:
     return (1, n) if n <= 2 else (math.ceil(n / 2), 2)
@@ -631,7 +312,7 @@ def _level_panels(
     levels: list[float] = []
     for ax, (name, rows) in zip(axes, panels):
         levels += _draw_level_curves(ax, rows, ["criterion"], "test_accuracy_at_init", band)
-        base = _base_accuracy(rows)
+        base = base_accuracy(rows)
         # Bases differ between panels: the value goes in the panel title, not the shared legend.
         reference_lines(ax, base, "trained base, own weights", value_in_label=False)
         ax.set_title(name + (f"\nbase test accuracy {base:.2f}%" if base is not None else ""), fontsize=8.5)
@@ -639,7 +320,7 @@ def _level_panels(
 
 
 def _supermask_at_init(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
-    rows = _converged_only(rows)
+    rows = converged_only(rows)
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     title = _title("supermask at init", net, dataset, rows)
     combos = supermask_combos(rows)
@@ -649,7 +330,7 @@ def _supermask_at_init(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts:
     for (s, d), (label, sub) in zip(combos, panels):
         fig = _pairs_figure(
             sub, "test_accuracy_at_init", ["criterion"], f"{title} — {label} — complementary pairs",
-            "test acc. at init (%)", band, _base_accuracy(sub), "trained base",
+            "test acc. at init (%)", band, base_accuracy(sub), "trained base",
         )
         if fig is not None:
             paths += _save(fig, out, _stem("supermask-at-init", f"pairs_{start_dwr_slug(s, d)}", tag), fmts)
@@ -674,33 +355,6 @@ def _masking_is_training(rows: pd.DataFrame, tag: str, band: str, out: Path, fmt
     return paths
 
 
-def best_over_levels(rows: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
-    """Per (`by`, seed): the best `value` over levels (rounds), with mean base iterations/accuracy."""
-    agg: dict[str, tuple[str, str]] = {"best": (value, "max")}
-    for c in ("base_iterations", "base_test_accuracy"):
-        if c in rows:
-            agg[c] = (c, "mean")
-    return rows.groupby(list(by) + ["seed"], dropna=False).agg(**agg).reset_index()
-
-
-def _over_seeds(per_seed: pd.DataFrame, column: str) -> pd.DataFrame:
-    """mean/std/min/max over seeds per base (in %), x = mean base iterations, sorted by x."""
-    s = (
-        per_seed.groupby("base")
-        .agg(
-            x=("base_iterations", "mean"),
-            mean=(column, "mean"),
-            std=(column, "std"),
-            min=(column, "min"),
-            max=(column, "max"),
-            n=(column, "count"),
-        )
-        .reset_index()
-    )
-    for c in ("mean", "std", "min", "max"):
-        s[c] = s[c] * 100.0
-    return s.dropna(subset=["x"]).sort_values("x").reset_index(drop=True)
-
 
 def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
     if "base_iterations" not in rows or rows["base_iterations"].isna().all():
@@ -715,12 +369,12 @@ def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, f
         sub = rows[(rows["start"] == s) & (rows["dwr"] == d)]
         per_seed = best_over_levels(sub, "test_accuracy_at_init", ["criterion", "base"])
         for (crit,), g in ordered_groups(per_seed, ["criterion"]):
-            stats = _over_seeds(g, "best")
+            stats = over_seeds(g, "best")
             draw_curve(ax, stats["x"].to_numpy(dtype=float), stats, curve_style("criterion", str(crit)), band)
             xs += list(stats["x"])
         if "base_test_accuracy" in per_seed and per_seed["base_test_accuracy"].notna().any():
             per_base = per_seed.groupby(["base", "seed"]).mean(numeric_only=True).reset_index()
-            base = _over_seeds(per_base, "base_test_accuracy")
+            base = over_seeds(per_base, "base_test_accuracy")
             style = {"label": "base net, trained weights", "color": "black", "marker": "o", "linestyle": "-"}
             draw_curve(ax, base["x"].to_numpy(dtype=float), base, style, band)
         reference_lines(ax, None, "")
@@ -785,12 +439,6 @@ def make_figures(
                 paths += _supermask_vs_training(g, tag, band, out_dir, formats)
     return paths
 
-
-def describe_figure(path: Path) -> str:
-    """A one-sentence caption for a file written by `make_figures`, from its name."""
-    stem = Path(path).stem
-    best = max((k for k in FIGURE_DESCRIPTIONS if stem == k or stem.startswith(k + "_")), key=len, default=None)
-    return FIGURE_DESCRIPTIONS.get(best, stem) if best else stem
 
 
 def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[float], ylabel: str, title: str,

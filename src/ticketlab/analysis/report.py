@@ -15,196 +15,21 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..analysis.claims import Claim, check_claims
+from .claims import Claim, check_claims
 from ..core.errors import TicketlabError
-from ..analysis.figures import (
-    ITERATIVE_EXPERIMENTS,
+from .stats import (
+    LEVEL_TOLERANCE,
+    LEVELS,
     SUPERMASK_EXPERIMENTS,
-    curve_keys,
-    dataset_label,
     dense_baseline,
-    describe_figure,
     experiment_rows,
-    nearest_level,
     net_groups,
-    net_label,
-    ordered_groups,
-    seed_stats,
-    value_column,
+    published_comparison,
+    summary_tables,
 )
+from .style import dataset_label, describe_figure, net_label
 
-LEVELS: tuple[float, ...] = (41.0, 17.0, 7.0, 3.0, 1.2)  # % remaining columns of the summary tables
-LEVEL_TOLERANCE = 1.5  # a level counts as "at L%" within this factor of L
-LEARNED_ACCURACY_COLUMNS = ("test_accuracy", "test_accuracy_mean", "mean_test_accuracy", "test_accuracy_at_init")
 DEFAULT_TITLE = "Deconstructing Lottery Tickets — reproduction report"
-
-
-# ---------------------------------------------------------------------------------------------
-# Numbers
-
-
-def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
-    row = nearest_level(stats, target, LEVEL_TOLERANCE)
-    tag = f"at_{target:g}"
-    if row is None:
-        return {f"{tag}_mean": math.nan, f"{tag}_std": math.nan, f"{tag}_remaining": math.nan}
-    return {f"{tag}_mean": row["mean"], f"{tag}_std": row["std"], f"{tag}_remaining": row["remaining_percent"]}
-
-
-def _curve_summary(stats: pd.DataFrame) -> dict[str, float]:
-    """Best seed-mean accuracy over levels (and where), and the accuracy at the fixed levels."""
-    # Round 0 is the same dense run for every curve: "best" means the best pruned level.
-    pruned = stats[stats["round"] > 0] if (stats["round"] > 0).any() else stats
-    best = pruned.loc[pruned["mean"].idxmax()]
-    out = {
-        "n_seeds": int(stats["n"].max()),
-        "best_mean": best["mean"],
-        "best_std": best["std"],
-        "best_remaining": best["remaining_percent"],
-    }
-    for level in LEVELS:
-        out.update(_level_entry(stats, level))
-    return out
-
-
-def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per experiment: one row per (net, dataset, curve) with best accuracy and fixed-level accuracies.
-
-    Accuracies in %, mean/std over seeds; `best_remaining` and `at_L_remaining` say at which %
-    remaining (the level nearest L within a factor 1.5; NaN if none). The seed mean is taken per
-    level first, so "best" is the best pruned level (round > 0) of the mean curve.
-    """
-    tables: dict[str, pd.DataFrame] = {}
-    for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
-        rows = experiment_rows(results, experiment)
-        value = value_column(experiment)
-        if rows.empty or value not in rows:
-            continue
-        rows = rows.dropna(subset=[value])
-        keys = curve_keys(rows, experiment)
-        records = []
-        for net, dataset, g in net_groups(rows):
-            # One groupby for all curves: per-curve calls are slow with hundreds of curves.
-            stats = seed_stats(g, value, by=[*keys, "round"])
-            for key, curve in ordered_groups(stats, keys):
-                records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve)})
-        if records:
-            tables[experiment] = pd.DataFrame.from_records(records)
-    return tables
-
-
-def _seed_values(rows: pd.DataFrame, value: str) -> pd.Series:
-    """One value per seed (its rows averaged), in %."""
-    return rows.groupby("seed")[value].mean().dropna() * 100.0
-
-
-def _all_iterative(results: pd.DataFrame) -> pd.DataFrame:
-    parts = [experiment_rows(results, e) for e in ITERATIVE_EXPERIMENTS]
-    parts = [p for p in parts if not p.empty]
-    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed"])
-
-
-def _all_supermask(results: pd.DataFrame) -> pd.DataFrame:
-    parts = [experiment_rows(results, e) for e in SUPERMASK_EXPERIMENTS]
-    parts = [p for p in parts if not p.empty]
-    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed", "start", "dwr", "criterion"])
-
-
-def _entry(quantity: str, net: str, published: float, note: str, seeds: pd.Series | None, detail: str = "") -> dict:
-    """A comparison row from per-seed values (None or empty: not run)."""
-    if seeds is None or seeds.empty:
-        return {"quantity": quantity, "net": net, "published": published, "published_note": note,
-                "ours": math.nan, "difference": math.nan, "n_seeds": 0, "detail": "", "status": "not run"}
-    ours = float(seeds.mean())
-    spread = f"range {seeds.min():.2f}–{seeds.max():.2f} over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
-    return {"quantity": quantity, "net": net, "published": published, "published_note": note, "ours": ours,
-            "difference": ours - published, "n_seeds": int(len(seeds)),
-            "detail": "; ".join(p for p in (detail, spread) if p),
-            "status": "ok"}
-
-
-def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Series | None, str]:
-    """Per-seed values at the best (key..., level) of the seed-mean curve, and where it was."""
-    if rows.empty:
-        return None, ""
-    means = rows.groupby(list(keys) + ["round"], dropna=False)["test_accuracy_at_init"].mean()
-    if means.dropna().empty:
-        return None, ""
-    where = means.idxmax()
-    where = where if isinstance(where, tuple) else (where,)  # a single key gives a scalar
-    sel = rows
-    for k, v in zip(list(keys) + ["round"], where):
-        sel = sel[sel[k] == v]
-    detail = ", ".join(f"{k}={v}" for k, v in zip(keys, where))
-    remaining = sel["remaining_percent"].mean()
-    where_text = f"best: {detail + ', ' if detail else ''}at {remaining:.2f}% remaining"
-    return _seed_values(sel, "test_accuracy_at_init"), where_text
-
-
-def _supermask_converged(results: pd.DataFrame) -> pd.DataFrame:
-    rows = experiment_rows(results, "supermask-at-init")
-    if not rows.empty and (rows["base"] == "converged").any():
-        rows = rows[rows["base"] == "converged"]
-    return rows
-
-
-def _learned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    rows = results[results["experiment"] == "learned-supermask"] if "experiment" in results else results.iloc[0:0]
-    column = next((c for c in LEARNED_ACCURACY_COLUMNS if c in rows and rows[c].notna().any()), None)
-    return rows, column
-
-
-def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
-    """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
-
-    How ours are computed: dense = round-0 rows of the iterative experiments (each seed's rows
-    averaged, then the seeds); untrained = supermask rows at level 0 with start=init; best supermask =
-    the best (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
-    """
-    it = _all_iterative(results)
-    sm = _all_supermask(results)
-    sm_conv = _supermask_converged(results)
-    value = "test_accuracy_at_early_stop"
-
-    def dense(net: str) -> pd.Series | None:
-        rows = it[(it["net"] == net) & (it["round"] == 0)] if not it.empty else it
-        return _seed_values(rows, value) if not rows.empty and value in rows else None
-
-    def untrained(net: str) -> pd.Series | None:
-        rows = sm[(sm["net"] == net) & (sm["round"] == 0) & (sm["start"] == "init")] if not sm.empty else sm
-        return _seed_values(rows, "test_accuracy_at_init") if not rows.empty else None
-
-    out = [
-        _entry("Dense FC, MNIST: test accuracy at early stop", "fc", 97.92, "mean of 5 seeds; range 97.82–97.99",
-               dense("fc")),
-        _entry("Untrained dense FC, MNIST: test accuracy", "fc", 9.4, "about 9.4% (chance)", untrained("fc")),
-    ]
-    signed = sm_conv[sm_conv["start"] == "signed_constant"] if not sm_conv.empty else sm_conv
-    vals, where = _best_curve_point(signed[signed["net"] == "fc"] if not signed.empty else signed, ["criterion", "dwr"])
-    out.append(_entry("Supermask at init, best mask, signed constant: FC, MNIST", "fc", 86.0, "paper abstract",
-                      vals, where))
-    conv = signed[signed["net"] != "fc"] if not signed.empty else signed
-    vals, where = _best_curve_point(conv, ["net", "criterion", "dwr"])
-    out.append(_entry("Supermask at init, best mask, signed constant: conv, CIFAR-10", "conv", 41.0,
-                      "paper abstract (best conv net)", vals, where))
-    plain = sm_conv[(sm_conv["start"] == "init") & (~sm_conv["dwr"]) & (sm_conv["net"] == "fc")
-                    & (sm_conv["criterion"] == "large_final_same_sign")] if not sm_conv.empty else sm_conv
-    vals, where = _best_curve_point(plain, [])
-    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 80.0, "paper: above 80%",
-                      vals, where))
-    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 76.3,
-                      "study: mean of 5 seeds, no DWR", vals, where))
-    for net, paper in (("conv2", 69.2), ("conv4", 75.4), ("conv6", 78.3)):
-        out.append(_entry(f"Trained dense {net_label(net)}, CIFAR-10: test accuracy at early stop", net, paper,
-                          "paper (learned-supermask table)", dense(net)))
-    learned, column = _learned_rows(results)
-    for net, paper in (("conv2", 66.0), ("conv4", 72.5), ("conv6", 76.5)):
-        rows = learned[learned["net"] == net] if column else learned.iloc[0:0]
-        if column and "dwr" in rows:
-            rows = rows[rows["dwr"].map(lambda v: str(v).strip().lower() in ("true", "1"))]
-        seeds = _seed_values(rows, column) if column and not rows.empty else None
-        out.append(_entry(f"Learned supermask with DWR: {net_label(net)}, CIFAR-10", net, paper, "paper", seeds))
-    return pd.DataFrame.from_records(out)
 
 
 # ---------------------------------------------------------------------------------------------

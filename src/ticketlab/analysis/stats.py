@@ -1,0 +1,364 @@
+"""Row selection, seed statistics and the summary tables of a results table (no matplotlib).
+
+Accuracies in the table are fractions; every statistic here is in %. The figures, the report and the
+claims all read their numbers through these helpers, so a number in the report is the number in the figure.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .style import START_DWR_ORDER, net_label, sort_key
+
+ITERATIVE_EXPERIMENTS: tuple[str, ...] = (
+    "criteria",
+    "large-final-signs",
+    "magnitude-increase-signs",
+    "mask1-actions",
+    "mask0-actions",
+)
+SUPERMASK_EXPERIMENTS: tuple[str, ...] = ("supermask-at-init", "masking-is-training", "supermask-vs-training")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data helpers
+
+
+def value_column(experiment: str) -> str:
+    """The accuracy column an experiment's figures and tables use."""
+    return "test_accuracy_at_init" if experiment in SUPERMASK_EXPERIMENTS else "test_accuracy_at_early_stop"
+
+
+def _to_bool(v: Any) -> bool:
+    # CSV round trips turn booleans into strings, and NaN must not read as True.
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return bool(v)
+
+
+def experiment_rows(results: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The rows of one experiment, with `round`/`seed` as ints and supermask columns normalised."""
+    if "experiment" not in results.columns:
+        return results.iloc[0:0]
+    rows = results[results["experiment"] == experiment].copy()
+    if rows.empty:
+        return rows
+    rows["round"] = rows["round"].astype(int)
+    rows["seed"] = rows["seed"].astype(int)
+    if experiment in SUPERMASK_EXPERIMENTS:
+        rows["start"] = rows["start"].map(lambda v: "init" if pd.isna(v) else str(v)) if "start" in rows else "init"
+        rows["dwr"] = rows["dwr"].map(_to_bool) if "dwr" in rows else False
+        if "base" not in rows:
+            rows["base"] = "converged"
+    return rows
+
+
+def main_column(experiment: str) -> str:
+    """The column that names an experiment's curves."""
+    return {"mask1-actions": "mask1", "mask0-actions": "mask0"}.get(experiment, "criterion")
+
+
+def curve_keys(rows: pd.DataFrame, experiment: str) -> list[str]:
+    """Columns that together identify one curve (one line of a table) within a (net, dataset)."""
+    if experiment in SUPERMASK_EXPERIMENTS:
+        return ["base", "start", "dwr", "criterion"]
+    main = main_column(experiment)
+    extra = [c for c in ("criterion", "mask1", "mask0") if c != main and c in rows and rows[c].nunique() > 1]
+    return extra + [main]
+
+
+def ordered_groups(rows: pd.DataFrame, keys: Sequence[str]) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """groupby(keys) in canonical order (criteria as in SPEC §5, ...), NaN keys kept."""
+    if not keys:
+        yield (), rows
+        return
+    groups = [((k if isinstance(k, tuple) else (k,)), g) for k, g in rows.groupby(list(keys), dropna=False, sort=False)]
+    groups.sort(key=lambda kg: tuple(sort_key(c, v) for c, v in zip(keys, kg[0])))
+    yield from groups
+
+
+def net_groups(rows: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """(net, dataset, rows) in the order FC, Conv2, Conv4, Conv6."""
+    for (net, dataset), g in ordered_groups(rows, ["net", "dataset"]):
+        yield str(net), str(dataset), g
+
+
+def seed_stats(rows: pd.DataFrame, value: str, by: Sequence[str] = ("round",)) -> pd.DataFrame:
+    """Per level (`by`): mean/std/min/max over seeds of `value`, in %, and the mean % remaining.
+
+    Duplicate rows of one seed at one level are averaged first, so every seed counts once.
+    """
+    by = list(by)
+    per_seed = rows.groupby(by + ["seed"], dropna=False, sort=False)[[value, "remaining_percent"]].mean()
+    level = per_seed.groupby(level=by, dropna=False, sort=False)
+    v = level[value]
+    stats = pd.DataFrame(
+        {
+            "remaining_percent": level["remaining_percent"].mean(),
+            "mean": v.mean(),
+            "std": v.std(),
+            "min": v.min(),
+            "max": v.max(),
+            "n": v.count(),
+        }
+    ).reset_index()
+    for c in ("mean", "std", "min", "max"):
+        stats[c] = stats[c] * 100.0
+    return stats.sort_values("remaining_percent", ascending=False).reset_index(drop=True)
+
+
+def dense_baseline(rows: pd.DataFrame, value: str = "test_accuracy_at_early_stop") -> float | None:
+    """Mean over seeds (each seed's round-0 rows averaged first) of `value`, in %; None if absent."""
+    dense = rows[rows["round"] == 0]
+    if dense.empty or value not in dense or dense[value].isna().all():
+        return None
+    return float(dense.groupby("seed")[value].mean().mean() * 100.0)
+
+
+def nearest_level(stats: pd.DataFrame, target: float, tolerance: float = 1.5) -> pd.Series | None:
+    """The row of `stats` whose % remaining is nearest `target` (in ratio), if within `tolerance`×."""
+    x = stats["remaining_percent"].to_numpy(dtype=float)
+    ok = x > 0
+    if not ok.any():
+        return None
+    ratio = np.where(ok, np.maximum(x / target, target / np.where(ok, x, 1.0)), np.inf)
+    i = int(np.argmin(ratio))
+    return stats.iloc[i] if ratio[i] <= tolerance else None
+
+
+def supermask_combos(rows: pd.DataFrame) -> list[tuple[str, bool]]:
+    """The (start, dwr) combinations present, in the order init, init+DWR, signed constant, +DWR."""
+    present = {(str(s), bool(d)) for s, d in rows[["start", "dwr"]].drop_duplicates().itertuples(index=False)}
+    known = [c for c in START_DWR_ORDER if c in present]
+    return known + sorted(present - set(known))
+
+
+def net_tags(results: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """File-name tag per (net, dataset): empty when the table holds a single one."""
+    pairs = results[["net", "dataset"]].dropna().drop_duplicates()
+    combos = [(str(n), str(d)) for n, d in pairs.itertuples(index=False)]
+    if len(combos) <= 1:
+        return {c: "" for c in combos}
+    nets_unique = pairs["net"].nunique() == len(pairs)
+    return {(n, d): (n if nets_unique else f"{n}-{d}") for n, d in combos}
+
+
+def converged_only(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows on the converged base, if any (else all rows)."""
+    # Supermask-at-init is defined on the converged base; other bases belong to the ablations.
+    return rows[rows["base"] == "converged"] if (rows["base"] == "converged").any() else rows
+
+
+def base_accuracy(rows: pd.DataFrame) -> float | None:
+    """Mean over seeds of the base net's own test accuracy, in %; None if absent."""
+    if "base_test_accuracy" not in rows or rows["base_test_accuracy"].isna().all():
+        return None
+    return float(rows.groupby("seed")["base_test_accuracy"].mean().mean() * 100.0)
+
+
+def best_over_levels(rows: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
+    """Per (`by`, seed): the best `value` over levels (rounds), with mean base iterations/accuracy."""
+    agg: dict[str, tuple[str, str]] = {"best": (value, "max")}
+    for c in ("base_iterations", "base_test_accuracy"):
+        if c in rows:
+            agg[c] = (c, "mean")
+    return rows.groupby(list(by) + ["seed"], dropna=False).agg(**agg).reset_index()
+
+
+def over_seeds(per_seed: pd.DataFrame, column: str) -> pd.DataFrame:
+    """mean/std/min/max over seeds per base (in %), x = mean base iterations, sorted by x."""
+    s = (
+        per_seed.groupby("base")
+        .agg(
+            x=("base_iterations", "mean"),
+            mean=(column, "mean"),
+            std=(column, "std"),
+            min=(column, "min"),
+            max=(column, "max"),
+            n=(column, "count"),
+        )
+        .reset_index()
+    )
+    for c in ("mean", "std", "min", "max"):
+        s[c] = s[c] * 100.0
+    return s.dropna(subset=["x"]).sort_values("x").reset_index(drop=True)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary tables
+
+
+LEVELS: tuple[float, ...] = (41.0, 17.0, 7.0, 3.0, 1.2)  # % remaining columns of the summary tables
+LEVEL_TOLERANCE = 1.5  # a level counts as "at L%" within this factor of L
+LEARNED_ACCURACY_COLUMNS = ("test_accuracy", "test_accuracy_mean", "mean_test_accuracy", "test_accuracy_at_init")
+
+
+def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
+    row = nearest_level(stats, target, LEVEL_TOLERANCE)
+    tag = f"at_{target:g}"
+    if row is None:
+        return {f"{tag}_mean": math.nan, f"{tag}_std": math.nan, f"{tag}_remaining": math.nan}
+    return {f"{tag}_mean": row["mean"], f"{tag}_std": row["std"], f"{tag}_remaining": row["remaining_percent"]}
+
+
+def _curve_summary(stats: pd.DataFrame) -> dict[str, float]:
+    """Best seed-mean accuracy over levels (and where), and the accuracy at the fixed levels."""
+    # Round 0 is the same dense run for every curve: "best" means the best pruned level.
+    pruned = stats[stats["round"] > 0] if (stats["round"] > 0).any() else stats
+    best = pruned.loc[pruned["mean"].idxmax()]
+    out = {
+        "n_seeds": int(stats["n"].max()),
+        "best_mean": best["mean"],
+        "best_std": best["std"],
+        "best_remaining": best["remaining_percent"],
+    }
+    for level in LEVELS:
+        out.update(_level_entry(stats, level))
+    return out
+
+
+def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per experiment: one row per (net, dataset, curve) with best accuracy and fixed-level accuracies.
+
+    Accuracies in %, mean/std over seeds; `best_remaining` and `at_L_remaining` say at which %
+    remaining (the level nearest L within a factor 1.5; NaN if none). The seed mean is taken per
+    level first, so "best" is the best pruned level (round > 0) of the mean curve.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
+        rows = experiment_rows(results, experiment)
+        value = value_column(experiment)
+        if rows.empty or value not in rows:
+            continue
+        rows = rows.dropna(subset=[value])
+        keys = curve_keys(rows, experiment)
+        records = []
+        for net, dataset, g in net_groups(rows):
+            # One groupby for all curves: per-curve calls are slow with hundreds of curves.
+            stats = seed_stats(g, value, by=[*keys, "round"])
+            for key, curve in ordered_groups(stats, keys):
+                records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve)})
+        if records:
+            tables[experiment] = pd.DataFrame.from_records(records)
+    return tables
+
+
+def _seed_values(rows: pd.DataFrame, value: str) -> pd.Series:
+    """One value per seed (its rows averaged), in %."""
+    return rows.groupby("seed")[value].mean().dropna() * 100.0
+
+
+def _all_iterative(results: pd.DataFrame) -> pd.DataFrame:
+    parts = [experiment_rows(results, e) for e in ITERATIVE_EXPERIMENTS]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed"])
+
+
+def _all_supermask(results: pd.DataFrame) -> pd.DataFrame:
+    parts = [experiment_rows(results, e) for e in SUPERMASK_EXPERIMENTS]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed", "start", "dwr", "criterion"])
+
+
+def _entry(quantity: str, net: str, published: float, note: str, seeds: pd.Series | None, detail: str = "") -> dict:
+    """A comparison row from per-seed values (None or empty: not run)."""
+    if seeds is None or seeds.empty:
+        return {"quantity": quantity, "net": net, "published": published, "published_note": note,
+                "ours": math.nan, "difference": math.nan, "n_seeds": 0, "detail": "", "status": "not run"}
+    ours = float(seeds.mean())
+    spread = f"range {seeds.min():.2f}–{seeds.max():.2f} over {len(seeds)} seeds" if len(seeds) > 1 else "1 seed"
+    return {"quantity": quantity, "net": net, "published": published, "published_note": note, "ours": ours,
+            "difference": ours - published, "n_seeds": int(len(seeds)),
+            "detail": "; ".join(p for p in (detail, spread) if p),
+            "status": "ok"}
+
+
+def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Series | None, str]:
+    """Per-seed values at the best (key..., level) of the seed-mean curve, and where it was."""
+    if rows.empty:
+        return None, ""
+    means = rows.groupby(list(keys) + ["round"], dropna=False)["test_accuracy_at_init"].mean()
+    if means.dropna().empty:
+        return None, ""
+    where = means.idxmax()
+    where = where if isinstance(where, tuple) else (where,)  # a single key gives a scalar
+    sel = rows
+    for k, v in zip(list(keys) + ["round"], where):
+        sel = sel[sel[k] == v]
+    detail = ", ".join(f"{k}={v}" for k, v in zip(keys, where))
+    remaining = sel["remaining_percent"].mean()
+    where_text = f"best: {detail + ', ' if detail else ''}at {remaining:.2f}% remaining"
+    return _seed_values(sel, "test_accuracy_at_init"), where_text
+
+
+def _supermask_converged(results: pd.DataFrame) -> pd.DataFrame:
+    rows = experiment_rows(results, "supermask-at-init")
+    if not rows.empty and (rows["base"] == "converged").any():
+        rows = rows[rows["base"] == "converged"]
+    return rows
+
+
+def _learned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    rows = results[results["experiment"] == "learned-supermask"] if "experiment" in results else results.iloc[0:0]
+    column = next((c for c in LEARNED_ACCURACY_COLUMNS if c in rows and rows[c].notna().any()), None)
+    return rows, column
+
+
+def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
+
+    How ours are computed: dense = round-0 rows of the iterative experiments (each seed's rows
+    averaged, then the seeds); untrained = supermask rows at level 0 with start=init; best supermask =
+    the best (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
+    """
+    it = _all_iterative(results)
+    sm = _all_supermask(results)
+    sm_conv = _supermask_converged(results)
+    value = "test_accuracy_at_early_stop"
+
+    def dense(net: str) -> pd.Series | None:
+        rows = it[(it["net"] == net) & (it["round"] == 0)] if not it.empty else it
+        return _seed_values(rows, value) if not rows.empty and value in rows else None
+
+    def untrained(net: str) -> pd.Series | None:
+        rows = sm[(sm["net"] == net) & (sm["round"] == 0) & (sm["start"] == "init")] if not sm.empty else sm
+        return _seed_values(rows, "test_accuracy_at_init") if not rows.empty else None
+
+    out = [
+        _entry("Dense FC, MNIST: test accuracy at early stop", "fc", 97.92, "mean of 5 seeds; range 97.82–97.99",
+               dense("fc")),
+        _entry("Untrained dense FC, MNIST: test accuracy", "fc", 9.4, "about 9.4% (chance)", untrained("fc")),
+    ]
+    signed = sm_conv[sm_conv["start"] == "signed_constant"] if not sm_conv.empty else sm_conv
+    vals, where = _best_curve_point(signed[signed["net"] == "fc"] if not signed.empty else signed, ["criterion", "dwr"])
+    out.append(_entry("Supermask at init, best mask, signed constant: FC, MNIST", "fc", 86.0, "paper abstract",
+                      vals, where))
+    conv = signed[signed["net"] != "fc"] if not signed.empty else signed
+    vals, where = _best_curve_point(conv, ["net", "criterion", "dwr"])
+    out.append(_entry("Supermask at init, best mask, signed constant: conv, CIFAR-10", "conv", 41.0,
+                      "paper abstract (best conv net)", vals, where))
+    plain = sm_conv[(sm_conv["start"] == "init") & (~sm_conv["dwr"]) & (sm_conv["net"] == "fc")
+                    & (sm_conv["criterion"] == "large_final_same_sign")] if not sm_conv.empty else sm_conv
+    vals, where = _best_curve_point(plain, [])
+    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 80.0, "paper: above 80%",
+                      vals, where))
+    out.append(_entry("large_final_same_sign supermask, original init, no DWR: FC", "fc", 76.3,
+                      "study: mean of 5 seeds, no DWR", vals, where))
+    for net, paper in (("conv2", 69.2), ("conv4", 75.4), ("conv6", 78.3)):
+        out.append(_entry(f"Trained dense {net_label(net)}, CIFAR-10: test accuracy at early stop", net, paper,
+                          "paper (learned-supermask table)", dense(net)))
+    learned, column = _learned_rows(results)
+    for net, paper in (("conv2", 66.0), ("conv4", 72.5), ("conv6", 76.5)):
+        rows = learned[learned["net"] == net] if column else learned.iloc[0:0]
+        if column and "dwr" in rows:
+            rows = rows[rows["dwr"].map(lambda v: str(v).strip().lower() in ("true", "1"))]
+        seeds = _seed_values(rows, column) if column and not rows.empty else None
+        out.append(_entry(f"Learned supermask with DWR: {net_label(net)}, CIFAR-10", net, paper, "paper", seeds))
+    return pd.DataFrame.from_records(out)
+

@@ -1,0 +1,230 @@
+"""The plot style of the analysis: labels, canonical orders, colours, titles and figure captions.
+
+One place decides how a criterion, a mask-1 or mask-0 action, a base or a net is named, ordered and
+coloured, so every figure and every table of the report says the same thing the same way.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..pruning.criteria import CRITERIA
+
+# SPEC order: legends list the criteria as the paper does.
+CRITERIA_ORDER: tuple[str, ...] = CRITERIA
+# The complementary pairs drawn as panels (the keep-rule first, its opposite second).
+CRITERION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("large_final", "small_final"),
+    ("large_init", "small_init"),
+    ("magnitude_increase", "movement"),
+    ("large_final_same_sign", "large_final_diff_sign"),
+    ("magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
+    ("large_init_large_final", "small_init_small_final"),
+)
+SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
+    "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
+    "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
+}
+
+# One hue per complementary pair, dark for the first member and light (but still legible on
+# white) for the second, so a criterion has the same colour in every figure.
+CRITERION_COLORS: dict[str, str] = {
+    "large_final": "#1f4e9c",
+    "small_final": "#74a9e0",
+    "large_init": "#b35900",
+    "small_init": "#f5a048",
+    "magnitude_increase": "#1b7a3a",
+    "movement": "#76c987",
+    "random": "#6e6e6e",
+    "large_final_same_sign": "#9b1c1c",
+    "large_final_diff_sign": "#ee7d7d",
+    "magnitude_increase_same_sign": "#5b2c83",
+    "magnitude_increase_diff_sign": "#b596d8",
+    "large_init_large_final": "#6b4226",
+    "small_init_small_final": "#c9a27e",
+}
+_SECOND_OF_PAIR = {b for _, b in CRITERION_PAIRS}
+
+_RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
+MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
+MASK1_LABELS: dict[str, str] = {
+    "rewind": "rewind (lottery ticket)",
+    "reinit": "random reinit",
+    "signed_reinit": "reinit, sign kept",
+    "reshuffle": "reshuffle",
+    "signed_reshuffle": "reshuffle, sign kept",
+    "constant": "constant",
+    "signed_constant": "constant, sign kept",
+}
+MASK1_COLORS: dict[str, str] = {
+    "rewind": "#1f77b4",
+    "reinit": "#ff7f0e",
+    "signed_reinit": "#2ca02c",
+    "reshuffle": "#d62728",
+    "signed_reshuffle": "#9467bd",
+    "constant": "#8c564b",
+    "signed_constant": "#e377c2",
+}
+MASK0_ORDER: tuple[str, ...] = (
+    "zero",
+    "freeze_init",
+    "freeze_init_zero_mask",
+    "freeze_init_zero_all",
+    "freeze_init_zero_random",
+)
+MASK0_LABELS: dict[str, str] = {
+    "zero": "zero",
+    "freeze_init": "freeze init",
+    "freeze_init_zero_mask": "Variant 1 (freeze_init_zero_mask)",
+    "freeze_init_zero_all": "Variant 2 (freeze_init_zero_all)",
+    "freeze_init_zero_random": "random control (freeze_init_zero_random)",
+}
+MASK0_COLORS: dict[str, str] = {
+    "zero": "#1f77b4",
+    "freeze_init": "#ff7f0e",
+    "freeze_init_zero_mask": "#2ca02c",
+    "freeze_init_zero_all": "#d62728",
+    "freeze_init_zero_random": "#7f7f7f",
+}
+START_DWR_ORDER: tuple[tuple[str, bool], ...] = (
+    ("init", False),
+    ("init", True),
+    ("signed_constant", False),
+    ("signed_constant", True),
+)
+NET_ORDER: tuple[str, ...] = ("fc", "conv2", "conv4", "conv6")
+CHANCE_PERCENT = 10.0
+BANDS = ("minmax", "std")
+
+EXPERIMENT_TITLES: dict[str, str] = {
+    "criteria": "Mask criteria (rewind, pruned weights zero)",
+    "large-final-signs": "large_final and its sign variants",
+    "magnitude-increase-signs": "magnitude_increase and its sign variants",
+    "mask1-actions": "Mask-1 actions: start values of kept weights (large_final)",
+    "mask0-actions": "Mask-0 actions: values of pruned weights (large_final)",
+}
+FIGURE_DESCRIPTIONS: dict[str, str] = {
+    "criteria": "Test accuracy at early stop vs % of weights remaining, one curve per mask criterion "
+    "(rewind, pruned weights zero). Line: mean over seeds; band: spread over seeds.",
+    "criteria_pairs": "The criteria figure split into complementary pairs; grey: random.",
+    "large-final-signs": "large_final and its sign variants: test accuracy at early stop vs % remaining.",
+    "magnitude-increase-signs": "magnitude_increase and its sign variants: test accuracy at early stop vs % remaining.",
+    "mask1-actions": "Start values of kept weights (mask-1 actions, SPEC §6): test accuracy at early stop vs "
+    "% remaining.",
+    "mask0-actions": "Values of pruned weights (mask-0 actions, SPEC §6): test accuracy at early stop vs % remaining.",
+    "supermask-at-init": "Supermasks: test accuracy at init (no training) vs % remaining, per criterion; "
+    "panels: start weights and dynamic weight rescaling (DWR).",
+    "supermask-at-init_pairs": "Supermasks at init split into complementary pairs; grey: random.",
+    "masking-is-training": "Masking is training: supermask accuracy at init vs % remaining, with masks from "
+    "bases stopped at 25/50/75% validation accuracy or converged.",
+    "supermask-vs-training": "Best supermask accuracy at init (over levels) vs the base's training iterations; "
+    "black: the base's own test accuracy.",
+}
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels, ordering, styles
+
+
+def net_label(net: str) -> str:
+    """'fc' -> 'FC', 'conv2' -> 'Conv2'."""
+    return "FC" if net == "fc" else str(net).capitalize()
+
+
+def dataset_label(dataset: str) -> str:
+    """'mnist' -> 'MNIST', 'cifar10' -> 'CIFAR-10'."""
+    return {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(str(dataset), str(dataset))
+
+
+def mask1_label(name: str) -> str:
+    """Paper name of a mask-1 action; the rescaled forms say so."""
+    base = name.removesuffix("_rescaled")
+    label = MASK1_LABELS.get(base, base)
+    return f"{label} (rescaled)" if name.endswith("_rescaled") else label
+
+
+def mask0_label(name: str) -> str:
+    """Paper name of a mask-0 action."""
+    return MASK0_LABELS.get(name, name)
+
+
+def base_label(base: str) -> str:
+    """'val_accuracy_0.25' -> 'stopped at 25% val acc', 'iterations_10' -> '10 iterations'."""
+    m = re.fullmatch(r"val_accuracy_([0-9.]+)", str(base))
+    if m:
+        return f"stopped at {float(m.group(1)) * 100:g}% val acc"
+    m = re.fullmatch(r"iterations_(\d+)", str(base))
+    if m:
+        return f"{int(m.group(1))} iterations"
+    return str(base)
+
+
+def start_dwr_label(start: str, dwr: bool) -> str:
+    """'init' + DWR -> 'init + DWR'."""
+    return f"{str(start).replace('_', ' ')}{' + DWR' if dwr else ''}"
+
+
+def start_dwr_slug(start: str, dwr: bool) -> str:
+    """A file-name form of a (start, dwr) combination: 'signed-constant-dwr'."""
+    return f"{str(start).replace('_', '-')}{'-dwr' if dwr else ''}"
+
+
+def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
+    # Unknown values sort after known ones, alphabetically, rather than failing.
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+def sort_key(column: str, value: Any) -> tuple:
+    """Canonical order of a column's values (criteria as in SPEC §5, bases by training, ...)."""
+    if column == "criterion":
+        return _order_index(CRITERIA_ORDER, value)
+    if column == "mask1":
+        return _order_index(MASK1_ORDER, value)
+    if column == "mask0":
+        return _order_index(MASK0_ORDER, value)
+    if column == "net":
+        return _order_index(NET_ORDER, value)
+    if column == "start":
+        return _order_index(("init", "signed_constant"), value)
+    if column == "dwr":
+        return (int(bool(value)),)
+    if column == "base":
+        s = str(value)
+        m = re.fullmatch(r"val_accuracy_([0-9.]+)", s)
+        if m:
+            return (0, float(m.group(1)), s)
+        m = re.fullmatch(r"iterations_(\d+)", s)
+        if m:
+            return (1, float(m.group(1)), s)
+        return (2 if s == "converged" else 3, 0.0, s)
+    return (str(value),)
+
+
+def curve_style(column: str, name: str) -> dict[str, Any]:
+    """Label, colour, marker and line style of one curve, the same in every figure."""
+    if column == "criterion":
+        marker = "D" if name == "random" else ("s" if name in _SECOND_OF_PAIR else "o")
+        return {"label": name, "color": CRITERION_COLORS.get(name, "#333333"), "marker": marker, "linestyle": "-"}
+    if column == "mask1":
+        rescaled = name.endswith("_rescaled")
+        base = name.removesuffix("_rescaled")
+        return {
+            "label": mask1_label(name),
+            "color": MASK1_COLORS.get(base, "#333333"),
+            "marker": "^" if rescaled else "o",
+            "linestyle": "--" if rescaled else "-",
+        }
+    if column == "mask0":
+        return {"label": mask0_label(name), "color": MASK0_COLORS.get(name, "#333333"), "marker": "o", "linestyle": "-"}
+    return {"label": str(name), "color": "#333333", "marker": "o", "linestyle": "-"}
+
+
+def describe_figure(path: Path) -> str:
+    """A one-sentence caption for a file written by `make_figures`, from its name."""
+    stem = Path(path).stem
+    best = max((k for k in FIGURE_DESCRIPTIONS if stem == k or stem.startswith(k + "_")), key=len, default=None)
+    return FIGURE_DESCRIPTIONS.get(best, stem) if best else stem
+
+
