@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ticketlab.analysis.figures import make_figures
-from ticketlab.analysis.style import CRITERIA_ORDER, CRITERION_COLORS
+from ticketlab.pruning.criteria import CRITERIA
 
 ROUNDS = range(11)  # 100% .. 10.7% remaining: levels near 41% and 17% exist, none near 7%
 # Offsets from random in accuracy per round (x 0.1 percentage point): the good members of a pair
@@ -66,14 +66,14 @@ def supermask_accuracy(criterion: str, r: int, seed: int, quality: float, start:
     gain = max(0.0, 0.05 + OFFSETS[criterion] / 10) * quality
     gain += 0.1 * (start == "signed_constant") + 0.05 * dwr
     shape = 1 - abs(r - 6) / 8
-    return 0.094 + gain * shape + 0.002 * seed * (CRITERIA_ORDER.index(criterion) % 2)
+    return 0.094 + gain * shape + 0.002 * seed * (CRITERIA.index(criterion) % 2)
 
 
 def _supermask_rows(experiment: str, net: str, seeds, bases: dict, combos) -> list[dict]:
     rows = []
     for base, (iterations, base_acc, quality) in bases.items():
         for start, dwr in combos:
-            for criterion in CRITERIA_ORDER:
+            for criterion in CRITERIA:
                 for seed in seeds:
                     for r in ROUNDS:
                         rows.append({
@@ -167,11 +167,3 @@ def test_several_nets_put_the_net_in_the_name(tmp_path):
 def test_bad_band_is_refused(tmp_path):
     with pytest.raises(ValueError, match="band"):
         make_figures(synthetic_results(experiments=("criteria",)), tmp_path, band="iqr")
-
-
-def test_criterion_colours_cover_every_criterion_once():
-    from ticketlab.pruning.criteria import CRITERIA
-
-    assert tuple(CRITERIA_ORDER) == tuple(CRITERIA)
-    assert set(CRITERION_COLORS) == set(CRITERIA)
-    assert len(set(CRITERION_COLORS.values())) == len(CRITERIA)

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..pruning.criteria import straddle_pairs
 from .stats import best_over_levels, experiment_rows, net_groups, value_column
 from .style import net_label, sort_key
 
@@ -31,14 +32,6 @@ _T975: dict[int, float] = {
 }
 _Z975 = 1.959963984540054
 
-# The complementary pairs of the reproducibility study that should straddle random (good first).
-STRADDLE_PAIRS: tuple[tuple[str, str], ...] = (
-    ("large_final", "small_final"),
-    ("large_init", "small_init"),
-    ("large_final_same_sign", "large_final_diff_sign"),
-    ("magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
-    ("large_init_large_final", "small_init_small_final"),
-)
 MODERATE_DENSITY_PERCENT = 50.0  # claims on iterative runs average the levels at or below this
 
 
@@ -174,7 +167,8 @@ def _iterative_source(results: pd.DataFrame, criteria: Sequence[str]) -> dict[tu
 def _straddle_claims(results: pd.DataFrame) -> list[Claim]:
     claims = []
     value = value_column("criteria")
-    for good, bad in STRADDLE_PAIRS:
+    # the criteria table says which complementary pairs the study expects to straddle random
+    for good, bad in straddle_pairs():
         for (net, dataset), rows in _iterative_source(results, (good, bad, "random")).items():
             up, note = paired_level_diffs(_crit(rows, good), _crit(rows, "random"), value)
             down, _ = paired_level_diffs(_crit(rows, "random"), _crit(rows, bad), value)
@@ -315,4 +309,4 @@ def check_claims(results: pd.DataFrame) -> list[Claim]:
     )
 
 
-__all__ = ["Claim", "STRADDLE_PAIRS", "check_claims", "paired_ci", "t_quantile_975"]
+__all__ = ["Claim", "check_claims", "paired_ci", "t_quantile_975"]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TicketlabError
+from ..pruning.criteria import CRITERIA, complementary_pairs
 from .stats import (
     ITERATIVE_EXPERIMENTS,
     SUPERMASK_EXPERIMENTS,
@@ -40,8 +41,6 @@ from .stats import (
 from .style import (
     BANDS,
     CHANCE_PERCENT,
-    CRITERIA_ORDER,
-    CRITERION_PAIRS,
     EXPERIMENT_TITLES,
     MASK0_ORDER,
     MASK1_ORDER,
@@ -160,7 +159,7 @@ def fit_y(axes: Sequence["Axes"]) -> None:
 
 def _legend_rank(label: str) -> tuple[int, int]:
     known = (
-        [curve_style("criterion", c)["label"] for c in CRITERIA_ORDER]
+        [curve_style("criterion", c)["label"] for c in CRITERIA]
         + [mask1_label(m) for m in MASK1_ORDER]
         + [mask0_label(m) for m in MASK0_ORDER]
     )
@@ -258,7 +257,7 @@ def _pairs_figure(
     baseline_label: str,
 ) -> "Figure | None":
     present = set(rows["criterion"].dropna().astype(str))
-    pairs = [p for p in CRITERION_PAIRS if present & set(p)]
+    pairs = [p for p in complementary_pairs() if present & set(p)]
     if not pairs:
         return None
     ncols = min(3, len(pairs))

@@ -9,42 +9,14 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..pruning.criteria import CRITERIA
+from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
-# SPEC order: legends list the criteria as the paper does.
-CRITERIA_ORDER: tuple[str, ...] = CRITERIA
-# The complementary pairs drawn as panels (the keep-rule first, its opposite second).
-CRITERION_PAIRS: tuple[tuple[str, str], ...] = (
-    ("large_final", "small_final"),
-    ("large_init", "small_init"),
-    ("magnitude_increase", "movement"),
-    ("large_final_same_sign", "large_final_diff_sign"),
-    ("magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
-    ("large_init_large_final", "small_init_small_final"),
-)
+# The criteria, their order (SPEC order: legends list them as the paper does), their colours and
+# their complementary pairs come from the criteria table; nothing here repeats them.
 SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
     "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
     "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
 }
-
-# One hue per complementary pair, dark for the first member and light (but still legible on
-# white) for the second, so a criterion has the same colour in every figure.
-CRITERION_COLORS: dict[str, str] = {
-    "large_final": "#1f4e9c",
-    "small_final": "#74a9e0",
-    "large_init": "#b35900",
-    "small_init": "#f5a048",
-    "magnitude_increase": "#1b7a3a",
-    "movement": "#76c987",
-    "random": "#6e6e6e",
-    "large_final_same_sign": "#9b1c1c",
-    "large_final_diff_sign": "#ee7d7d",
-    "magnitude_increase_same_sign": "#5b2c83",
-    "magnitude_increase_diff_sign": "#b596d8",
-    "large_init_large_final": "#6b4226",
-    "small_init_small_final": "#c9a27e",
-}
-_SECOND_OF_PAIR = {b for _, b in CRITERION_PAIRS}
 
 _RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
 MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
@@ -179,7 +151,7 @@ def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
 def sort_key(column: str, value: Any) -> tuple:
     """Canonical order of a column's values (criteria as in SPEC §5, bases by training, ...)."""
     if column == "criterion":
-        return _order_index(CRITERIA_ORDER, value)
+        return _order_index(CRITERIA, value)
     if column == "mask1":
         return _order_index(MASK1_ORDER, value)
     if column == "mask0":
@@ -205,8 +177,10 @@ def sort_key(column: str, value: Any) -> tuple:
 def curve_style(column: str, name: str) -> dict[str, Any]:
     """Label, colour, marker and line style of one curve, the same in every figure."""
     if column == "criterion":
-        marker = "D" if name == "random" else ("s" if name in _SECOND_OF_PAIR else "o")
-        return {"label": name, "color": CRITERION_COLORS.get(name, "#333333"), "marker": marker, "linestyle": "-"}
+        # the second of a complementary pair (the table's complement) gets squares, random diamonds
+        second = {b for _, b in complementary_pairs()}
+        marker = "D" if name == "random" else ("s" if name in second else "o")
+        return {"label": name, "color": criterion_colors().get(name, "#333333"), "marker": marker, "linestyle": "-"}
     if column == "mask1":
         rescaled = name.endswith("_rescaled")
         base = name.removesuffix("_rescaled")
