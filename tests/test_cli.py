@@ -26,7 +26,7 @@ def test_train_writes_run_dir_and_rerun_skips(tmp_path):
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     assert run_dir.parent == out and run_dir.name.startswith("train_")
     files = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "history.json", "summary.json", "weights_start.npz", "weights_final.npz"} <= files
+    assert {"config.json", "history.json", "summary.json", "start.npz", "final.npz"} <= files
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("early_stop_iteration", "test_accuracy_at_early_stop", "val_loss_at_early_stop",
                 "final_test_accuracy", "iterations", "seed", "wall_seconds"):
@@ -34,7 +34,7 @@ def test_train_writes_run_dir_and_rerun_skips(tmp_path):
     assert summary["iterations"] == 120 and summary["test_accuracy_at_early_stop"] > 0.8
     history = json.loads((run_dir / "history.json").read_text())
     assert history["iteration"] == [0, 60, 120]
-    with np.load(run_dir / "weights_final.npz", allow_pickle=False) as f:
+    with np.load(run_dir / "final.npz", allow_pickle=False) as f:
         assert f["fc1.weight"].shape == (784, 300) and f["fc3.bias"].shape == (10,)
     # same command again: found, not retrained; the printed path is the same
     again = _run(["train", "--net", "fc", "--iterations", "120", "--eval-every", "60", "--out", str(out)])
@@ -56,7 +56,7 @@ def test_masked_train_and_rerun_identical_metrics(tmp_path):
     for key in ("wall_seconds", "train_seconds", "eval_seconds"):  # timings, not results
         assert 0 < sa.pop(key) and 0 < sb.pop(key)
     assert sa == sb
-    with np.load(a / "weights_final.npz") as f:
+    with np.load(a / "final.npz") as f:
         w = f["fc1.weight"]
     with np.load(mask_path) as m:
         assert np.count_nonzero(w[~m["fc1"]]) == 0 and np.count_nonzero(w[m["fc1"]]) > 0

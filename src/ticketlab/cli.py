@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .training.config import TrainConfig, add_dataclass_arguments, dataclass_from_namespace
+from .core.fields import add_dataclass_arguments, dataclass_from_namespace
+from .training.config import TrainConfig
 from .core.device import DEVICES
 from .core.errors import TicketlabError
 
@@ -73,7 +74,8 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 def _cmd_sweep(ns: argparse.Namespace) -> int:
     from .store.files import ensure_writable
-    from .execution.sweep import Runtime, run_sweep
+    from .execution.sweep import run_sweep
+    from .experiments.jobs import Runtime
     from .experiments.spec import load_sweep, preset_names, preset_text
 
     if ns.list:
@@ -157,7 +159,7 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     from .core.device import resolve_device
     from .reproduce import reproduce, study_specs
     from .store.files import ensure_writable
-    from .execution.sweep import Runtime
+    from .experiments.jobs import Runtime
 
     _check_count("--workers", ns.workers, MAX_THREADS)
     specs = study_specs(ns.scale, ns.seeds)

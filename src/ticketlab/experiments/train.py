@@ -1,7 +1,6 @@
 """`ticketlab train`: one dense or masked network, stored as a run directory."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import sys
 import time
@@ -10,27 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.config import TrainConfig, content_hash, identity
-from ..data import load_dataset
-from ..core.device import environment
 from ..core.errors import TicketlabError
-from ..nets.specs import NetSpec, get_net, init_weights
 from ..core.progress import ProgressLine
 from ..core.seeds import generator
-from ..store.files import (
-    SUMMARY,
-    building,
-    UnreadableFile,
-    finished,
-    load_arrays,
-    pack_masks,
-    remove_stale_temporaries,
-    save_arrays,
-    weight_arrays,
-    write_json,
-)
-from ..training.loop import train_cohort
-from ..training.schedule import MemberStart
+from ..data import load_dataset
+from ..nets.specs import NetSpec, get_net, init_weights
+from ..store.files import UnreadableFile, finished, load_arrays, remove_stale_temporaries
+from ..store.naming import identity, run_name
+from ..store.runs import mask_arrays, weight_arrays, write_run
+from ..training import MemberStart, train_cohort
+from ..training.config import TrainConfig
 
 
 def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:
@@ -99,7 +87,7 @@ def run_train(
     if mask_file is not None:
         masks, mask_digest = read_mask_file(mask_file, spec)
         ident["mask_sha256"] = mask_digest
-    run_dir = out_root / f"train_{content_hash('train', ident)}"
+    run_dir = out_root / run_name("train", ident)
     remove_stale_temporaries(out_root)  # what killed earlier runs of this host left
     if finished(run_dir, repair):
         if not quiet:
@@ -133,22 +121,9 @@ def run_train(
             f"test accuracy {100 * summary['test_accuracy_at_early_stop']:.2f}% ({wall:.1f} s, "
             f"{summary['eval_seconds']:.1f} s of it evaluating)"
         )
-    names = [layer.name for layer in spec.layers]
-    with building(run_dir) as tmp:
-        write_json(
-            tmp / "config.json",
-            {
-                "kind": "train",
-                "name": run_dir.name,
-                "identity": ident,
-                "config": dataclasses.asdict(resolved),
-                "environment": environment(device),
-            },
-        )
-        write_json(tmp / "history.json", result.history)
-        save_arrays(tmp / "weights_start.npz", weight_arrays(names, start, [torch.zeros(l.out_channels) for l in spec.layers]))
-        save_arrays(tmp / "weights_final.npz", weight_arrays(names, result.final_weights, result.final_biases))
-        if masks is not None:
-            save_arrays(tmp / "masks.npz", pack_masks(names, masks))
-        write_json(tmp / SUMMARY, summary)
+    arrays = {"start.npz": weight_arrays(spec, start),
+              "final.npz": weight_arrays(spec, result.final_weights, result.final_biases)}
+    if masks is not None:
+        arrays["masks.npz"] = mask_arrays(spec, masks)
+    write_run(run_dir, "train", ident, summary, config=config, device=device, history=result.history, arrays=arrays)
     return run_dir

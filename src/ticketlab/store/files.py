@@ -325,8 +325,26 @@ def unpack_masks(names: list[str], arrays: dict[str, np.ndarray]) -> list[torch.
     return masks
 
 
-def weight_arrays(layer_names: list[str], weights: list[torch.Tensor], biases: list[torch.Tensor] | None = None):
-    out = {f"{n}.weight": w for n, w in zip(layer_names, weights)}
-    if biases is not None:
-        out.update({f"{n}.bias": b for n, b in zip(layer_names, biases)})
-    return out
+NUMBER = (int, float)
+_TYPE_NAMES = {(int,): "an integer", NUMBER: "a number", (str,): "a string", (bool,): "true or false"}
+
+
+def json_type(value: Any) -> str:
+    """What JSON calls the type of a decoded value."""
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def checked(record: Any, fields: dict[str, tuple[type, ...]], source: str) -> dict[str, Any]:
+    """`record` if it is a JSON object with each of `fields` of its type; `UnreadableFile` naming the
+    file (`source`, e.g. "summary.json": `reading_run` names the run) and the field otherwise.
+    Other keys are left alone, so that a store written by a newer ticketlab still reads."""
+    if not isinstance(record, dict):
+        raise UnreadableFile(f"{source} holds a JSON {json_type(record)}, not an object")
+    for key, types in fields.items():
+        if key not in record:
+            raise UnreadableFile(f"{source} has no field {key!r}")
+        value = record[key]
+        # JSON true/false are Python bools, which are ints: only a bool field takes them.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UnreadableFile(f"{source} has {key} = {value!r}, not {_TYPE_NAMES[types]}")
+    return record

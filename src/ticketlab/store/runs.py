@@ -1,52 +1,85 @@
-"""Naming, writing and reading the runs of a sweep store (`OUT/runs/<kind>_<hash>/`).
+"""Runs in the store: their directories, the one writer, and what the experiments read back.
 
-Three kinds of run: `dense` (round 0 of every chain and the base of every supermask; it also keeps
-weight snapshots along training), `round` (one pruning round of one chain), and `supermask` (the
-one-shot evaluation of masks from one base). Runs are shared by every sweep that needs them.
+Every run (a `train` run, and a sweep's `dense`, `round` and `supermask` runs) is a directory named
+by `naming.run_name` and written by `write_run`: `config.json` (kind, name, identity, resolved
+config, environment), `history.json`, arrays as `.npz` (`start.npz`, `final.npz`, `masks.npz`, ...),
+JSON records, and `summary.json` last, through `files.building` (atomic, checksummed). A sweep's runs
+live in `OUT/runs/` and are shared by every sweep that needs them; a `train` run lives in `OUT/`.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from ..training.config import TrainConfig, content_hash, identity
 from ..core.device import environment
 from ..nets.specs import NetSpec
-from ..store.files import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
-from ..training.schedule import MemberResult
+from .files import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
+from .naming import run_name
 
 RUNS = "runs"
 
 
 def run_dir(root: Path, kind: str, ident: dict[str, Any]) -> Path:
-    return root / RUNS / f"{kind}_{content_hash(kind, ident)}"
+    """Where a sweep's run of `kind` identified by `ident` lives in the store at `root`."""
+    return root / RUNS / run_name(kind, ident)
 
 
-def train_identity(config: TrainConfig) -> dict[str, Any]:
-    return identity(config)
+def weight_arrays(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor] | None = None,
+                  prefix: str = "") -> dict[str, np.ndarray]:
+    """Kernels (and biases) by layer name, `fc1.weight`, `fc1.bias`, ..., as a run's `.npz` holds them."""
+    out = {f"{prefix}{layer.name}.weight": w.numpy() for layer, w in zip(spec.layers, weights)}
+    if biases is not None:
+        out.update({f"{prefix}{layer.name}.bias": b.numpy() for layer, b in zip(spec.layers, biases)})
+    return out
 
 
-def dense_snapshots(iterations: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Snapshots every dense run keeps (for the supermask bases): a log-spaced set of iterations
-    below the run's length, and the first steps reaching 25/50/75% val accuracy."""
-    from ..experiments.spec import BASE_ITERATIONS, VAL_ACCURACY_BASES
-
-    return tuple(i for i in BASE_ITERATIONS if i < iterations), VAL_ACCURACY_BASES
+def mask_arrays(spec: NetSpec, masks: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """Bool masks by layer name, bit-packed (`files.pack_masks`)."""
+    return pack_masks([layer.name for layer in spec.layers], masks)
 
 
-def dense_identity(config: TrainConfig) -> dict[str, Any]:
-    return {**train_identity(config), "snapshots": "v1"}
+def write_run(
+    run_dir: Path,
+    kind: str,
+    ident: dict[str, Any],
+    summary: dict[str, Any],
+    *,
+    config: Any | None = None,
+    device: torch.device | None = None,
+    history: dict[str, list[float]] | None = None,
+    arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    compress: tuple[str, ...] = (),
+    records: Mapping[str, Any] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> None:
+    """Write one finished run into `run_dir`, whole or not at all.
 
-
-def round_identity(config: TrainConfig, criterion: str, mask1: str, mask0: str, round_: int, round_step: int) -> dict[str, Any]:
-    ident = {**train_identity(config), "criterion": criterion, "mask1": mask1, "mask0": mask0, "round": round_}
-    if round_step != 1:
-        ident["round_step"] = round_step
-    return ident
+    config.json gets the kind, name and identity, the resolved `config` and the `device`'s environment
+    (where given) and `extra_config`; `arrays` are `.npz` files (those named in `compress` deflated:
+    pruned kernels are mostly exact zeros, which shrink to about their density); `records` are JSON
+    files; `summary` is written last (its presence marks the run finished)."""
+    record: dict[str, Any] = {"kind": kind, "name": run_dir.name, "identity": ident}
+    if config is not None:
+        record["config"] = dataclasses.asdict(config.resolved())
+    if device is not None:
+        record["environment"] = environment(device)
+    record.update(extra_config or {})
+    with building(run_dir) as tmp:
+        write_json(tmp / "config.json", record)
+        if history is not None:
+            write_json(tmp / "history.json", history)
+        for name, content in (arrays or {}).items():
+            if name in compress:
+                np.savez_compressed(tmp / name, **content)
+            else:
+                save_arrays(tmp / name, dict(content))
+        for name, content in (records or {}).items():
+            write_json(tmp / name, content)
+        write_json(tmp / SUMMARY, summary)
 
 
 def _kernels(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
@@ -55,63 +88,6 @@ def _kernels(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> 
 
 def _biases(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
     return [torch.from_numpy(arrays[f"{prefix}{layer.name}.bias"]) for layer in spec.layers]
-
-
-def _weights_dict(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor] | None, prefix: str = ""):
-    out = {f"{prefix}{l.name}.weight": w.numpy() for l, w in zip(spec.layers, weights)}
-    if biases is not None:
-        out.update({f"{prefix}{l.name}.bias": b.numpy() for l, b in zip(spec.layers, biases)})
-    return out
-
-
-def _save_compressed(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    # Pruned kernels are mostly exact zeros: deflate shrinks them to about their density.
-    np.savez_compressed(path, **arrays)
-
-
-def _config_record(kind: str, name: str, ident: dict[str, Any], config: TrainConfig, device: torch.device, extra=None):
-    return {
-        "kind": kind,
-        "name": name,
-        "identity": ident,
-        "config": dataclasses.asdict(config.resolved()),
-        "environment": environment(device),
-        **(extra or {}),
-    }
-
-
-def write_dense(
-    path: Path, spec: NetSpec, config: TrainConfig, ident: dict, start: list[torch.Tensor], result: MemberResult,
-    wall: float, device: torch.device,
-) -> None:
-    summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": spec.prunable_weights,
-               "snapshot_iterations": result.snapshot_iterations}
-    snaps: dict[str, np.ndarray] = {}
-    for name, (w, b) in result.snapshots.items():
-        snaps.update(_weights_dict(spec, w, b, prefix=f"{name}/"))
-    with building(path) as tmp:
-        write_json(tmp / "config.json", _config_record("dense", path.name, ident, config, device))
-        write_json(tmp / "history.json", result.history)
-        save_arrays(tmp / "start.npz", _weights_dict(spec, start, None))
-        save_arrays(tmp / "final.npz", _weights_dict(spec, result.final_weights, result.final_biases))
-        save_arrays(tmp / "snapshots.npz", snaps)
-        write_json(tmp / SUMMARY, summary)
-
-
-def write_round(
-    path: Path, spec: NetSpec, config: TrainConfig, ident: dict, start: list[torch.Tensor], masks: list[torch.Tensor],
-    result: MemberResult, wall: float, device: torch.device,
-) -> None:
-    remaining = [int(m.sum()) for m in masks]
-    summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": sum(remaining),
-               "remaining_per_layer": remaining}
-    with building(path) as tmp:
-        write_json(tmp / "config.json", _config_record("round", path.name, ident, config, device))
-        write_json(tmp / "history.json", result.history)
-        save_arrays(tmp / "masks.npz", pack_masks([l.name for l in spec.layers], masks))
-        _save_compressed(tmp / "start.npz", _weights_dict(spec, start, None))
-        _save_compressed(tmp / "final.npz", _weights_dict(spec, result.final_weights, result.final_biases))
-        write_json(tmp / SUMMARY, summary)
 
 
 @dataclasses.dataclass
@@ -124,17 +100,19 @@ class RunState:
 
 
 def read_state(path: Path, spec: NetSpec) -> RunState:
+    """The start and final kernels and the masks (all kept, for a dense run) of a finished run."""
     start = _kernels(spec, load_arrays(path / "start.npz"))
     final = _kernels(spec, load_arrays(path / "final.npz"))
     if (path / "masks.npz").exists():
-        masks = unpack_masks([l.name for l in spec.layers], load_arrays(path / "masks.npz"))
+        masks = unpack_masks([layer.name for layer in spec.layers], load_arrays(path / "masks.npz"))
     else:
-        masks = [torch.ones(l.weight_shape, dtype=torch.bool) for l in spec.layers]
+        masks = [torch.ones(layer.weight_shape, dtype=torch.bool) for layer in spec.layers]
     return RunState(start, final, masks)
 
 
 def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], int] | None:
-    """(w_init, w_f kernels, w_f biases, iterations) of a dense run's base, or None if it never got there."""
+    """(w_init, w_f kernels, w_f biases, iterations) of a dense run's base ("converged", or a snapshot
+    "iterations_N" / "val_accuracy_0.NN"), or None if the run never got there."""
     start = _kernels(spec, load_arrays(path / "start.npz"))
     summary = read_json(path / SUMMARY)
     if base == "converged":

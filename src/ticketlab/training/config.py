@@ -1,26 +1,16 @@
-"""Hyperparameters declared once, as typed dataclasses: CLI flags, help, defaults and hashes derive.
-
-A run's identity is the hash of its *resolved* config with every field that equals its default
-for that net left out (OpenLTH's rule): adding a new field with a default never renames old runs,
-and `--epochs 55` names the same run as no flag at all.
-"""
+"""The training config of one run (SPEC §3), declared once as a typed dataclass: the command line's
+flags (`core.fields`), the defaults per net and the run's identity (`store.naming`) derive from it."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..data import DATASETS, IMAGE_SHAPES
 from ..core.errors import TicketlabError
 from ..nets.specs import NETS, get_net
-from ..core.numerics import NUMERICS
-from ..training.schedule import TEST_EVAL_POLICIES, Schedule
+from .schedule import TEST_EVAL_POLICIES, Schedule
 
 TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
 # Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop
@@ -143,66 +133,3 @@ class TrainConfig:
             stop_at_val_accuracy=r.stop_at_val_accuracy,
             **extra,
         )
-
-
-def identity(config: Any) -> dict[str, Any]:
-    """The fields of a resolved config that differ from the resolved defaults for the same net."""
-    resolved = config.resolved() if hasattr(config, "resolved") else config
-    base = type(config)(net=config.net) if hasattr(config, "net") else type(config)()
-    base = base.resolved() if hasattr(base, "resolved") else base
-    out = {}
-    for f in dataclasses.fields(resolved):
-        value = getattr(resolved, f.name)
-        if f.name == "net" or value != getattr(base, f.name):
-            out[f.name] = value
-    return out
-
-
-def content_hash(kind: str, fields: dict[str, Any]) -> str:
-    """A short stable hash of a canonical JSON form (and of the numerics version, when not the first)."""
-    record = {"kind": kind, **fields}
-    if NUMERICS > 1:
-        record["numerics"] = NUMERICS
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def run_name(kind: str, config: Any) -> str:
-    return f"{kind}_{content_hash(kind, identity(config))}"
-
-
-# --- CLI derivation --------------------------------------------------------------------------
-
-
-def _base_type(annotation: Any) -> type:
-    hint = annotation
-    if isinstance(hint, str):
-        hint = eval(hint, {"typing": typing}, {})  # annotations are postponed strings here
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0]
-    return hint
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field: --field-name, typed, with its help, choices and default."""
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _base_type(f.type)
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-            continue
-        default_text = "" if f.default is None else f" (default: {f.default})"
-        parser.add_argument(
-            flag,
-            type=kind,
-            default=f.default,
-            choices=f.metadata.get("choices"),
-            help=help_text + default_text,
-            metavar=None if f.metadata.get("choices") else f.name.upper(),
-        )
-
-
-def dataclass_from_namespace(cls: type, ns: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
