@@ -74,7 +74,8 @@ def test_out_of_range_numbers(tmp_path, capsys, args, message):
 )
 def test_out_of_range_numbers_in_a_sweep_file(tmp_path, capsys, field, message):
     key = field.split()[0]
-    lines = [line for line in SPEC.splitlines() if not line.startswith(key + " ")] + [field]
+    base = SPEC.replace('kind = "iterative"', 'kind = "supermask"').replace("rounds = 1\n", "") if key == "levels" else SPEC
+    lines = [line for line in base.splitlines() if not line.startswith(key + " ")] + [field]
     path = _spec(tmp_path, "\n".join(lines) + "\n")
     refused(["sweep", path, "--out", str(tmp_path / "out")], capsys, f"s.toml:{len(lines)}: {message}")
     assert not (tmp_path / "out").exists()
@@ -210,3 +211,11 @@ def test_zero_one_integer_and_float_masks_mean_the_same_as_bool(tmp_path, dtype)
     got, _ = read_mask_file(_write_masks(tmp_path / "n.npz", {k: v.astype(dtype) for k, v in bools.items()}), get_net("fc"))
     for e, g in zip(expect, got):
         assert g.dtype == e.dtype and bool((g == e).all())
+
+
+def test_a_field_of_another_kind_is_refused(tmp_path, capsys):
+    # `levels` belongs to supermask sweeps: in an iterative sweep it would be silently ignored
+    path = _spec(tmp_path, SPEC + "levels = 3\n")
+    refused(["sweep", path, "--out", str(tmp_path / "out")], capsys, "s.toml:7: unknown field 'levels'; valid fields:",
+            "round_step, rounds")
+    assert not (tmp_path / "out").exists()

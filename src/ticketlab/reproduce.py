@@ -9,8 +9,11 @@ from .training.config import TrainConfig
 from .core.device import environment, resolve_device
 from .core.errors import TicketlabError
 from .store.files import ensure_writable
-from .execution.sweep import Runtime, read_manifests, run_sweep, spec_from_manifest
-from .experiments.spec import SPEC_ROUNDS, SweepSpec, load_sweep
+from .execution.sweep import run_sweep
+from .experiments.jobs import Runtime
+from .experiments.kinds import get_kind
+from .experiments.manifests import read_manifests, spec_from_manifest
+from .experiments.spec import SweepSpec, load_sweep
 
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training")
 PAPER_SEEDS = 5
@@ -55,14 +58,9 @@ def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
             parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
         if ran.eval_every != paper.eval_every:
             parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
-    if spec.kind == "iterative":
-        pruning = spec.rounds == SPEC_ROUNDS and spec.round_step == 1
-        step = f" in steps of {spec.round_step}" if spec.round_step != 1 else ""
-        parts.append(f"{SPEC_ROUNDS} rounds" if pruning else f"SPEC rounds 0–{spec.rounds}{step}")
-    else:
-        pruning = spec.levels == SPEC_ROUNDS and spec.level_step == 1
-        step = f" in steps of {spec.level_step}" if spec.level_step != 1 else ""
-        parts.append(f"supermask levels p = 0…{spec.levels}{step}")
+    pruning, what = get_kind(spec.kind).protocol(spec)
+    if what:
+        parts.append(what)
     return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
 
 

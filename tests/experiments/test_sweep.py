@@ -12,15 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticketlab.training.config import TrainConfig, run_name
+from ticketlab.store.naming import identity, run_name as _run_name
+from ticketlab.training.config import TrainConfig
 from ticketlab.core.errors import TicketlabError
 from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.pruning.prune import oneshot_masks, oneshot_prune_count, prune_oneshot
-from ticketlab.store.runs import dense_identity, round_identity, run_dir
+from ticketlab.experiments.dense import dense_identity
+from ticketlab.experiments.iterative import round_identity
+from ticketlab.store.runs import run_dir
 from ticketlab.core.seeds import generator
 from ticketlab.execution.sweep import default_workers
 from ticketlab.experiments.supermask import supermask_identity
 from ticketlab.experiments.spec import load_sweep, parse_spec, preset_names
+
+def run_name(kind: str, config: TrainConfig) -> str:
+    return _run_name(kind, identity(config))
+
 
 TINY = """\
 name = "tiny"
@@ -70,9 +77,9 @@ def test_every_preset_parses_at_both_scales():
             spec = load_sweep(name, scale)
             assert spec.name == name and spec.scale == scale
     full = load_sweep("criteria", "full")
-    assert full.seeds == 5 and full.round_list == list(range(25)) and len(full.criteria) == 13
+    assert full.seeds == 5 and full.params.round_list == list(range(25)) and len(full.params.criteria) == 13
     quick = load_sweep("criteria", "quick", {"seeds": 2})
-    assert quick.seeds == 2 and quick.round_list == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+    assert quick.seeds == 2 and quick.params.round_list == [0, 3, 6, 9, 12, 15, 18, 21, 24]
 
 
 @pytest.mark.parametrize(

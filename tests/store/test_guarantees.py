@@ -17,7 +17,9 @@ import pytest
 from ticketlab.cli import main
 from ticketlab.core.errors import TicketlabError
 from ticketlab.store.files import TMP_PREFIX, damaged_files, holding, remove_stale_temporaries
-from ticketlab.execution.sweep import Runtime, manifest_path, read_manifests, run_sweep
+from ticketlab.execution.sweep import run_sweep
+from ticketlab.experiments.jobs import Runtime
+from ticketlab.experiments.manifests import manifest_path, read_manifests
 from ticketlab.experiments.spec import load_sweep
 
 THREE = """\

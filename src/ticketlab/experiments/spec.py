@@ -1,28 +1,27 @@
 """A sweep: one experiment of SPEC §4–8 over seeds, declared as a TOML file (the presets are such
 files). Top-level keys give the experiment; a `[quick]` or `[full]` table overrides them per scale.
+The fields every sweep has are `SweepSpec`'s; each experiment kind declares its own (`kinds.py`), and
+a sweep file may use those of its kind only.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS
-from ..training.config import MAX_SEED, TrainConfig
-from ..pruning.criteria import CRITERIA
-from ..data.idx import DATASETS
 from ..core.errors import TicketlabError
+from ..data import DATASETS
 from ..nets.specs import NETS
+from ..training.config import MAX_SEED, TrainConfig
+from .kinds import ExperimentKind, get_kind, kind_names
 
-KINDS = ("iterative", "supermask")
 SCALES = ("quick", "full")
-STARTS = ("init", "signed_constant")
-VAL_ACCURACY_BASES = (0.25, 0.5, 0.75)
-BASE_ITERATIONS = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
 SPEC_ROUNDS = 24  # SPEC §4: 24 rounds after the dense run; SPEC §7: one-shot levels p = 0..24
 MAX_SEEDS = 1000  # the papers use 5; this bound only catches typos (a job list of 10^12 seeds)
 # A sweep's name becomes the file OUT/sweeps/NAME.json: no separators, no leading dot, no NUL.
@@ -31,8 +30,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """Everything a sweep runs. Iterative sweeps use criteria x mask1 x mask0 chains; supermask
-    sweeps prune one-shot from trained base nets and evaluate at init."""
+    """Everything a sweep runs: the fields every kind shares (net, seeds, training schedule), and the
+    kind's own fields in `params` (an instance of `get_kind(kind).params`)."""
 
     name: str
     kind: str
@@ -46,33 +45,13 @@ class SweepSpec:
     iterations: int | None = None
     learning_rate: float | None = None
     eval_every: int = 100
-    # iterative pruning (SPEC §4)
-    criteria: tuple[str, ...] = ("large_final",)
-    mask1: tuple[str, ...] = ("rewind",)
-    mask0: tuple[str, ...] = ("zero",)
-    rounds: int = 24  # SPEC rounds covered
-    round_step: int = 1  # SPEC rounds of pruning per trained round (quick scale: > 1)
-    # supermasks (SPEC §7)
-    bases: tuple[str, ...] = ("converged",)
-    starts: tuple[str, ...] = ("init",)
-    dwr: tuple[bool, ...] = (False,)
-    levels: int = 24  # one-shot levels p = 0..levels
-    level_step: int = 1
+    params: Any = None
     scale: str = "full"
     source: str = ""
 
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    @property
-    def round_list(self) -> list[int]:
-        """The SPEC rounds this sweep trains (0 = the dense run)."""
-        return list(range(0, self.rounds + 1, self.round_step))
-
-    @property
-    def level_list(self) -> list[int]:
-        return list(range(0, self.levels + 1, self.level_step))
 
     def train_config(self, seed: int) -> TrainConfig:
         """The training config of every run of this sweep for one seed."""
@@ -87,10 +66,42 @@ class SweepSpec:
             test_eval="on_best",
         )
 
+    def record(self) -> dict[str, Any]:
+        """The stored form (a manifest's `spec`): the shared fields and the kind's, in one flat table, as
+        a sweep file writes them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "params"}
+        if self.params is not None:
+            out.update(dataclasses.asdict(self.params))
+        return out
 
-_FIELDS = {f.name: f for f in dataclasses.fields(SweepSpec)}
-_TUPLE_FIELDS = {"criteria", "mask1", "mask0", "bases", "starts", "dwr"}
-_USER_FIELDS = set(_FIELDS) - {"scale", "source"}
+
+_COMMON = {f.name: f for f in dataclasses.fields(SweepSpec) if f.name != "params"}
+_COMMON_USER = set(_COMMON) - {"scale", "source"}
+
+
+def names_field(default: tuple[str, ...], valid: tuple[str, ...], help: str = "", all_of: bool = False) -> Any:
+    """A kind's field listing names from `valid` (e.g. criteria); with `all_of`, the string "all" in a
+    sweep file means every valid name, in their order."""
+    return dataclasses.field(default=default, metadata={"choices": valid, "all": all_of, "help": help})
+
+
+def _fields_of(kind: ExperimentKind) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(kind.params)}
+
+
+def _field_types(kind: ExperimentKind) -> dict[str, Any]:
+    hints = dict(typing.get_type_hints(SweepSpec))
+    hints.update(typing.get_type_hints(kind.params))
+    return hints
+
+
+def _want(hint: Any) -> tuple[str, tuple[type, ...]]:
+    """('list', element types) or ('scalar', accepted types) for a field's type hint."""
+    if typing.get_origin(hint) is tuple:
+        return "list", (typing.get_args(hint)[0],)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return "scalar", ((float, int) if hint is float else (hint,))
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -105,31 +116,27 @@ def _where(source: str, text: str, key: str) -> str:
     return f"{source}:{line}" if line else source
 
 
-def _coerce(source: str, text: str, key: str, value: Any) -> Any:
-    """Check a TOML value's type against the field; lists become tuples."""
-    if key not in _USER_FIELDS:
-        valid = ", ".join(sorted(_USER_FIELDS))
-        raise TicketlabError(f"{_where(source, text, key)}: unknown field {key!r}; valid fields: {valid}")
-    if key in _TUPLE_FIELDS:
+def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind | None) -> Any:
+    """Check a TOML value's type against the field of the shared spec or of the kind; lists become tuples."""
+    user_fields = _COMMON_USER | (set(_fields_of(kind)) if kind is not None else set())
+    if key not in user_fields:
+        raise TicketlabError(f"{_where(source, text, key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
+    shape, want_types = _want(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
+    if shape == "list":
+        meta = _fields_of(kind)[key].metadata
+        if value == "all" and meta.get("all"):
+            return tuple(meta["choices"])
         if not isinstance(value, list) or not value:
-            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list")
-        want = bool if key == "dwr" else str
-        if not all(isinstance(v, want) for v in value):
+            what = ' (or "all")' if meta.get("all") else ""
+            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list{what}")
+        want = want_types[0]
+        if not all(isinstance(v, want) and (want is bool or not isinstance(v, bool)) for v in value):
             raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must list {want.__name__} values")
         return tuple(value)
-    default = _FIELDS[key].default
-    want_types: tuple[type, ...]
-    if key in ("epochs", "iterations", "seeds", "first_seed", "eval_every", "rounds", "round_step", "levels", "level_step"):
-        want_types = (int,)
-    elif key == "learning_rate":
-        want_types = (float, int)
-    else:
-        want_types = (str,)
     if isinstance(value, bool) or not isinstance(value, want_types):
         raise TicketlabError(
             f"{_where(source, text, key)}: field {key!r} must be {' or '.join(t.__name__ for t in want_types)}, got {value!r}"
         )
-    del default
     return value
 
 
@@ -145,56 +152,68 @@ def _blamer(source: str, text: str, overrides: dict[str, Any]) -> Callable[[str]
     return blame
 
 
-def _check_names(source: str, text: str, spec: SweepSpec, blame: Callable[[str], str]) -> None:
-    def bad(key: str, values: tuple, valid: tuple) -> None:
-        for v in values:
-            if v not in valid:
-                raise TicketlabError(f"{_where(source, text, key)}: unknown {key} {v!r}; valid: {', '.join(valid)}")
-
+def _check(source: str, text: str, spec: SweepSpec, kind: ExperimentKind, blame: Callable[[str], str]) -> None:
     if not NAME_PATTERN.fullmatch(spec.name):
         raise TicketlabError(
             f"{blame('name')} is {spec.name!r}: a sweep name is 1 to 64 letters, digits, '-', '_' or '.', "
             "not starting with '.' (it names the file OUT/sweeps/NAME.json)"
         )
-    bad("kind", (spec.kind,), KINDS)
-    bad("net", (spec.net,), tuple(NETS))
-    if spec.dataset is not None:
-        bad("dataset", (spec.dataset,), DATASETS)
-    bad("criteria", spec.criteria, CRITERIA)
-    bad("mask1", spec.mask1, MASK1_ACTIONS)
-    bad("mask0", spec.mask0, MASK0_ACTIONS)
-    bad("starts", spec.starts, STARTS)
-    for key in _TUPLE_FIELDS:  # a repeated entry would train nothing new and list its rows twice
-        values = getattr(spec, key)
-        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if repeated is not None:
-            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} lists {repeated!r} twice")
-    for base in spec.bases:
-        if not (base == "converged" or re.fullmatch(r"val_accuracy_0\.\d+", base) or re.fullmatch(r"iterations_\d+", base)):
-            raise TicketlabError(
-                f"{_where(source, text, 'bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
-            )
-    spec_rounds = f"must be <= {SPEC_ROUNDS} (SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run)"
-    spec_levels = f"must be <= {SPEC_ROUNDS} (SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds)"
+    for key, values, valid in [("net", (spec.net,), tuple(NETS))] + (
+            [("dataset", (spec.dataset,), DATASETS)] if spec.dataset is not None else []):
+        _check_names(source, text, key, values, valid)
+    for f in dataclasses.fields(kind.params):
+        values = getattr(spec.params, f.name)
+        if "choices" in f.metadata:
+            _check_names(source, text, f.name, values, f.metadata["choices"])
+        if isinstance(values, tuple):  # a repeated entry would train nothing new and list its rows twice
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:
+                raise TicketlabError(f"{_where(source, text, f.name)}: field {f.name!r} lists {repeated!r} twice")
     checks = [
         ("seeds", spec.seeds >= 1, "must be >= 1"),
         ("seeds", spec.seeds <= MAX_SEEDS, f"must be <= {MAX_SEEDS}"),
         ("first_seed", spec.first_seed >= 0, "must be >= 0"),
         ("first_seed", spec.first_seed + spec.seeds - 1 <= MAX_SEED, "+ seeds - 1 must be at most 2^63-1"),
-        ("rounds", spec.rounds >= 0, "must be >= 0"),
-        ("rounds", spec.rounds <= SPEC_ROUNDS, spec_rounds),
-        ("round_step", spec.round_step >= 1, "must be >= 1"),
-        ("round_step", spec.round_step <= SPEC_ROUNDS, spec_rounds),
-        ("levels", spec.levels >= 0, "must be >= 0"),
-        ("levels", spec.levels <= SPEC_ROUNDS, spec_levels),
-        ("level_step", spec.level_step >= 1, "must be >= 1"),
-        ("level_step", spec.level_step <= SPEC_ROUNDS, spec_levels),
     ]
     for key, ok, what in checks:
         if not ok:
             raise TicketlabError(f"{blame(key)} {what}, got {getattr(spec, key)}")
+    kind.check(spec, lambda key: _where(source, text, key), blame)
     if spec.epochs is not None and spec.iterations is not None:
         raise TicketlabError(f"{source}: give epochs or iterations, not both")
+
+
+def _check_names(source: str, text: str, key: str, values: tuple, valid: tuple) -> None:
+    for v in values:
+        if v not in valid:
+            raise TicketlabError(f"{_where(source, text, key)}: unknown {key} {v!r}; valid: {', '.join(valid)}")
+
+
+def _build(values: dict[str, Any], where: str, text: str, overrides: dict[str, Any], **extra: Any) -> SweepSpec:
+    """A checked SweepSpec from coerced flat values (the kind's fields split off into `params`)."""
+    for key in ("name", "kind"):
+        if key not in values:
+            raise TicketlabError(f"{where}: missing required field {key!r}")
+    kind = get_kind(values["kind"])
+    own = _fields_of(kind)
+    params = kind.params(**{k: v for k, v in values.items() if k in own})
+    spec = SweepSpec(**{k: v for k, v in values.items() if k in _COMMON}, params=params, **extra)
+    blame = _blamer(where, text, overrides)
+    _check(where, text, spec, kind, blame)
+    spec.train_config(spec.first_seed).validate(blame)
+    return spec
+
+
+def _kind_of(source: str, text: str, doc: dict[str, Any]) -> ExperimentKind | None:
+    """The kind a sweep file names (checked first: it decides which fields are valid), or None if it names none."""
+    if "kind" not in doc:
+        return None
+    value = doc["kind"]
+    if not isinstance(value, str):
+        raise TicketlabError(f"{_where(source, text, 'kind')}: field 'kind' must be str, got {value!r}")
+    if value not in kind_names():
+        raise TicketlabError(f"{_where(source, text, 'kind')}: unknown kind {value!r}; valid: {', '.join(kind_names())}")
+    return get_kind(value)
 
 
 def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -206,56 +225,63 @@ def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | N
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TicketlabError(f"{source}: malformed TOML: {e}") from None
-    values: dict[str, Any] = {}
     scales = {s: doc.pop(s) for s in SCALES if s in doc}
     for s, table in scales.items():
         if not isinstance(table, dict):
             raise TicketlabError(
                 f"{_where(source, text, s)}: field {s!r} must be a table of overrides ([{s}] on its own line), got {table!r}"
             )
+    kind = _kind_of(source, text, doc)
+    values: dict[str, Any] = {}
     for key, value in doc.items():
-        values[key] = _coerce(source, text, key, value)
+        values[key] = _coerce(source, text, key, value, kind)
     if scale not in scales and scales:
         raise TicketlabError(f"{source} has no [{scale}] table: it defines {', '.join(scales)}")
     for key, value in scales.get(scale, {}).items():
-        values[key] = _coerce(source, text, key, value)
-    for key in ("name", "kind"):
-        if key not in values:
-            raise TicketlabError(f"{source}: missing required field {key!r}")
+        values[key] = _coerce(source, text, key, value, kind)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "iterations" in given:
         values["epochs"] = None
     values.update(given)
-    spec = SweepSpec(**values, scale=scale, source=source)
-    blame = _blamer(source, text, given)
-    _check_names(source, text, spec, blame)
-    spec.train_config(spec.first_seed).validate(blame)
-    return spec
+    return _build(values, source, text, given, scale=scale, source=source)
+
+
+# Fields of the one flat spec that sweeps had before each kind declared its own (manifests written
+# then hold them all), with their defaults: a manifest's name hashes them as it did then, so the
+# manifests of an existing store keep their names.
+_FLAT_DEFAULTS: dict[str, Any] = {
+    "criteria": ["large_final"], "mask1": ["rewind"], "mask0": ["zero"], "rounds": 24, "round_step": 1,
+    "bases": ["converged"], "starts": ["init"], "dwr": [False], "levels": 24, "level_step": 1,
+}
+
+
+def manifest_fields(spec: SweepSpec) -> dict[str, Any]:
+    """What a sweep's manifest name hashes: every field but the seed slice (and the file it came from)."""
+    return {**_FLAT_DEFAULTS, **spec.record(), "seeds": None, "first_seed": None, "source": None}
 
 
 def spec_from_record(values: Any, source: str) -> SweepSpec:
-    """A SweepSpec from its stored form (a sweep manifest's `spec`), checked as a sweep file is:
-    `TicketlabError` naming `source` for a wrong type or value."""
+    """A SweepSpec from its stored form (a manifest's `spec`), checked as a sweep file is:
+    `TicketlabError` naming `source` for a wrong type or value. Fields of other kinds (a manifest
+    of the one flat spec of earlier versions holds them all) are left out."""
     if not isinstance(values, dict):
         raise TicketlabError(f"{source}: its spec is not a table of fields")
+    kind = _kind_of(source, "", values)
+    own = set(_fields_of(kind)) if kind is not None else set()
     fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for key, value in values.items():
         if key in ("scale", "source"):
             if not isinstance(value, str):
                 raise TicketlabError(f"{source}: field {key!r} must be str, got {value!r}")
-            fields[key] = value
-        elif value is None and key in _FIELDS and _FIELDS[key].default is None:
+            extra[key] = value
+        elif key in _FLAT_DEFAULTS and key not in own:
+            continue
+        elif value is None and key in _COMMON and _COMMON[key].default is None:
             fields[key] = None
         else:
-            fields[key] = _coerce(source, "", key, value)
-    for key in ("name", "kind"):
-        if key not in fields:
-            raise TicketlabError(f"{source}: missing required field {key!r}")
-    spec = SweepSpec(**fields)
-    blame = _blamer(source, "", {})
-    _check_names(source, "", spec, blame)
-    spec.train_config(spec.first_seed).validate(blame)
-    return spec
+            fields[key] = _coerce(source, "", key, value, kind)
+    return _build(fields, source, "", {}, **extra)
 
 
 def preset_names() -> list[str]:
@@ -288,3 +314,8 @@ def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None =
             ) from None
         return parse_spec(text, str(path), scale, overrides)
     raise TicketlabError(f"unknown preset {name_or_file!r}: choose one of {', '.join(preset_names())}, or give a .toml file")
+
+
+def preset_kinds() -> dict[str, str]:
+    """Each preset's name and its kind (for a results table read without its store's manifests)."""
+    return {name: tomllib.loads(preset_text(name))["kind"] for name in preset_names()}

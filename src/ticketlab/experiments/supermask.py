@@ -7,20 +7,56 @@ stacks through the cohort evaluator, not one network at a time.
 from __future__ import annotations
 
 import itertools
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from ..pruning.actions import density_multiplier
-from ..training.config import TrainConfig
-from ..nets.specs import NetSpec, get_net
-from ..pruning.prune import oneshot_masks, oneshot_prune_count
-from ..store.runs import RUNS, dense_identity, read_base, run_dir
+from ..core.device import resolve_device
+from ..core.errors import TicketlabError
 from ..core.seeds import derive_seed
-from ..store.files import SUMMARY, building, finished, read_json, reading_run, write_json
+from ..nets.specs import NetSpec, get_net
+from ..pruning.actions import density_multiplier
+from ..pruning.criteria import CRITERIA
+from ..pruning.prune import oneshot_masks, oneshot_prune_count
+from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, json_type, read_json, reading_run
+from ..store.runs import read_base, run_dir, write_run
+from ..training.config import TrainConfig
 from ..training.evaluate import evaluate
+from .dense import dense_identity, ensure_dense
+from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
+from .spec import SPEC_ROUNDS, names_field
+
+if TYPE_CHECKING:
+    from .jobs import Runtime
+    from .spec import SweepSpec
+
+STARTS = ("init", "signed_constant")
+
+
+@dataclass(frozen=True)
+class SupermaskParams:
+    """A supermask sweep's own fields: the bases masks come from, and what is evaluated at init."""
+
+    criteria: tuple[str, ...] = names_field(("large_final",), CRITERIA, "mask criteria (SPEC §5), or \"all\"", all_of=True)
+    bases: tuple[str, ...] = ("converged",)  # converged, val_accuracy_0.NN or iterations_N
+    starts: tuple[str, ...] = names_field(("init",), STARTS, "start weights of the kept weights")
+    dwr: tuple[bool, ...] = (False,)  # dynamic weight rescaling
+    levels: int = 24  # one-shot levels p = 0..levels
+    level_step: int = 1
+
+    @property
+    def level_list(self) -> list[int]:
+        return list(range(0, self.levels + 1, self.level_step))
+
+
+def bases_of(params: SupermaskParams, iterations: int) -> list[str]:
+    """The sweep's bases, without iteration snapshots the run never gets to (documented behaviour)."""
+    return [b for b in params.bases if not (b.startswith("iterations_") and int(b.split("_")[1]) >= iterations)]
+
 
 EVAL_STACK = 26  # networks evaluated together
 
@@ -125,7 +161,7 @@ def run_supermask(
     if found is None:
         return None
     w_init, w_final, b_final, base_iterations = found
-    dataset = data.get(config.resolved_dataset)
+    dataset = data.get(config.resolved().dataset)
     t0 = time.perf_counter()
     _, (base_acc,) = evaluate(
         spec,
@@ -145,10 +181,7 @@ def run_supermask(
         "rows": len(rows),
         "wall_seconds": time.perf_counter() - t0,
     }
-    with building(path) as tmp:
-        write_json(tmp / "config.json", {"kind": "supermask", "name": path.name, "identity": ident, "dense_run": dense_path.name})
-        write_json(tmp / "rows.json", rows)
-        write_json(tmp / SUMMARY, summary)
+    write_run(path, "supermask", ident, summary, records={"rows.json": rows}, extra_config={"dense_run": dense_path.name})
     return path
 
 
@@ -156,5 +189,93 @@ def read_rows(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return read_json(path / SUMMARY), read_json(path / "rows.json")
 
 
-__all__ = ["run_supermask", "evaluate_supermasks", "read_rows", "signed_constant", "RUNS"]
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {"base_iterations": (int,), "base_test_accuracy": NUMBER}
+ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "criterion": (str,), "round": (int,), "remaining_weights": (int,), "test_accuracy_at_init": NUMBER,
+    "start": (str,), "dwr": (bool,),
+}
 
+
+class SupermaskKind(ExperimentKind):
+    """Supermasks at initialisation (SPEC §7): one-shot masks from trained bases, evaluated untrained."""
+
+    name = "supermask"
+    params = SupermaskParams
+    curves = Curves("test_accuracy_at_init", ("criterion",), panels=("base", "start", "dwr"),
+                    ylabel="test accuracy at init (%)")
+    columns = ("criterion", "round", "remaining_weights", "remaining_percent", "test_accuracy_at_init", "base",
+               "base_iterations", "base_test_accuracy", "start", "dwr")
+
+    def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
+        p: SupermaskParams = spec.params
+        for base in p.bases:
+            if not (base == "converged" or re.fullmatch(r"val_accuracy_0\.\d+", base) or re.fullmatch(r"iterations_\d+", base)):
+                raise TicketlabError(
+                    f"{where('bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
+                )
+        spec_levels = f"must be <= {SPEC_ROUNDS} (SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds)"
+        for key, ok, what in (("levels", p.levels >= 0, "must be >= 0"), ("levels", p.levels <= SPEC_ROUNDS, spec_levels),
+                              ("level_step", p.level_step >= 1, "must be >= 1"),
+                              ("level_step", p.level_step <= SPEC_ROUNDS, spec_levels)):
+            if not ok:
+                raise TicketlabError(f"{blame(key)} {what}, got {getattr(p, key)}")
+
+    def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
+        from .jobs import DataCache
+
+        p: SupermaskParams = spec.params
+        config = spec.train_config(seed)
+        device = resolve_device(runtime.device)
+        data = DataCache(runtime.data_dir, runtime.download)
+        bases = bases_of(p, config.resolved().iterations)
+        units = len(bases) + 1
+        done = [0]
+
+        def sub(fraction: float) -> None:
+            if report is not None:
+                report((done[0] + fraction) / units)
+
+        ensure_dense(root, config, device, data, sub, repair=runtime.repair)
+        done[0] += 1
+        for base in bases:
+            run_supermask(root, config, base, list(p.criteria), p.level_list, list(p.starts), list(p.dwr), device,
+                          data, sub, repair=runtime.repair)
+            done[0] += 1
+        sub(0.0)
+
+    def result_rows(self, spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
+        p: SupermaskParams = spec.params
+        net = get_net(spec.net)
+        rows = []
+        for seed in spec.seed_list:
+            config = spec.train_config(seed)
+            dataset = config.resolved_dataset
+            for base in bases_of(p, config.resolved().iterations):
+                path = run_dir(root, "supermask", supermask_identity(config, base, p.criteria, p.level_list, p.starts, p.dwr))
+                if not finished(path, names=(SUMMARY, "rows.json")):
+                    continue
+                with reading_run(path):
+                    summary, entries = read_rows(path)
+                    checked(summary, SUMMARY_FIELDS, SUMMARY)
+                    if not isinstance(entries, list):
+                        raise UnreadableFile(f"rows.json holds a JSON {json_type(entries)}, not an array")
+                    for e in entries:
+                        checked(e, ROW_FIELDS, "rows.json")
+                for e in entries:
+                    rows.append(dict(
+                        experiment=spec.name, net=spec.net, dataset=dataset, seed=seed,
+                        criterion=e["criterion"], round=e["round"], remaining_weights=e["remaining_weights"],
+                        remaining_percent=100.0 * e["remaining_weights"] / net.prunable_weights,
+                        test_accuracy_at_init=e["test_accuracy_at_init"], base=base,
+                        base_iterations=summary["base_iterations"], base_test_accuracy=summary["base_test_accuracy"],
+                        start=e["start"], dwr=e["dwr"],
+                    ))
+        return rows
+
+    def protocol(self, spec: SweepSpec) -> tuple[bool, str]:
+        p: SupermaskParams = spec.params
+        step = f" in steps of {p.level_step}" if p.level_step != 1 else ""
+        return p.levels == SPEC_ROUNDS and p.level_step == 1, f"supermask levels p = 0…{p.levels}{step}"
+
+
+register_kind(SupermaskKind())

@@ -1,0 +1,68 @@
+"""The dense run of a seed: round 0 of every iterative chain and the base of every supermask.
+
+It is trained once per (seed, net, schedule) and shared by every sweep that needs it. Besides its
+start and final weights it keeps snapshots along training for the supermask bases: a log-spaced set
+of iterations, and the first steps reaching 25/50/75% validation accuracy.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..core.seeds import generator
+from ..nets.specs import get_net, init_weights
+from ..store.files import finished
+from ..store.naming import identity
+from ..store.runs import run_dir, weight_arrays, write_run
+from ..training import MemberStart, train_cohort
+from ..training.config import TrainConfig
+
+VAL_ACCURACY_BASES = (0.25, 0.5, 0.75)
+BASE_ITERATIONS = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
+
+
+def dense_identity(config: TrainConfig) -> dict[str, Any]:
+    """What names a seed's dense run: its training config, and the snapshot plan's version."""
+    return {**identity(config), "snapshots": "v1"}
+
+
+def dense_snapshots(iterations: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The snapshots a dense run of `iterations` steps keeps: the log-spaced iterations below its
+    length, and the val-accuracy targets."""
+    return tuple(i for i in BASE_ITERATIONS if i < iterations), VAL_ACCURACY_BASES
+
+
+def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: Any,
+                 report: Callable[[float], None] | None = None, repair: bool = False) -> Path:
+    """The dense run of `config` (with its snapshots), trained if not yet in the store (or, with
+    `repair`, if its files no longer match their checksums). `data.get(name)` gives a dataset."""
+    ident = dense_identity(config)
+    path = run_dir(root, "dense", ident)
+    if finished(path, repair):
+        return path
+    spec = get_net(config.net)
+    resolved = config.resolved()
+    start = init_weights(spec, generator(config.seed, "init"))
+    iters, accs = dense_snapshots(resolved.iterations)
+    schedule = config.schedule(snapshot_iterations=iters, snapshot_val_accuracies=accs)
+
+    def progress(it: int, total: int, _: list[float]) -> None:
+        if report is not None:
+            report(it / total)
+
+    t0 = time.perf_counter()
+    (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start)], schedule, config.seed, device, progress)
+    wall = time.perf_counter() - t0
+    snaps: dict[str, Any] = {}
+    for name, (w, b) in result.snapshots.items():
+        snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/"))
+    summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": spec.prunable_weights,
+               "snapshot_iterations": result.snapshot_iterations}
+    write_run(path, "dense", ident, summary, config=config, device=device, history=result.history,
+              arrays={"start.npz": weight_arrays(spec, start), "final.npz": weight_arrays(spec, result.final_weights,
+                                                                                          result.final_biases),
+                      "snapshots.npz": snaps})
+    return path

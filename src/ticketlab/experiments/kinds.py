@@ -1,0 +1,100 @@
+"""The experiment-kind registry: what a sweep of each kind declares, runs and reports.
+
+A kind is one `ExperimentKind` subclass in one module of this package, registered with
+`register_kind` (and, for a built-in kind, imported by `_load_builtin_kinds`): its own spec fields (a
+frozen dataclass, `params`), how it checks them, how it runs one job (one seed), the result rows it
+reads back from the store and their columns, and how its curves are drawn (`curves`, which the
+analysis layer follows for any sweep of the kind, a user's own TOML file included). `run_job`, the results table and the figures dispatch through `get_kind`, never on a
+kind's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from ..core.errors import TicketlabError
+
+if TYPE_CHECKING:
+    from .spec import SweepSpec
+    from .jobs import Runtime
+
+Report = Callable[[float], None]  # a job's fraction done, in [0, 1]
+Blame = Callable[[str], str]  # how an error names a spec field (its flag, or its file and line)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """How a kind's results are drawn: `value` (a results column, a fraction) against % of weights
+    remaining, one curve per distinct `keys`, one panel per distinct `panels`."""
+
+    value: str
+    keys: tuple[str, ...]
+    panels: tuple[str, ...] = ()
+    ylabel: str = "test accuracy (%)"
+
+
+class ExperimentKind:
+    """One kind of experiment. Subclasses set `name`, `params` and `curves` and implement the methods."""
+
+    name: ClassVar[str]
+    params: ClassVar[type]  # a frozen dataclass of the kind's own spec fields, with defaults
+    curves: ClassVar[Curves]
+    columns: ClassVar[tuple[str, ...]] = ()  # the results-table columns its rows fill, beyond experiment/net/dataset/seed
+
+    def check(self, spec: "SweepSpec", where: Blame, blame: Blame) -> None:
+        """Refuse nonsense in the kind's fields beyond their types and listed names (which `spec` checks):
+        a one-line TicketlabError naming the field by `where(field)` (its file and line) or, for a value a
+        flag may have set, `blame(field)`."""
+
+    def run_job(self, spec: "SweepSpec", seed: int, root: Path, runtime: "Runtime", report: Report | None) -> None:
+        """Train or evaluate whatever of one seed's runs is not yet in the store at `root`."""
+        raise NotImplementedError
+
+    def result_rows(self, spec: "SweepSpec", root: Path) -> list[dict[str, Any]]:
+        """One dict per finished result of the sweep in the store (keys: columns of the results table)."""
+        raise NotImplementedError
+
+    def expected_results(self, spec: "SweepSpec") -> int | None:
+        """How many rows a complete sweep gives, where that is known in advance (else None)."""
+        return None
+
+    def protocol(self, spec: "SweepSpec") -> tuple[bool, str]:
+        """Whether the kind's own schedule (rounds, levels) is the paper's, and a phrase saying what ran."""
+        return True, ""
+
+
+KINDS: dict[str, ExperimentKind] = {}
+
+
+def register_kind(kind: ExperimentKind) -> ExperimentKind:
+    """Add a kind to the registry (its name must be new); returns it."""
+    if kind.name in KINDS and type(KINDS[kind.name]) is not type(kind):
+        raise ValueError(f"experiment kind {kind.name!r} is registered twice")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def unregister_kind(name: str) -> None:
+    """Take a kind out of the registry (tests that register a toy kind put the registry back)."""
+    KINDS.pop(name, None)
+
+
+def get_kind(name: str) -> ExperimentKind:
+    """The registered kind `name`, or a one-line error listing the kinds."""
+    _load_builtin_kinds()
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise TicketlabError(f"unknown experiment kind {name!r}: choose one of {', '.join(kind_names())}") from None
+
+
+def kind_names() -> tuple[str, ...]:
+    _load_builtin_kinds()
+    return tuple(KINDS)
+
+
+def _load_builtin_kinds() -> None:
+    # The built-in kinds register themselves on import; importing them here (not at the top) keeps
+    # this module importable by them.
+    from . import iterative, supermask  # noqa: F401
