@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ticketlab.core.errors import TicketlabError
-from ticketlab.execution.pool import InProcess, ProcessPool
+from ticketlab.execution.local import InProcess
+from ticketlab.execution.pool import ProcessPool
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,4 @@
-"""Executors: how a list of independent jobs gets run, locally in this process or in worker processes.
-
-An executor takes the jobs, a picklable `work(job, report)` callable and a `Progress` object, runs
-every job, feeds `progress.update(index, fraction)` from the jobs' reports and `progress.done(index)`
-when one finishes, and returns when all are done. The first job to fail stops the rest (its error is
-raised here); so does Ctrl-C. A new way to run jobs (a cluster scheduler, say) is one more class with
-this `run` method; nothing above it changes.
+"""The process-pool executor: jobs spread over fresh worker processes of this machine.
 
 `ProcessPool` starts its own spawn-context worker processes with explicit task and result queues (no
 process-wide state): each worker sets its torch threads and denormal mode before any torch work, and
@@ -18,34 +12,10 @@ import os
 import pickle
 import signal
 import traceback
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
 from ..core.errors import TicketlabError
-
-Work = Callable[[Any, Callable[[float], None]], None]
-
-
-class Progress(Protocol):
-    """Where executors report: a job's fraction done in [0, 1], and its end."""
-
-    def update(self, index: int, fraction: float) -> None: ...
-
-    def done(self, index: int) -> None: ...
-
-
-class Executor(Protocol):
-    def run(self, jobs: Sequence[Any], work: Work, progress: Progress) -> None:
-        """Run `work(job, report)` for every job; raise the first job's error after stopping the others."""
-
-
-class InProcess:
-    """Every job one after another in this process."""
-
-    def run(self, jobs: Sequence[Any], work: Work, progress: Progress) -> None:
-        for index, job in enumerate(jobs):
-            work(job, lambda fraction, index=index: progress.update(index, fraction))
-            progress.done(index)
-
+from .base import Progress, Work, register_executor
 
 class ProcessPool:
     """Jobs spread over `workers` fresh processes of `threads` torch threads each."""
@@ -174,3 +144,6 @@ def _unpickle_error(data: bytes, job: Any) -> BaseException:
     if isinstance(e, TicketlabError):
         return e
     return RuntimeError(f"{_label(job)} failed in a worker process:\n{e}")
+
+
+register_executor("processes", lambda workers, threads: ProcessPool(workers, threads))

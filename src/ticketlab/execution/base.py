@@ -1,0 +1,56 @@
+"""Executors: how a list of independent jobs gets run, and the registry that names them.
+
+An executor takes the jobs, a picklable `work(job, report)` callable and a `Progress` object, runs
+every job, feeds `progress.update(index, fraction)` from the jobs' reports and `progress.done(index)`
+when one finishes, and returns when all are done. The first job to fail stops the rest (its error is
+raised from `run`); so does Ctrl-C. A new way to run jobs (a cluster scheduler, say) is one module
+with such a class, registered here by name with `register_executor`; nothing above it changes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence
+
+Work = Callable[[Any, Callable[[float], None]], None]
+
+
+class Progress(Protocol):
+    """Where executors report: a job's fraction done in [0, 1], and its end."""
+
+    def update(self, index: int, fraction: float) -> None: ...
+
+    def done(self, index: int) -> None: ...
+
+
+class Executor(Protocol):
+    def run(self, jobs: Sequence[Any], work: Work, progress: Progress) -> None:
+        """Run `work(job, report)` for every job; raise the first job's error after stopping the others."""
+
+
+# name -> factory(workers, threads per worker) -> Executor
+ExecutorFactory = Callable[[int, int], Executor]
+EXECUTORS: dict[str, ExecutorFactory] = {}
+
+
+def register_executor(name: str, factory: ExecutorFactory) -> None:
+    """Make an executor available by name (`ticketlab sweep --executor NAME`)."""
+    EXECUTORS[name] = factory
+
+
+def executor_names() -> tuple[str, ...]:
+    _load_builtin_executors()
+    return tuple(EXECUTORS)
+
+
+def make_executor(name: str, workers: int, threads: int) -> Executor:
+    """The executor `name` for `workers` workers of `threads` torch threads each."""
+    from ..core.errors import TicketlabError
+
+    _load_builtin_executors()
+    if name not in EXECUTORS:
+        raise TicketlabError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](workers, threads)
+
+
+def _load_builtin_executors() -> None:
+    # the built-in executors register themselves on import
+    from . import local, pool  # noqa: F401
