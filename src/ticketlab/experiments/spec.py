@@ -79,10 +79,16 @@ _COMMON = {f.name: f for f in dataclasses.fields(SweepSpec) if f.name != "params
 _COMMON_USER = set(_COMMON) - {"scale", "source"}
 
 
-def names_field(default: tuple[str, ...], valid: tuple[str, ...], help: str = "", all_of: bool = False) -> Any:
-    """A kind's field listing names from `valid` (e.g. criteria); with `all_of`, the string "all" in a
-    sweep file means every valid name, in their order."""
+def names_field(default: tuple[str, ...], valid: tuple[str, ...] | Callable[[], tuple[str, ...]], help: str = "",
+                all_of: bool = False) -> Any:
+    """A kind's field listing names from `valid` (a tuple, or a function giving the names in use, e.g.
+    the criteria); with `all_of`, the string "all" in a sweep file means every valid name, in order."""
     return dataclasses.field(default=default, metadata={"choices": valid, "all": all_of, "help": help})
+
+
+def _choices(meta: Any) -> tuple[str, ...]:
+    valid = meta["choices"]
+    return tuple(valid() if callable(valid) else valid)
 
 
 def _fields_of(kind: ExperimentKind) -> dict[str, dataclasses.Field]:
@@ -125,7 +131,7 @@ def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind |
     if shape == "list":
         meta = _fields_of(kind)[key].metadata
         if value == "all" and meta.get("all"):
-            return tuple(meta["choices"])
+            return _choices(meta)
         if not isinstance(value, list) or not value:
             what = ' (or "all")' if meta.get("all") else ""
             raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list{what}")
@@ -164,7 +170,7 @@ def _check(source: str, text: str, spec: SweepSpec, kind: ExperimentKind, blame:
     for f in dataclasses.fields(kind.params):
         values = getattr(spec.params, f.name)
         if "choices" in f.metadata:
-            _check_names(source, text, f.name, values, f.metadata["choices"])
+            _check_names(source, text, f.name, values, _choices(f.metadata))
         if isinstance(values, tuple):  # a repeated entry would train nothing new and list its rows twice
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
             if repeated is not None:

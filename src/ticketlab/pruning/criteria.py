@@ -6,7 +6,8 @@ shared ranking in `ticketlab.pruning.prune` prunes the lowest), or, for `large_i
 `ticketlab.pruning.prune.percentile_rule_prune`. Each entry also says whether it draws from the
 pruning generator, its complementary criterion (drawn beside it, and, where the study says the two
 straddle random, checked as a claim) and its plot colour. Adding a criterion is one `Criterion`
-in `CRITERION_TABLE` (and its test); nothing else names the thirteen.
+in `CRITERION_TABLE` (and its test); nothing else names the thirteen. A criterion of one's own, beside
+SPEC's, can also be registered at run time (`register_criterion`).
 
 sign() is numpy's (sign(0) = 0), which torch's matches, so a weight that starts or ends at exactly 0
 counts as having changed sign unless it is 0 at both ends.
@@ -88,17 +89,40 @@ CRITERION_TABLE: tuple[Criterion, ...] = (
     Criterion("small_init_small_final", None, "#c9a27e", percentile="small"),
 )
 
-CRITERIA_BY_NAME: dict[str, Criterion] = {c.name: c for c in CRITERION_TABLE}
-# The names in table order, which is SPEC order: legends list the criteria as the paper does.
-CRITERIA: tuple[str, ...] = tuple(CRITERIA_BY_NAME)
+# SPEC §5's criteria, in SPEC order (legends list them as the paper does).
+CRITERIA: tuple[str, ...] = tuple(c.name for c in CRITERION_TABLE)
+# The criteria in use: the table's, and any a user (or a test) registers beside them.
+_REGISTRY: dict[str, Criterion] = {c.name: c for c in CRITERION_TABLE}
+
+
+def register_criterion(entry: Criterion) -> None:
+    """Add a criterion beside the table's (a new name; its complement, if any, must be known by the
+    time it is used)."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"mask criterion {entry.name!r} is registered twice")
+    if (entry.score is None) == (entry.percentile is None):
+        raise ValueError(f"mask criterion {entry.name!r} needs a score or a percentile rule, not both")
+    _REGISTRY[entry.name] = entry
+
+
+def unregister_criterion(name: str) -> None:
+    """Take a registered criterion out again (the table's thirteen cannot be taken out)."""
+    if name in CRITERIA:
+        raise ValueError(f"{name!r} is one of SPEC's criteria, which stay")
+    _REGISTRY.pop(name, None)
+
+
+def criterion_names() -> tuple[str, ...]:
+    """Every criterion in use: the table's in SPEC order, then registered ones."""
+    return tuple(_REGISTRY)
 
 
 def criterion(name: str) -> Criterion:
-    """The table entry of `name`, or a one-line TicketlabError naming the valid criteria."""
+    """The entry of `name`, or a one-line TicketlabError naming the valid criteria."""
     try:
-        return CRITERIA_BY_NAME[name]
+        return _REGISTRY[name]
     except KeyError:
-        raise TicketlabError(f"unknown mask criterion {name!r}: choose one of {', '.join(CRITERIA)}") from None
+        raise TicketlabError(f"unknown mask criterion {name!r}: choose one of {', '.join(_REGISTRY)}") from None
 
 
 def check_criterion(name: str) -> None:
@@ -113,16 +137,17 @@ def is_percentile_rule(name: str) -> bool:
 
 def complementary_pairs() -> tuple[tuple[str, str], ...]:
     """(criterion, its complement) for every criterion that names one, in table order."""
-    return tuple((c.name, c.complement) for c in CRITERION_TABLE if c.complement is not None)
+    return tuple((c.name, c.complement) for c in _REGISTRY.values() if c.complement is not None)
 
 
 def straddle_pairs() -> tuple[tuple[str, str], ...]:
     """The complementary pairs the study expects to straddle random (the good one first)."""
-    return tuple((c.name, c.complement) for c in CRITERION_TABLE if c.complement is not None and c.straddles_random)
+    return tuple((c.name, c.complement) for c in _REGISTRY.values() if c.complement is not None and c.straddles_random)
 
 
 def criterion_colors() -> dict[str, str]:
-    return {c.name: c.color for c in CRITERION_TABLE}
+    """Each criterion's plot colour."""
+    return {c.name: c.color for c in _REGISTRY.values()}
 
 
 def score(criterion_name: str, w_init: Tensor, w_final: Tensor, generator: torch.Generator) -> Tensor:
