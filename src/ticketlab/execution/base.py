@@ -4,7 +4,8 @@ An executor takes the jobs, a picklable `work(job, report)` callable and a `Prog
 every job, feeds `progress.update(index, fraction)` from the jobs' reports and `progress.done(index)`
 when one finishes, and returns when all are done. The first job to fail stops the rest (its error is
 raised from `run`); so does Ctrl-C. A new way to run jobs (a cluster scheduler, say) is one module
-with such a class, registered here by name with `register_executor`; nothing above it changes.
+with such a class that registers itself by name (`register_executor`) and is imported by the
+package's `__init__`; nothing above it changes.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def register_executor(name: str, factory: ExecutorFactory) -> None:
 
 
 def executor_names() -> tuple[str, ...]:
-    _load_builtin_executors()
+    """The registered executors (built in: local, processes)."""
     return tuple(EXECUTORS)
 
 
@@ -45,12 +46,6 @@ def make_executor(name: str, workers: int, threads: int) -> Executor:
     """The executor `name` for `workers` workers of `threads` torch threads each."""
     from ..core.errors import TicketlabError
 
-    _load_builtin_executors()
     if name not in EXECUTORS:
         raise TicketlabError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
     return EXECUTORS[name](workers, threads)
-
-
-def _load_builtin_executors() -> None:
-    # the built-in executors register themselves on import
-    from . import local, pool  # noqa: F401

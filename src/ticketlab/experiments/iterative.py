@@ -18,7 +18,7 @@ from ..core.errors import TicketlabError
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec, get_net
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
-from ..pruning.criteria import CRITERIA
+from ..pruning.criteria import criterion_names
 from ..pruning.prune import prune_count, prune_n
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
 from ..store.naming import identity
@@ -26,6 +26,7 @@ from ..store.runs import RunState, mask_arrays, read_state, run_dir, weight_arra
 from ..training import MemberResult, MemberStart, train_cohort
 from ..training.config import TrainConfig
 from .dense import dense_identity, ensure_dense
+from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
@@ -40,7 +41,7 @@ Fraction = Callable[[float], None]  # reports progress of the current job in [0,
 class IterativeParams:
     """An iterative sweep's own fields: every (criterion, mask-1, mask-0) chain, over SPEC rounds."""
 
-    criteria: tuple[str, ...] = names_field(("large_final",), CRITERIA, "mask criteria (SPEC §5), or \"all\"", all_of=True)
+    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=True)
     mask1: tuple[str, ...] = names_field(("rewind",), MASK1_ACTIONS, "mask-1 actions (SPEC §6)")
     mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (SPEC §6)")
     rounds: int = 24  # SPEC rounds covered
@@ -205,8 +206,6 @@ class IterativeKind(ExperimentKind):
                 raise TicketlabError(f"{blame(key)} {what}, got {getattr(p, key)}")
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
-        from .jobs import DataCache
-
         run_chains(root, spec.train_config(seed), chains_of(spec.params), spec.params.round_list,
                    resolve_device(runtime.device), DataCache(runtime.data_dir, runtime.download), report,
                    repair=runtime.repair)

@@ -1,7 +1,7 @@
 """The experiment-kind registry: what a sweep of each kind declares, runs and reports.
 
 A kind is one `ExperimentKind` subclass in one module of this package, registered with
-`register_kind` (and, for a built-in kind, imported by `_load_builtin_kinds`): its own spec fields (a
+`register_kind` (a built-in kind is imported by the package's `__init__`): its own spec fields (a
 frozen dataclass, `params`), how it checks them, how it runs one job (one seed), the result rows it
 reads back from the store and their columns, and how its curves are drawn (`curves`, which the
 analysis layer follows for any sweep of the kind, a user's own TOML file included). `run_job`, the results table and the figures dispatch through `get_kind`, never on a
@@ -82,7 +82,6 @@ def unregister_kind(name: str) -> None:
 
 def get_kind(name: str) -> ExperimentKind:
     """The registered kind `name`, or a one-line error listing the kinds."""
-    _load_builtin_kinds()
     try:
         return KINDS[name]
     except KeyError:
@@ -90,11 +89,5 @@ def get_kind(name: str) -> ExperimentKind:
 
 
 def kind_names() -> tuple[str, ...]:
-    _load_builtin_kinds()
+    """The registered kinds, in registration order (built in: iterative, supermask)."""
     return tuple(KINDS)
-
-
-def _load_builtin_kinds() -> None:
-    # The built-in kinds register themselves on import; importing them here (not at the top) keeps
-    # this module importable by them.
-    from . import iterative, supermask  # noqa: F401
