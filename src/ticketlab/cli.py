@@ -35,6 +35,14 @@ def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--threads", type=int, default=None, help=f"torch threads, of each worker process in a sweep, 1 to {MAX_THREADS} (default: all cores, or cores // workers)")
 
 
+def _executor_argument(p: argparse.ArgumentParser) -> None:
+    from .execution.base import executor_names
+
+    p.add_argument("--executor", default="auto", choices=("auto", *executor_names()),
+                   help="how the jobs (one per seed) run: local = one after another in this process, processes = in "
+                        "--workers worker processes (default: auto = local for one worker or one job, else processes)")
+
+
 def _repair_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repair", action="store_true",
                    help="retrain finished runs whose files no longer match the checksums recorded when they were written")
@@ -96,7 +104,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
 
     resolve_device(ns.device)
     ensure_writable(ns.out)
-    wall = run_sweep(spec, ns.out, runtime, ns.workers)
+    wall = run_sweep(spec, ns.out, runtime, ns.workers, executor=ns.executor)
     print(f"sweep {spec.name} ({spec.scale}) complete in {wall:.0f} s; see: ticketlab results {ns.out}", file=sys.stderr)
     print(ns.out)
     return 0
@@ -167,7 +175,8 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair), ns.workers)
+    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair), ns.workers,
+                         ns.executor)
     print(f"report: {md}", file=sys.stderr)
     print(html)
     return 0
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
+    _executor_argument(p)
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
     _repair_argument(p)
     p.set_defaults(func=_cmd_sweep)
@@ -232,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="quick", choices=("quick", "full"), help="quick = CPU-sized, about 2 minutes on 2 cores (default); full = paper protocol")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: 1 at quick, 5 at full)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
+    _executor_argument(p)
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
     _repair_argument(p)
     p.set_defaults(func=_cmd_reproduce)

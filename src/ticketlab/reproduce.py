@@ -116,7 +116,8 @@ def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:
     return [load_sweep(name, scale, {"seeds": seeds}) for name in STUDY_PRESETS]
 
 
-def reproduce(specs: list[SweepSpec], out: Path, runtime: Runtime, workers: int | None) -> tuple[Path, Path]:
+def reproduce(specs: list[SweepSpec], out: Path, runtime: Runtime, workers: int | None,
+              executor: str = "auto") -> tuple[Path, Path]:
     """The study's experiments (`study_specs`), then figures and the report."""
     _need_plotting()
     resolve_device(runtime.device)
@@ -124,7 +125,7 @@ def reproduce(specs: list[SweepSpec], out: Path, runtime: Runtime, workers: int 
     t0 = time.perf_counter()
     for i, spec in enumerate(specs, start=1):
         print(f"[reproduce {scale}] {i}/{len(specs)}: {spec.name}: {spec.description}", file=sys.stderr, flush=True)
-        run_sweep(spec, out, runtime, workers)
+        run_sweep(spec, out, runtime, workers, executor=executor)
     wall = time.perf_counter() - t0
     print(f"[reproduce {scale}] experiments done in {wall:.0f} s; drawing figures and the report", file=sys.stderr, flush=True)
     extra = {"command": " ".join(sys.argv), "total_wall_seconds": round(wall, 1), "device": str(resolve_device(runtime.device)),
