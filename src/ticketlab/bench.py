@@ -3,7 +3,7 @@
 Everything is measured in one process, on one device, with the production code: the FC and conv
 training rates time `training.state.CohortState.step`, the very step `train_cohort` runs (forward, loss,
 backward, TF1 Adam), on batches gathered from the in-memory training set as `train_cohort` gathers
-them; evaluation times `trainer.evaluate`. The cohort step's two phases are also timed alone: the
+them; evaluation times `training.evaluate.evaluate`. The cohort step's two phases are also timed alone: the
 gradients (all the counted FLOPs) and Adam (no counted FLOPs; torch's fused kernel spends two
 divisions and a square root on every parameter, and is bound by them: it runs no faster on data that
 sits in the L2 cache), which shows how far the step could go with these kernels. Then two real
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from .data import load_dataset
 from .core.device import cpu_model, resolve_device
+from .pruning.criteria import CRITERIA
 from .nets.specs import NetSpec, get_net, init_weights
 from .core.numerics import cuda_float32
 from .core.seeds import generator
@@ -49,7 +50,7 @@ from .training.schedule import MemberStart, Schedule
 from .training.state import CohortState
 
 BATCH = 60
-COHORT = 13  # the criteria figure trains its 13 criteria of one seed and round as one cohort
+COHORT = len(CRITERIA)  # the criteria figure trains its criteria of one seed and round as one cohort
 FC_ITERATIONS = 50_380  # SPEC §3: 55 epochs x floor(55,000 / 60)
 EVAL_EVERY = 100
 N_VAL, N_TEST = 5_000, 10_000

@@ -43,8 +43,10 @@ import torch.nn.functional as F
 
 from ..nets.specs import NetSpec
 
-# Members per batched product on a CUDA GPU: the criteria figure's cohort (13 criteria of one seed
-# and round), so that its step runs unpadded.
+# Members per batched product on a CUDA GPU. Part of the numerics on a GPU (the batch count picks
+# cuBLAS's kernel), so a constant, not the size of whichever cohort runs: a member's bits must not
+# depend on its cohort. 13 lets the criteria figure's cohort (SPEC's 13 criteria of one seed and
+# round) run unpadded; other cohorts are padded to a multiple of it (`training.state.cohort_lanes`).
 CUDA_LANES = 13
 # Every member's block of a buffer starts at a multiple of this many floats: 64 bytes, one cache line
 # and one AVX-512 vector (module docstring).

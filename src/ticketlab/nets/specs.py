@@ -129,7 +129,3 @@ def init_weights(spec: NetSpec, generator: torch.Generator) -> list[torch.Tensor
         truncated_normal_(torch.empty(layer.weight_shape), layer.glorot_std / TRUNCATED_NORMAL_STD, generator)
         for layer in spec.layers
     ]
-
-
-def zero_biases(spec: NetSpec) -> list[torch.Tensor]:
-    return [torch.zeros(layer.out_channels) for layer in spec.layers]
