@@ -58,6 +58,17 @@ def test_pinned_run_hashes():
     assert run_name("train", TrainConfig(test_eval="all")) != run_name("train", TrainConfig())
 
 
+def test_pinned_manifest_names():
+    # A sweep's manifest keeps the name it had when every field of every kind was in one flat spec,
+    # so that a finished sweep of an existing store is still found finished.
+    from ticketlab.experiments.manifests import manifest_path
+
+    root = Path(".")
+    assert manifest_path(root, load_sweep("criteria", "quick")).name == "criteria_ecf3b87e64.json"
+    assert manifest_path(root, load_sweep("supermask-at-init", "full")).name == "supermask-at-init_463c84aaf5.json"
+    assert manifest_path(root, load_sweep("mask0-actions", "quick")).name == "mask0-actions_f40366f5ec.json"
+
+
 @pytest.mark.parametrize("jobs, cores, workers", [
     (1, 2, 1), (2, 2, 2), (5, 16, 5), (16, 16, 16),  # jobs fit the cores: one worker each
     (5, 2, 1),  # 3 rounds of 1-thread jobs (the last alone) lose to 5 jobs of 2 threads
