@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..core.device import resolve_device
-from ..core.errors import TicketlabError
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec, get_net
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
@@ -27,7 +26,7 @@ from ..training import MemberResult, MemberStart, train_cohort
 from ..training.config import TrainConfig
 from .dense import dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -197,13 +196,9 @@ class IterativeKind(ExperimentKind):
                "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy")
 
     def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
-        p: IterativeParams = spec.params
-        spec_rounds = f"must be <= {SPEC_ROUNDS} (SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run)"
-        for key, ok, what in (("rounds", p.rounds >= 0, "must be >= 0"), ("rounds", p.rounds <= SPEC_ROUNDS, spec_rounds),
-                              ("round_step", p.round_step >= 1, "must be >= 1"),
-                              ("round_step", p.round_step <= SPEC_ROUNDS, spec_rounds)):
-            if not ok:
-                raise TicketlabError(f"{blame(key)} {what}, got {getattr(p, key)}")
+        why = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
+        check_range(spec.params, "rounds", 0, SPEC_ROUNDS, blame, why)
+        check_range(spec.params, "round_step", 1, SPEC_ROUNDS, blame, why)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         run_chains(root, spec.train_config(seed), chains_of(spec.params), spec.params.round_list,

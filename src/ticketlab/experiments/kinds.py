@@ -64,6 +64,15 @@ class ExperimentKind:
         return True, ""
 
 
+def check_range(params: Any, key: str, low: int, high: int, blame: Blame, why: str = "") -> None:
+    """Refuse `params.<key>` outside low..high in one line naming the field by `blame` (and why the bound)."""
+    value = getattr(params, key)
+    if value < low:
+        raise TicketlabError(f"{blame(key)} must be >= {low}, got {value}")
+    if value > high:
+        raise TicketlabError(f"{blame(key)} must be <= {high}{f' ({why})' if why else ''}, got {value}")
+
+
 KINDS: dict[str, ExperimentKind] = {}
 
 

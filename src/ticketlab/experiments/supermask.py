@@ -28,7 +28,7 @@ from ..training.config import TrainConfig
 from ..training.evaluate import evaluate
 from .dense import dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -214,12 +214,9 @@ class SupermaskKind(ExperimentKind):
                 raise TicketlabError(
                     f"{where('bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
                 )
-        spec_levels = f"must be <= {SPEC_ROUNDS} (SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds)"
-        for key, ok, what in (("levels", p.levels >= 0, "must be >= 0"), ("levels", p.levels <= SPEC_ROUNDS, spec_levels),
-                              ("level_step", p.level_step >= 1, "must be >= 1"),
-                              ("level_step", p.level_step <= SPEC_ROUNDS, spec_levels)):
-            if not ok:
-                raise TicketlabError(f"{blame(key)} {what}, got {getattr(p, key)}")
+        why = f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds"
+        check_range(p, "levels", 0, SPEC_ROUNDS, blame, why)
+        check_range(p, "level_step", 1, SPEC_ROUNDS, blame, why)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         p: SupermaskParams = spec.params
