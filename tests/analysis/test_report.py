@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_figures import png_size, synthetic_results
+from synthetic import png_size, synthetic_results, toy_iterative, toy_supermask
 from ticketlab.analysis.claims import check_claims, paired_ci, t_quantile_975
 from ticketlab.analysis.figures import make_figures
 from ticketlab.analysis.report import published_comparison, summary_tables, write_report
@@ -186,3 +186,23 @@ def test_learned_supermask_rows_are_compared(tmp_path):
     assert row["status"] == "ok" and row["ours"] == pytest.approx(66.5) and row["difference"] == pytest.approx(0.5)
     assert set(summary_tables(results)) == {"mask0-actions"}
     assert [p.name for p in make_figures(results, tmp_path, formats=("png",))] == ["mask0-actions.png"]
+
+
+def test_a_users_experiments_get_report_sections(tmp_path):
+    results = pd.concat([synthetic_results(seeds=(0, 1), experiments=("criteria",)), toy_iterative("my-exp"),
+                         toy_supermask("my-sm")], ignore_index=True)
+    figures = make_figures(results, tmp_path / "figures", formats=("png",))
+    html_path, md_path = write_report(results, tmp_path, {"scale": "tiny"}, figures)
+    page, md = html_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8")
+    row = summary_tables(results)["my-exp"].set_index("criterion").loc["large_final"]
+    expected = f"{row['at_17_mean']:.2f} ± {row['at_17_std']:.2f}"
+    in_html = page.split("<h3>my-exp</h3>")[1].split("<h3>")[0]
+    in_md = md.split("### my-exp\n")[1].split("\n### ")[0]
+    for section in (in_html, in_md):
+        assert "Test accuracy at early stop, in %. FC dense baseline (round 0):" in section
+        assert expected in section
+    assert "<h3>my-sm</h3>" in page and "### my-sm" in md
+    # their figures, captioned from their kind
+    assert "](figures/my-exp.png)" in md and "](figures/my-sm.png)" in md
+    assert "my-sm (supermask): test accuracy at initialisation" in page
+    assert "my-sm (supermask): test accuracy at initialisation" in md

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..pruning.criteria import straddle_pairs
-from .stats import best_over_levels, experiment_rows, net_groups, value_column
+from .stats import Experiment, best_over_levels, experiments, net_groups, preset_rows
 from .style import net_label, sort_key
 
 # Two-sided 95%: the 0.975 quantile of Student's t.
@@ -151,25 +151,26 @@ def _crit(rows: pd.DataFrame, name: str) -> pd.DataFrame:
     return rows[rows["criterion"] == name]
 
 
-def _iterative_source(results: pd.DataFrame, criteria: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (net, dataset): rows of the first iterative experiment holding all `criteria`."""
-    found: dict[tuple[str, str], pd.DataFrame] = {}
-    for experiment in ("criteria", "large-final-signs", "magnitude-increase-signs"):
-        rows = experiment_rows(results, experiment)
+def _iterative_source(
+    results: pd.DataFrame, found: Mapping[str, Experiment], criteria: Sequence[str]
+) -> dict[tuple[str, str], tuple[pd.DataFrame, str]]:
+    """Per (net, dataset): rows (and value column) of the first criteria preset holding all `criteria`."""
+    sources: dict[tuple[str, str], tuple[pd.DataFrame, str]] = {}
+    for name in ("criteria", "large-final-signs", "magnitude-increase-signs"):
+        rows = preset_rows(results, found, name)
         if rows.empty:
             continue
         for net, dataset, g in net_groups(rows):
-            if (net, dataset) not in found and set(criteria) <= set(g["criterion"].dropna()):
-                found[(net, dataset)] = g
-    return found
+            if (net, dataset) not in sources and set(criteria) <= set(g["criterion"].dropna()):
+                sources[(net, dataset)] = g, found[name].curves.value
+    return sources
 
 
-def _straddle_claims(results: pd.DataFrame) -> list[Claim]:
+def _straddle_claims(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
+    """The criteria table says which complementary pairs the study expects to straddle random."""
     claims = []
-    value = value_column("criteria")
-    # the criteria table says which complementary pairs the study expects to straddle random
     for good, bad in straddle_pairs():
-        for (net, dataset), rows in _iterative_source(results, (good, bad, "random")).items():
+        for (net, dataset), (rows, value) in _iterative_source(results, found, (good, bad, "random")).items():
             up, note = paired_level_diffs(_crit(rows, good), _crit(rows, "random"), value)
             down, _ = paired_level_diffs(_crit(rows, "random"), _crit(rows, bad), value)
             sides = [
@@ -193,12 +194,10 @@ def _straddle_claims(results: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def _large_final_beats_random(results: pd.DataFrame) -> list[Claim]:
+def _large_final_beats_random(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
     claims = []
-    for (net, dataset), rows in _iterative_source(results, ("large_final", "random")).items():
-        diffs, note = paired_level_diffs(
-            _crit(rows, "large_final"), _crit(rows, "random"), value_column("criteria"), all_pruned_rounds
-        )
+    for (net, dataset), (rows, value) in _iterative_source(results, found, ("large_final", "random")).items():
+        diffs, note = paired_level_diffs(_crit(rows, "large_final"), _crit(rows, "random"), value, all_pruned_rounds)
         claims.append(
             _verdict(
                 f"large_final beats random [{net_label(net)}]",
@@ -209,7 +208,7 @@ def _large_final_beats_random(results: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def _action_claims(results: pd.DataFrame) -> list[Claim]:
+def _action_claims(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
     """Claims of the paper's Fig. 3 and 4 on the start and held values."""
     specs = (
         ("mask1-actions", "mask1", "rewind", "reinit", "rewinding to the original init beats random reinit"),
@@ -223,13 +222,13 @@ def _action_claims(results: pd.DataFrame) -> list[Claim]:
     )
     claims = []
     for experiment, column, a, b, statement in specs:
-        rows = experiment_rows(results, experiment)
+        rows = preset_rows(results, found, experiment)
         if rows.empty:
             continue
         for net, dataset, g in net_groups(rows):
             if not {a, b} <= set(g[column].dropna()):
                 continue
-            diffs, note = paired_level_diffs(g[g[column] == a], g[g[column] == b], value_column(experiment))
+            diffs, note = paired_level_diffs(g[g[column] == a], g[g[column] == b], found[experiment].curves.value)
             claims.append(
                 _verdict(
                     f"{a} beats {b} [{net_label(net)}]", f"{experiment} ({net_label(net)}): {statement}.", diffs, note
@@ -238,10 +237,11 @@ def _action_claims(results: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def _same_sign_at_init(results: pd.DataFrame) -> list[Claim]:
-    rows = experiment_rows(results, "supermask-at-init")
+def _same_sign_at_init(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
+    rows = preset_rows(results, found, "supermask-at-init")
     if rows.empty:
         return []
+    value = found["supermask-at-init"].curves.value
     rows = rows[(rows["start"] == "init") & (~rows["dwr"])]
     if (rows["base"] == "converged").any():
         rows = rows[rows["base"] == "converged"]
@@ -249,7 +249,7 @@ def _same_sign_at_init(results: pd.DataFrame) -> list[Claim]:
     for net, dataset, g in net_groups(rows):
         if not {"large_final", "large_final_same_sign"} <= set(g["criterion"].dropna()):
             continue
-        diffs = paired_best_diffs(_crit(g, "large_final_same_sign"), _crit(g, "large_final"), "test_accuracy_at_init")
+        diffs = paired_best_diffs(_crit(g, "large_final_same_sign"), _crit(g, "large_final"), value)
         claims.append(
             _verdict(
                 f"large_final_same_sign beats large_final at init [{net_label(net)}]",
@@ -261,9 +261,9 @@ def _same_sign_at_init(results: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def _base_training_claims(results: pd.DataFrame) -> list[Claim]:
+def _base_training_claims(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
     for experiment in ("masking-is-training", "supermask-vs-training"):
-        rows = experiment_rows(results, experiment)
+        rows = preset_rows(results, found, experiment)
         if not rows.empty and rows["base"].nunique() >= 2:
             break
     else:
@@ -284,7 +284,7 @@ def _base_training_claims(results: pd.DataFrame) -> list[Claim]:
             continue
         best = "converged" if "converged" in bases else bases[-1]
         least = [b for b in bases if b != best][0]
-        diffs = paired_best_diffs(g[g["base"] == best], g[g["base"] == least], "test_accuracy_at_init")
+        diffs = paired_best_diffs(g[g["base"] == best], g[g["base"] == least], found[experiment].curves.value)
         claims.append(
             _verdict(
                 f"better-trained bases give better supermasks [{net_label(net)}]",
@@ -296,16 +296,21 @@ def _base_training_claims(results: pd.DataFrame) -> list[Claim]:
     return claims
 
 
-def check_claims(results: pd.DataFrame) -> list[Claim]:
-    """Every claim whose data are in `results` (experiments absent are simply not checked)."""
+def check_claims(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> list[Claim]:
+    """Every claim whose data are in `results` (experiments absent are simply not checked).
+
+    The claims are the papers', so they read the presets only (by name, under their own kind);
+    `kinds` is as for `stats.experiments`.
+    """
     if results.empty or "experiment" not in results:
         return []
+    found = experiments(results, kinds)
     return (
-        _straddle_claims(results)
-        + _large_final_beats_random(results)
-        + _action_claims(results)
-        + _same_sign_at_init(results)
-        + _base_training_claims(results)
+        _straddle_claims(results, found)
+        + _large_final_beats_random(results, found)
+        + _action_claims(results, found)
+        + _same_sign_at_init(results, found)
+        + _base_training_claims(results, found)
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,21 +22,20 @@ import pandas as pd
 from ..core.errors import TicketlabError
 from ..pruning.criteria import CRITERIA, complementary_pairs
 from .stats import (
-    ITERATIVE_EXPERIMENTS,
-    SUPERMASK_EXPERIMENTS,
+    Experiment,
     base_accuracy,
     best_over_levels,
     converged_only,
     curve_keys,
     dense_baseline,
-    experiment_rows,
+    drawn_rows,
+    experiments,
     net_groups,
     net_tags,
     ordered_groups,
     over_seeds,
     seed_stats,
     supermask_combos,
-    value_column,
 )
 from .style import (
     BANDS,
@@ -45,12 +44,14 @@ from .style import (
     MASK0_ORDER,
     MASK1_ORDER,
     SIGN_CRITERIA,
+    TRAINED_MEASURES,
     base_label,
     curve_style,
     dataset_label,
     mask0_label,
     mask1_label,
     net_label,
+    panel_label,
     start_dwr_label,
     start_dwr_slug,
 )
@@ -201,7 +202,7 @@ def _stem(name: str, variant: str, tag: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Iterative experiments
+# Curves of a kind (every experiment; the iterative presets add their titles and pairs)
 
 
 def _draw_level_curves(
@@ -231,18 +232,19 @@ def _draw_level_curves(
     return levels
 
 
-def _iterative_figure(
-    rows: pd.DataFrame, experiment: str, title: str, band: str, only: Sequence[str] | None = None
+def _single_axes_figure(
+    rows: pd.DataFrame, experiment: Experiment, title: str, band: str, only: Sequence[str] | None = None
 ) -> "Figure":
-    value = value_column(experiment)
+    """All curves of one (net, dataset) in one axes, the dense baseline dashed."""
+    value = experiment.curves.value
     keys = curve_keys(rows, experiment)
     fig = _new_figure(8.5, 4.8)
     ax = fig.add_subplot()
     levels = _draw_level_curves(ax, rows, keys, value, band, only)
-    reference_lines(ax, dense_baseline(rows, value), "dense")
+    reference_lines(ax, dense_baseline(rows, value) if value in TRAINED_MEASURES else None, "dense")
     format_level_axis(ax, levels)
     fit_y([ax])
-    ax.set_ylabel("test accuracy at early stop (%)")
+    ax.set_ylabel(experiment.curves.ylabel)
     ax.set_title(title, fontsize=10)
     handles, labels = _unique_legend([ax])
     # Outside the axes: with up to 13 curves no spot inside is guaranteed free.
@@ -272,74 +274,90 @@ def _pairs_figure(
     return _finish_panels(fig, axes, len(pairs), ncols, levels, ylabel, title, label_size=8)
 
 
-def _iterative_figures(
-    rows: pd.DataFrame, experiment: str, tag: str, band: str, out: Path, fmts: Sequence[str]
-) -> list[Path]:
-    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
-    title = _title(EXPERIMENT_TITLES.get(experiment, experiment), net, dataset, rows)
-    only = SIGN_CRITERIA.get(experiment)
-    paths: list[Path] = []
-    fig = _iterative_figure(rows, experiment, title, band, only)
-    paths += _save(fig, out, _stem(experiment, "", tag), fmts)
-    if experiment == "criteria":
-        value = value_column(experiment)
-        pairs = _pairs_figure(
-            rows, value, curve_keys(rows, experiment), title + " — complementary pairs",
-            "test acc. at early stop (%)", band, dense_baseline(rows, value), "dense",
-        )
-        if pairs is not None:
-            paths += _save(pairs, out, _stem(experiment, "pairs", tag), fmts)
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Supermask experiments
-
-
-
 def _panel_grid(n: int) -> tuple[int, int]:
     return (1, n) if n <= 2 else (math.ceil(n / 2), 2)
 
 
 def _level_panels(
-    panels: list[tuple[str, pd.DataFrame]], title: str, band: str, ylabel: str
+    panels: list[tuple[str, pd.DataFrame]], keys: Sequence[str], value: str, title: str, band: str, ylabel: str
 ) -> "Figure":
-    """Panels of per-criterion accuracy-at-init curves vs % remaining, one legend outside."""
+    """Panels of curves (one per group of `keys`) vs % remaining, each with its base; one legend outside."""
     nrows, ncols = _panel_grid(len(panels))
     fig = _new_figure(4.6 * ncols + 2.6, 3.5 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
     levels: list[float] = []
     for ax, (name, rows) in zip(axes, panels):
-        levels += _draw_level_curves(ax, rows, ["criterion"], "test_accuracy_at_init", band)
+        levels += _draw_level_curves(ax, rows, keys, value, band)
         base = base_accuracy(rows)
-        # Bases differ between panels: the value goes in the panel title, not the shared legend.
-        reference_lines(ax, base, "trained base, own weights", value_in_label=False)
-        ax.set_title(name + (f"\nbase test accuracy {base:.2f}%" if base is not None else ""), fontsize=8.5)
+        if base is not None or value not in TRAINED_MEASURES:
+            # Bases differ between panels: the value goes in the panel title, not the shared legend.
+            reference_lines(ax, base, "trained base, own weights", value_in_label=False)
+            ax.set_title(name + (f"\nbase test accuracy {base:.2f}%" if base is not None else ""), fontsize=8.5)
+        else:
+            dense = dense_baseline(rows, value)
+            reference_lines(ax, dense, "dense", value_in_label=False)
+            ax.set_title(name + (f"\ndense {dense:.2f}%" if dense is not None else ""), fontsize=8.5)
     return _finish_panels(fig, axes, len(panels), ncols, levels, ylabel, title, label_size=8.5)
 
 
-def _supermask_at_init(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
+def _kind_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+    """The figure any experiment gets from its kind's `curves`: one panel per panel combination."""
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    title = _title(experiment.name, net, dataset, rows)
+    panels = list(experiment.curves.panels)
+    if not panels:
+        yield _stem(experiment.name, "", tag), _single_axes_figure(rows, experiment, title, band)
+        return
+    keys = curve_keys(rows, experiment)[len(panels):]
+    groups = [(panel_label(dict(zip(panels, key))), g) for key, g in ordered_groups(rows, panels)]
+    fig = _level_panels(groups, keys, experiment.curves.value, title, band, experiment.curves.ylabel)
+    yield _stem(experiment.name, "", tag), fig
+
+
+def _iterative_figures(
+    rows: pd.DataFrame, experiment: Experiment, tag: str, band: str
+) -> Iterator[tuple[str, "Figure"]]:
+    """An iterative preset: its kind's figure with the preset's title (and criteria), and for
+    `criteria` the complementary pairs."""
+    name = experiment.name
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    title = _title(EXPERIMENT_TITLES.get(name, name), net, dataset, rows)
+    yield _stem(name, "", tag), _single_axes_figure(rows, experiment, title, band, SIGN_CRITERIA.get(name))
+    if name == "criteria":
+        value = experiment.curves.value
+        pairs = _pairs_figure(
+            rows, value, curve_keys(rows, experiment), title + " — complementary pairs",
+            "test acc. at early stop (%)", band, dense_baseline(rows, value), "dense",
+        )
+        if pairs is not None:
+            yield _stem(name, "pairs", tag), pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Supermask presets
+
+
+def _supermask_at_init(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+    value = experiment.curves.value
     rows = converged_only(rows)
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     title = _title("supermask at init", net, dataset, rows)
     combos = supermask_combos(rows)
     panels = [(start_dwr_label(s, d), rows[(rows["start"] == s) & (rows["dwr"] == d)]) for s, d in combos]
-    fig = _level_panels(panels, title, band, "test accuracy at init (%)")
-    paths = _save(fig, out, _stem("supermask-at-init", "", tag), fmts)
+    yield _stem(experiment.name, "", tag), _level_panels(panels, ["criterion"], value, title, band,
+                                                         "test accuracy at init (%)")
     for (s, d), (label, sub) in zip(combos, panels):
         fig = _pairs_figure(
-            sub, "test_accuracy_at_init", ["criterion"], f"{title} — {label} — complementary pairs",
+            sub, value, ["criterion"], f"{title} — {label} — complementary pairs",
             "test acc. at init (%)", band, base_accuracy(sub), "trained base",
         )
         if fig is not None:
-            paths += _save(fig, out, _stem("supermask-at-init", f"pairs_{start_dwr_slug(s, d)}", tag), fmts)
-    return paths
+            yield _stem(experiment.name, f"pairs_{start_dwr_slug(s, d)}", tag), fig
 
 
-def _masking_is_training(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
+def _masking_is_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     combos = supermask_combos(rows)
-    paths: list[Path] = []
     for s, d in combos:
         sub = rows[(rows["start"] == s) & (rows["dwr"] == d)]
         panels = []
@@ -348,16 +366,14 @@ def _masking_is_training(rows: pd.DataFrame, tag: str, band: str, out: Path, fmt
             suffix = f" (~{its:.0f} iterations)" if not math.isnan(its) else ""
             panels.append((f"base {base_label(base)}{suffix}", g))
         title = _title(f"masking is training ({start_dwr_label(s, d)})", net, dataset, sub)
-        fig = _level_panels(panels, title, band, "test accuracy at init (%)")
+        fig = _level_panels(panels, ["criterion"], experiment.curves.value, title, band, "test accuracy at init (%)")
         variant = "" if len(combos) == 1 else start_dwr_slug(s, d)
-        paths += _save(fig, out, _stem("masking-is-training", variant, tag), fmts)
-    return paths
+        yield _stem(experiment.name, variant, tag), fig
 
 
-
-def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, fmts: Sequence[str]) -> list[Path]:
+def _supermask_vs_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
     if "base_iterations" not in rows or rows["base_iterations"].isna().all():
-        return []
+        return
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     combos = supermask_combos(rows)
     nrows, ncols = _panel_grid(len(combos))
@@ -366,7 +382,7 @@ def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, f
     xs: list[float] = []
     for ax, (s, d) in zip(axes, combos):
         sub = rows[(rows["start"] == s) & (rows["dwr"] == d)]
-        per_seed = best_over_levels(sub, "test_accuracy_at_init", ["criterion", "base"])
+        per_seed = best_over_levels(sub, experiment.curves.value, ["criterion", "base"])
         for (crit,), g in ordered_groups(per_seed, ["criterion"]):
             stats = over_seeds(g, "best")
             draw_curve(ax, stats["x"].to_numpy(dtype=float), stats, curve_style("criterion", str(crit)), band)
@@ -396,20 +412,58 @@ def _supermask_vs_training(rows: pd.DataFrame, tag: str, band: str, out: Path, f
     fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
     # left-aligned: centred over a one-panel figure, the title runs into the outside legend
     fig.suptitle(_title("best supermask at init vs base training", net, dataset, rows), fontsize=10, x=0.02, ha="left")
-    return _save(fig, out, _stem("supermask-vs-training", "", tag), fmts)
+    yield _stem(experiment.name, "", tag), fig
+
+
+Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[tuple[str, "Figure"]]]
+# The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
+PRESET_FIGURES: dict[str, Draw] = {
+    "criteria": _iterative_figures,
+    "large-final-signs": _iterative_figures,
+    "magnitude-increase-signs": _iterative_figures,
+    "mask1-actions": _iterative_figures,
+    "mask0-actions": _iterative_figures,
+    "supermask-at-init": _supermask_at_init,
+    "masking-is-training": _masking_is_training,
+    "supermask-vs-training": _supermask_vs_training,
+}
 
 
 # ---------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
+
+
+def draw_figures(
+    results: pd.DataFrame, band: str = "minmax", kinds: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, "Figure"]]:
+    """(file stem, figure) for every figure of `results`, one experiment and (net, dataset) at a time.
+
+    A preset gets its own SPEC §8 figures; any other experiment (a user's TOML sweep, say) the
+    figure of its kind's `curves`. `kinds` maps experiment names to kind names (see
+    `stats.experiments` for the fallbacks).
+    """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, not {band!r}")
+    if not {"experiment", "net", "dataset"} <= set(results.columns):
+        return
+    found = experiments(results, kinds)
+    drawn = {name: drawn_rows(results, e) for name, e in found.items()}
+    # Only nets that get figures decide whether file names need the net.
+    tags = net_tags(pd.concat(drawn.values())) if drawn else {}
+    for name, experiment in found.items():
+        draw = PRESET_FIGURES.get(name, _kind_figures) if experiment.preset else _kind_figures
+        for net, dataset, g in net_groups(drawn[name]) if not drawn[name].empty else ():
+            yield from draw(g, experiment, tags.get((net, dataset), ""), band)
 
 
 def make_figures(
-    results: pd.DataFrame, out_dir: Path, band: str = "minmax", formats: Sequence[str] = ("png", "svg")
+    results: pd.DataFrame, out_dir: Path, band: str = "minmax", formats: Sequence[str] = ("png", "svg"),
+    kinds: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Draw every SPEC §8 figure whose data are in `results` into `out_dir`; return the files.
+    """Draw every figure whose data are in `results` into `out_dir` (see `draw_figures`); return the files.
 
     `band` is "minmax" (the spread over seeds, the papers' choice) or "std" (mean ± std).
-    Experiments absent from the table, and `learned-supermask` (a table, not a figure), are skipped.
+    Experiments absent from the table, or without values to draw, are skipped.
     """
     if band not in BANDS:
         raise ValueError(f"band must be one of {BANDS}, not {band!r}")
@@ -418,26 +472,10 @@ def make_figures(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TicketlabError(f"cannot create the figures folder {out_dir}: {e.strerror or e}; pass a writable --out") from None
-    drawn = ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS
-    has_columns = {"experiment", "net", "dataset"} <= set(results.columns)
-    # Only nets that get figures decide whether file names need the net.
-    tags = net_tags(results[results["experiment"].isin(drawn)]) if has_columns else {}
     paths: list[Path] = []
-    for experiment in drawn:
-        rows = experiment_rows(results, experiment)
-        rows = rows.dropna(subset=[value_column(experiment)]) if not rows.empty else rows
-        for net, dataset, g in net_groups(rows) if not rows.empty else ():
-            tag = tags.get((net, dataset), "")
-            if experiment in ITERATIVE_EXPERIMENTS:
-                paths += _iterative_figures(g, experiment, tag, band, out_dir, formats)
-            elif experiment == "supermask-at-init":
-                paths += _supermask_at_init(g, tag, band, out_dir, formats)
-            elif experiment == "masking-is-training":
-                paths += _masking_is_training(g, tag, band, out_dir, formats)
-            else:
-                paths += _supermask_vs_training(g, tag, band, out_dir, formats)
+    for stem, fig in draw_figures(results, band, kinds):
+        paths += _save(fig, out_dir, stem, formats)
     return paths
-
 
 
 def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[float], ylabel: str, title: str,

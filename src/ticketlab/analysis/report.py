@@ -11,7 +11,7 @@ import html
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -20,14 +20,15 @@ from ..core.errors import TicketlabError
 from .stats import (
     LEVEL_TOLERANCE,
     LEVELS,
-    SUPERMASK_EXPERIMENTS,
+    Experiment,
     dense_baseline,
     experiment_rows,
+    experiments,
     net_groups,
     published_comparison,
     summary_tables,
 )
-from .style import dataset_label, describe_figure, net_label
+from .style import MEASURES, TRAINED_MEASURES, dataset_label, describe_figure, measure_text, net_label
 
 DEFAULT_TITLE = "Deconstructing Lottery Tickets — reproduction report"
 
@@ -176,23 +177,39 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _experiment_intro(experiment: str, results: pd.DataFrame) -> str:
-    """One sentence naming the measure, plus the dense baselines of iterative experiments."""
-    if experiment in SUPERMASK_EXPERIMENTS:
-        return "Test accuracy at initialisation (no training) of the masked network, in %."
+def figure_caption(path: Path, found: Mapping[str, Experiment]) -> str:
+    """A one-sentence caption for a file written by `make_figures`: a preset's own, else its kind's."""
+    stem = Path(path).stem
+    owner = max((e for n, e in found.items() if stem == n or stem.startswith(n + "_")), key=lambda e: len(e.name),
+                default=None)
+    if owner is None or owner.preset:
+        return describe_figure(path)
+    curves = owner.curves
+    panels = f"; one panel per {', '.join(curves.panels)}" if curves.panels else ""
+    return (f"{owner.name} ({owner.kind}): {MEASURES.get(curves.value, curves.value).lower()} vs % of weights "
+            f"remaining, one curve per value of {', '.join(curves.keys)} (those that vary){panels}. "
+            "Line: mean over seeds; band: spread over seeds.")
+
+
+def _experiment_intro(experiment: Experiment, results: pd.DataFrame) -> str:
+    """One sentence naming the measure, plus the dense baselines where round 0 is the trained dense net."""
+    value = experiment.curves.value
+    if value not in TRAINED_MEASURES:
+        return measure_text(value)
     rows = experiment_rows(results, experiment)
     parts = []
     for net, dataset, g in net_groups(rows):
-        base = dense_baseline(g)
+        base = dense_baseline(g, value)
         if base is not None:
-            sd = g[g["round"] == 0].groupby("seed")["test_accuracy_at_early_stop"].mean().std() * 100.0
+            sd = g[g["round"] == 0].groupby("seed")[value].mean().std() * 100.0
             parts.append(f"{net_label(net)} dense baseline (round 0): {fmt_mean_std(base, sd)}%")
-    return "Test accuracy at early stop, in %. " + "; ".join(parts) + ("." if parts else "")
+    return measure_text(value) + " " + "; ".join(parts) + ("." if parts else "")
 
 
 def render_html(results: pd.DataFrame, meta: dict, figures: Sequence[Path], tables: dict[str, pd.DataFrame],
-                comparison: pd.DataFrame, claims: Sequence[Claim]) -> str:
+                comparison: pd.DataFrame, claims: Sequence[Claim], kinds: Mapping[str, str] | None = None) -> str:
     """The whole report page, figures embedded as data URIs."""
+    found = experiments(results, kinds)
     e = html.escape
     title = str(meta.get("title", DEFAULT_TITLE))
     parts = [
@@ -212,7 +229,7 @@ def render_html(results: pd.DataFrame, meta: dict, figures: Sequence[Path], tabl
     for png in pngs:
         parts.append(
             f'<figure><img src="{_png_data_uri(png)}" alt="{e(png.stem)}">'
-            f"<figcaption><strong>{e(png.name)}</strong>: {e(describe_figure(png))}</figcaption></figure>"
+            f"<figcaption><strong>{e(png.name)}</strong>: {e(figure_caption(png, found))}</figcaption></figure>"
         )
     parts.append("<h2>Results by experiment</h2>")
     parts.append(
@@ -222,7 +239,7 @@ def render_html(results: pd.DataFrame, meta: dict, figures: Sequence[Path], tabl
     )
     for experiment, table in tables.items():
         headers, body = summary_display(table)
-        parts += [f"<h3>{e(experiment)}</h3>", f"<p>{e(_experiment_intro(experiment, results))}</p>",
+        parts += [f"<h3>{e(experiment)}</h3>", f"<p>{e(_experiment_intro(found[experiment], results))}</p>",
                   _html_table(headers, body)]
     headers, body = comparison_display(comparison)
     parts += ["<h2>Comparison with the published numbers</h2>", _html_table(headers, body)]
@@ -250,8 +267,10 @@ def _md_table(headers: Sequence[str], body: Iterable[Sequence[Cell]]) -> str:
 
 
 def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], out_dir: Path,
-                    tables: dict[str, pd.DataFrame], comparison: pd.DataFrame, claims: Sequence[Claim]) -> str:
+                    tables: dict[str, pd.DataFrame], comparison: pd.DataFrame, claims: Sequence[Claim],
+                    kinds: Mapping[str, str] | None = None) -> str:
     """The report as Markdown, figures linked by path relative to `out_dir`."""
+    found = experiments(results, kinds)
     title = str(meta.get("title", DEFAULT_TITLE))
     parts = [f"# {title}", "", f"> **Scale:** {_scale_text(meta)}", "",
              "Accuracies in %, 2 decimals; \"a ± b\" is the mean ± standard deviation over seeds.", "",
@@ -259,13 +278,13 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
              _md_table(["key", "value"], [[(k, ""), (v, "")] for k, v in flatten_meta(meta)]), "", "## Figures", ""]
     for png in (Path(f) for f in figures if Path(f).suffix.lower() == ".png"):
         rel = Path(os.path.relpath(png.resolve(), Path(out_dir).resolve())).as_posix()
-        parts += [f"![{png.stem}]({rel})", "", f"*{png.name}*: {describe_figure(png)}", ""]
+        parts += [f"![{png.stem}]({rel})", "", f"*{png.name}*: {figure_caption(png, found)}", ""]
     parts += ["## Results by experiment", "",
               "Best pruned = the best pruned level (round or level p > 0) of the seed-mean curve; "
               f"\"at L%\" = the level nearest L% remaining (within a factor {LEVEL_TOLERANCE:g}; blank if none).", ""]
     for experiment, table in tables.items():
         headers, body = summary_display(table)
-        parts += [f"### {experiment}", "", _experiment_intro(experiment, results), "", _md_table(headers, body), ""]
+        parts += [f"### {experiment}", "", _experiment_intro(found[experiment], results), "", _md_table(headers, body), ""]
     headers, body = comparison_display(comparison)
     parts += ["## Comparison with the published numbers", "", _md_table(headers, body), ""]
     headers, body = claims_display(claims)
@@ -276,8 +295,14 @@ def render_markdown(results: pd.DataFrame, meta: dict, figures: Sequence[Path], 
     return "\n".join(parts)
 
 
-def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path]) -> tuple[Path, Path]:
-    """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths."""
+def write_report(
+    results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path], kinds: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths.
+
+    `kinds` maps experiment names to kind names (see `stats.experiments`): every experiment gets a
+    section of the results, a user's own included.
+    """
     from ..store.files import write_output  # the run store pulls in torch: only when writing
 
     out_dir = Path(out_dir)
@@ -285,12 +310,12 @@ def write_report(results: pd.DataFrame, out_dir: Path, meta: dict, figures: list
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TicketlabError(f"cannot create the report folder {out_dir}: {e.strerror or e}; pass a writable --out") from None
-    tables = summary_tables(results)
-    comparison = published_comparison(results)
-    claims = check_claims(results)
+    tables = summary_tables(results, kinds)
+    comparison = published_comparison(results, kinds)
+    claims = check_claims(results, kinds)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    page = render_html(results, meta, figures, tables, comparison, claims)
-    markdown = render_markdown(results, meta, figures, out_dir, tables, comparison, claims)
+    page = render_html(results, meta, figures, tables, comparison, claims, kinds)
+    markdown = render_markdown(results, meta, figures, out_dir, tables, comparison, claims, kinds)
     # each file appears whole or not at all (an interrupted write leaves no partial report.html)
     write_output(html_path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     write_output(md_path, lambda tmp: tmp.write_text(markdown, encoding="utf-8"))

@@ -6,30 +6,64 @@ claims all read their numbers through these helpers, so a number in the report i
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .style import START_DWR_ORDER, net_label, sort_key
+from .style import PRESET_CURVE_COLUMN, PRESET_ORDER, START_DWR_ORDER, net_label, sort_key
 
-ITERATIVE_EXPERIMENTS: tuple[str, ...] = (
-    "criteria",
-    "large-final-signs",
-    "magnitude-increase-signs",
-    "mask1-actions",
-    "mask0-actions",
-)
-SUPERMASK_EXPERIMENTS: tuple[str, ...] = ("supermask-at-init", "masking-is-training", "supermask-vs-training")
+if TYPE_CHECKING:
+    from ..experiments.kinds import Curves
+
+SUPERMASK_INFERRED = "supermask"  # the kind of rows with a `start`, when neither `kinds` nor a preset names it
+ITERATIVE_INFERRED = "iterative"
 
 
-# ---------------------------------------------------------------------------------------------
-# Data helpers
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of a results table as the analysis sees it.
+
+    `curves` (from its kind) says what is drawn and tabled; `preset` is True when the experiment is
+    the preset of that name and kind, so the preset's own figures and the papers' claims apply to it;
+    `main` is the column that names its curves (the preset's, else the first key that varies).
+    """
+
+    name: str
+    kind: str
+    curves: "Curves"
+    preset: bool
+    main: str | None = None
 
 
-def value_column(experiment: str) -> str:
-    """The accuracy column an experiment's figures and tables use."""
-    return "test_accuracy_at_init" if experiment in SUPERMASK_EXPERIMENTS else "test_accuracy_at_early_stop"
+def _inferred_kind(rows: pd.DataFrame) -> str:
+    # Supermask rows carry their start weights; iterative rows leave the column empty.
+    return SUPERMASK_INFERRED if "start" in rows and rows["start"].notna().any() else ITERATIVE_INFERRED
+
+
+def experiments(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> dict[str, Experiment]:
+    """Every experiment in `results`, the presets first in the papers' order, then the others by name.
+
+    An experiment's kind is `kinds[name]`, else the preset's of that name, else inferred from its rows
+    (a non-null `start` column: supermask; else iterative).
+    """
+    if "experiment" not in results.columns or results.empty:
+        return {}
+    # The kinds and the presets load the training layer (and torch): imported only when a table is read.
+    from ..experiments.kinds import get_kind
+    from ..experiments.spec import preset_kinds
+
+    kinds = dict(kinds or {})
+    names = [str(n) for n in results["experiment"].dropna().unique()]
+    presets = preset_kinds()
+    order = {name: i for i, name in enumerate(PRESET_ORDER)}
+    found: dict[str, Experiment] = {}
+    for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
+        kind = kinds.get(name) or presets.get(name) or _inferred_kind(results[results["experiment"] == name])
+        preset = presets.get(name) == kind
+        found[name] = Experiment(name, kind, get_kind(kind).curves, preset, PRESET_CURVE_COLUMN.get(name) if preset else None)
+    return found
 
 
 def _to_bool(v: Any) -> bool:
@@ -41,35 +75,53 @@ def _to_bool(v: Any) -> bool:
     return bool(v)
 
 
-def experiment_rows(results: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """The rows of one experiment, with `round`/`seed` as ints and supermask columns normalised."""
+def _start(column: pd.Series) -> pd.Series:
+    return column.map(lambda v: "init" if pd.isna(v) else str(v))
+
+
+# How a panel column is read, and its value where a table (e.g. one written before the column
+# existed) lacks it: rows without start weights started from the init, bases are converged.
+_PANEL_COLUMNS: dict[str, tuple[Callable[[pd.Series], pd.Series], Any]] = {
+    "start": (_start, "init"),
+    "dwr": (lambda column: column.map(_to_bool), False),
+    "base": (lambda column: column, "converged"),
+}
+
+
+def experiment_rows(results: pd.DataFrame, experiment: Experiment) -> pd.DataFrame:
+    """The rows of one experiment, `round`/`seed` as ints and its kind's panel columns normalised."""
     if "experiment" not in results.columns:
         return results.iloc[0:0]
-    rows = results[results["experiment"] == experiment].copy()
+    rows = results[results["experiment"] == experiment.name].copy()
     if rows.empty:
         return rows
     rows["round"] = rows["round"].astype(int)
     rows["seed"] = rows["seed"].astype(int)
-    if experiment in SUPERMASK_EXPERIMENTS:
-        rows["start"] = rows["start"].map(lambda v: "init" if pd.isna(v) else str(v)) if "start" in rows else "init"
-        rows["dwr"] = rows["dwr"].map(_to_bool) if "dwr" in rows else False
-        if "base" not in rows:
-            rows["base"] = "converged"
+    for column in experiment.curves.panels:
+        read, missing = _PANEL_COLUMNS.get(column, (lambda c: c, None))
+        rows[column] = read(rows[column]) if column in rows else missing
     return rows
 
 
-def main_column(experiment: str) -> str:
-    """The column that names an experiment's curves."""
-    return {"mask1-actions": "mask1", "mask0-actions": "mask0"}.get(experiment, "criterion")
+def drawn_rows(results: pd.DataFrame, experiment: Experiment) -> pd.DataFrame:
+    """`experiment_rows` with a value to draw (the kind's `curves.value` not null)."""
+    rows = experiment_rows(results, experiment)
+    value = experiment.curves.value
+    if rows.empty or value not in rows:
+        return rows.iloc[0:0]
+    return rows.dropna(subset=[value])
 
 
-def curve_keys(rows: pd.DataFrame, experiment: str) -> list[str]:
-    """Columns that together identify one curve (one line of a table) within a (net, dataset)."""
-    if experiment in SUPERMASK_EXPERIMENTS:
-        return ["base", "start", "dwr", "criterion"]
-    main = main_column(experiment)
-    extra = [c for c in ("criterion", "mask1", "mask0") if c != main and c in rows and rows[c].nunique() > 1]
-    return extra + [main]
+def curve_keys(rows: pd.DataFrame, experiment: Experiment) -> list[str]:
+    """Columns that together identify one curve (one line of a table) within a (net, dataset).
+
+    The kind's panel columns, then those of its curve keys that vary, the main one (which names and
+    styles the curve) last.
+    """
+    curves = experiment.curves
+    varying = [k for k in curves.keys if k in rows and rows[k].nunique() > 1]
+    main = experiment.main or (varying[0] if varying else curves.keys[0])
+    return [*curves.panels, *(k for k in varying if k != main), main]
 
 
 def ordered_groups(rows: pd.DataFrame, keys: Sequence[str]) -> Iterator[tuple[tuple, pd.DataFrame]]:
@@ -223,20 +275,18 @@ def _curve_summary(stats: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def summary_tables(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Per experiment: one row per (net, dataset, curve) with best accuracy and fixed-level accuracies.
 
+    Every experiment counts, a user's own included, its curves as its kind says (`experiments`).
     Accuracies in %, mean/std over seeds; `best_remaining` and `at_L_remaining` say at which %
     remaining (the level nearest L within a factor 1.5; NaN if none). The seed mean is taken per
     level first, so "best" is the best pruned level (round > 0) of the mean curve.
     """
     tables: dict[str, pd.DataFrame] = {}
-    for experiment in ITERATIVE_EXPERIMENTS + SUPERMASK_EXPERIMENTS:
-        rows = experiment_rows(results, experiment)
-        value = value_column(experiment)
-        if rows.empty or value not in rows:
-            continue
-        rows = rows.dropna(subset=[value])
+    for experiment in experiments(results, kinds).values():
+        rows = drawn_rows(results, experiment)
+        value = experiment.curves.value
         keys = curve_keys(rows, experiment)
         records = []
         for net, dataset, g in net_groups(rows):
@@ -245,7 +295,7 @@ def summary_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for key, curve in ordered_groups(stats, keys):
                 records.append({"net": net, "dataset": dataset, **dict(zip(keys, key)), **_curve_summary(curve)})
         if records:
-            tables[experiment] = pd.DataFrame.from_records(records)
+            tables[experiment.name] = pd.DataFrame.from_records(records)
     return tables
 
 
@@ -254,14 +304,9 @@ def _seed_values(rows: pd.DataFrame, value: str) -> pd.Series:
     return rows.groupby("seed")[value].mean().dropna() * 100.0
 
 
-def _all_iterative(results: pd.DataFrame) -> pd.DataFrame:
-    parts = [experiment_rows(results, e) for e in ITERATIVE_EXPERIMENTS]
-    parts = [p for p in parts if not p.empty]
-    return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed"])
-
-
-def _all_supermask(results: pd.DataFrame) -> pd.DataFrame:
-    parts = [experiment_rows(results, e) for e in SUPERMASK_EXPERIMENTS]
+def _presets_of_kind(results: pd.DataFrame, found: Mapping[str, Experiment], kind: str) -> pd.DataFrame:
+    """The rows of every preset of `kind` (the published numbers are the papers' protocols)."""
+    parts = [experiment_rows(results, e) for e in found.values() if e.preset and e.kind == kind]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts) if parts else pd.DataFrame(columns=["net", "round", "seed", "start", "dwr", "criterion"])
 
@@ -297,8 +342,20 @@ def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Serie
     return _seed_values(sel, "test_accuracy_at_init"), where_text
 
 
-def _supermask_converged(results: pd.DataFrame) -> pd.DataFrame:
-    rows = experiment_rows(results, "supermask-at-init")
+def preset(found: Mapping[str, Experiment], name: str) -> Experiment | None:
+    """The preset `name` if the table holds it (under its own kind), else None."""
+    experiment = found.get(name)
+    return experiment if experiment is not None and experiment.preset else None
+
+
+def preset_rows(results: pd.DataFrame, found: Mapping[str, Experiment], name: str) -> pd.DataFrame:
+    """`experiment_rows` of the preset `name`; no rows if the table does not hold it."""
+    experiment = preset(found, name)
+    return experiment_rows(results, experiment) if experiment is not None else results.iloc[0:0]
+
+
+def _supermask_converged(results: pd.DataFrame, found: Mapping[str, Experiment]) -> pd.DataFrame:
+    rows = preset_rows(results, found, "supermask-at-init")
     if not rows.empty and (rows["base"] == "converged").any():
         rows = rows[rows["base"] == "converged"]
     return rows
@@ -310,16 +367,18 @@ def _learned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     return rows, column
 
 
-def published_comparison(results: pd.DataFrame) -> pd.DataFrame:
+def published_comparison(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
     """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
 
-    How ours are computed: dense = round-0 rows of the iterative experiments (each seed's rows
-    averaged, then the seeds); untrained = supermask rows at level 0 with start=init; best supermask =
+    Only the presets count (a user's experiment may run another protocol). How ours are computed:
+    dense = round-0 rows of the iterative presets (each seed's rows
+    averaged, then the seeds); untrained = supermask preset rows at level 0 with start=init; best supermask =
     the best (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
     """
-    it = _all_iterative(results)
-    sm = _all_supermask(results)
-    sm_conv = _supermask_converged(results)
+    found = experiments(results, kinds)
+    it = _presets_of_kind(results, found, "iterative")
+    sm = _presets_of_kind(results, found, "supermask")
+    sm_conv = _supermask_converged(results, found)
     value = "test_accuracy_at_early_stop"
 
     def dense(net: str) -> pd.Series | None:

@@ -13,6 +13,20 @@ from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 # The criteria, their order (SPEC order: legends list them as the paper does), their colours and
 # their complementary pairs come from the criteria table; nothing here repeats them.
+# The presets in the papers' order: the report's sections and figures follow it (others come after, by name).
+PRESET_ORDER: tuple[str, ...] = (
+    "criteria",
+    "large-final-signs",
+    "magnitude-increase-signs",
+    "mask1-actions",
+    "mask0-actions",
+    "supermask-at-init",
+    "masking-is-training",
+    "supermask-vs-training",
+)
+# The column that names a preset's curves where it is not the criterion (the figure is about it even
+# when a run holds a single action).
+PRESET_CURVE_COLUMN: dict[str, str] = {"mask1-actions": "mask1", "mask0-actions": "mask0"}
 SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
     "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
     "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
@@ -67,6 +81,13 @@ START_DWR_ORDER: tuple[tuple[str, bool], ...] = (
 )
 NET_ORDER: tuple[str, ...] = ("fc", "conv2", "conv4", "conv6")
 CHANCE_PERCENT = 10.0
+# How the report introduces each measure (a results column, drawn and tabled in %).
+MEASURES: dict[str, str] = {
+    "test_accuracy_at_early_stop": "Test accuracy at early stop",
+    "test_accuracy_at_init": "Test accuracy at initialisation (no training) of the masked network",
+}
+# Measures whose round 0 is the trained dense network: its accuracy is the dense baseline.
+TRAINED_MEASURES: frozenset[str] = frozenset({"test_accuracy_at_early_stop"})
 BANDS = ("minmax", "std")
 
 EXPERIMENT_TITLES: dict[str, str] = {
@@ -141,6 +162,22 @@ def start_dwr_label(start: str, dwr: bool) -> str:
 def start_dwr_slug(start: str, dwr: bool) -> str:
     """A file-name form of a (start, dwr) combination: 'signed-constant-dwr'."""
     return f"{str(start).replace('_', '-')}{'-dwr' if dwr else ''}"
+
+
+def panel_label(values: dict[str, Any]) -> str:
+    """A panel's title from its panel columns: 'base converged — signed constant + DWR'."""
+    parts = []
+    if "base" in values:
+        parts.append(f"base {base_label(values['base'])}")
+    if "start" in values or "dwr" in values:
+        parts.append(start_dwr_label(values.get("start", "init"), bool(values.get("dwr", False))))
+    parts += [f"{k} {v}" for k, v in values.items() if k not in ("base", "start", "dwr")]
+    return " — ".join(parts)
+
+
+def measure_text(value: str) -> str:
+    """The sentence naming a measure: 'Test accuracy at early stop, in %.'"""
+    return f"{MEASURES.get(value, value)}, in %."
 
 
 def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
