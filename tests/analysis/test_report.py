@@ -109,7 +109,6 @@ def test_published_comparison(results, report):
     assert dense["difference"] == pytest.approx(expected - 97.92)
     untrained = table.loc["Untrained dense FC, MNIST: test accuracy"]
     assert untrained["ours"] == pytest.approx(9.5)
-    assert table.loc["Learned supermask with DWR: Conv2, CIFAR-10", "status"] == "not run"
     assert table.loc["Trained dense Conv4, CIFAR-10: test accuracy at early stop", "status"] == "not run"
     page = report[0].read_text(encoding="utf-8")
     assert f"<td>{expected:.2f}</td><td>{expected - 97.92:+.2f}</td>" in page
@@ -176,14 +175,14 @@ def test_report_without_optional_experiments(tmp_path):
     assert md_path.read_text(encoding="utf-8").startswith("# ")
 
 
-def test_learned_supermask_rows_are_compared(tmp_path):
+def test_rows_without_their_kinds_value_are_skipped(tmp_path):
+    # e.g. a learned-supermask table: no kind of ticketlab's writes it yet, so nothing reads it
     learned = pd.DataFrame({
         "experiment": "learned-supermask", "net": "conv2", "dataset": "cifar10", "seed": [0, 1, 2, 3],
         "round": 0, "remaining_percent": 100.0, "dwr": True, "test_accuracy": [0.65, 0.66, 0.67, 0.68],
     })
     results = pd.concat([synthetic_results(seeds=(0, 1), experiments=("mask0-actions",)), learned], ignore_index=True)
-    row = published_comparison(results).set_index("quantity").loc["Learned supermask with DWR: Conv2, CIFAR-10"]
-    assert row["status"] == "ok" and row["ours"] == pytest.approx(66.5) and row["difference"] == pytest.approx(0.5)
+    assert not published_comparison(results)["quantity"].str.contains("Learned supermask").any()
     assert set(summary_tables(results)) == {"mask0-actions"}
     assert [p.name for p in make_figures(results, tmp_path, formats=("png",))] == ["mask0-actions.png"]
 

@@ -248,7 +248,6 @@ def over_seeds(per_seed: pd.DataFrame, column: str) -> pd.DataFrame:
 
 LEVELS: tuple[float, ...] = (41.0, 17.0, 7.0, 3.0, 1.2)  # % remaining columns of the summary tables
 LEVEL_TOLERANCE = 1.5  # a level counts as "at L%" within this factor of L
-LEARNED_ACCURACY_COLUMNS = ("test_accuracy", "test_accuracy_mean", "mean_test_accuracy", "test_accuracy_at_init")
 
 
 def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
@@ -361,12 +360,6 @@ def _supermask_converged(results: pd.DataFrame, found: Mapping[str, Experiment])
     return rows
 
 
-def _learned_rows(results: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
-    rows = results[results["experiment"] == "learned-supermask"] if "experiment" in results else results.iloc[0:0]
-    column = next((c for c in LEARNED_ACCURACY_COLUMNS if c in rows and rows[c].notna().any()), None)
-    return rows, column
-
-
 def published_comparison(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
     """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
 
@@ -412,12 +405,5 @@ def published_comparison(results: pd.DataFrame, kinds: Mapping[str, str] | None 
     for net, paper in (("conv2", 69.2), ("conv4", 75.4), ("conv6", 78.3)):
         out.append(_entry(f"Trained dense {net_label(net)}, CIFAR-10: test accuracy at early stop", net, paper,
                           "paper (learned-supermask table)", dense(net)))
-    learned, column = _learned_rows(results)
-    for net, paper in (("conv2", 66.0), ("conv4", 72.5), ("conv6", 76.5)):
-        rows = learned[learned["net"] == net] if column else learned.iloc[0:0]
-        if column and "dwr" in rows:
-            rows = rows[rows["dwr"].map(lambda v: str(v).strip().lower() in ("true", "1"))]
-        seeds = _seed_values(rows, column) if column and not rows.empty else None
-        out.append(_entry(f"Learned supermask with DWR: {net_label(net)}, CIFAR-10", net, paper, "paper", seeds))
     return pd.DataFrame.from_records(out)
 
