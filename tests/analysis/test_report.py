@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import math
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,9 @@ import pytest
 from synthetic import png_size, synthetic_results, toy_iterative, toy_supermask
 from ticketlab.analysis.claims import check_claims, paired_ci, t_quantile_975
 from ticketlab.analysis.figures import make_figures
-from ticketlab.analysis.report import published_comparison, summary_tables, write_report
+from ticketlab.analysis.document import render_html, render_markdown
+from ticketlab.analysis.report import build_document, published_comparison, summary_tables, write_report
+from ticketlab.core.errors import TicketlabError
 
 META = {
     "scale": "quick: fewer rounds, shorter training; qualitative only",
@@ -205,3 +209,40 @@ def test_a_users_experiments_get_report_sections(tmp_path):
     assert "](figures/my-exp.png)" in md and "](figures/my-sm.png)" in md
     assert "my-sm (supermask): test accuracy at initialisation" in page
     assert "my-sm (supermask): test accuracy at initialisation" in md
+
+
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def _html_text(page: str) -> str:
+    body = re.sub(r"</?(strong|span)[^>]*>", "", page.split("</head>", 1)[1])
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))  # attributes (figure data, notes) go with the tags
+
+
+def _markdown_text(md: str) -> str:
+    return re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", md).replace("\\|", "|")  # image links: their file is the caption's
+
+
+def test_html_and_markdown_say_the_same(results, report, tmp_path):
+    doc = build_document(results, META, report[2])
+    page, md = render_html(doc), render_markdown(doc, tmp_path)
+    headings = doc.headings()
+    assert "Results by experiment" in headings and "supermask-at-init" in headings
+    assert [html.unescape(h) for h in re.findall(r"<h[23]>([^<]*)</h[23]>", page)] == headings
+    assert re.findall(r"^#{2,3} (.*)$", md, flags=re.M) == headings
+    numbers = NUMBER.findall(_html_text(page))
+    assert len(numbers) > 1000
+    assert numbers == NUMBER.findall(_markdown_text(md))
+    # the text too, up to Markdown's marks and the one sentence about the page's hover notes
+    plain = re.sub(r"^(#+|>) ", "", _markdown_text(md), flags=re.M)
+    plain = re.sub(r"^\|( --- \|)+$", "", plain, flags=re.M)
+    plain = re.sub(r"\*\*?([^*\n]+?)\*\*?", r"\1", plain)
+    plain = re.sub(r"(^\| | \|$)", "", plain, flags=re.M).replace(" | ", " ")
+    assert _html_text(page).replace("Hover a cell for the exact level.", "").split() == plain.split()
+
+
+def test_no_jinja2_no_report(results, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    with pytest.raises(TicketlabError, match="needs jinja2"):
+        write_report(results, tmp_path, META, [])
+    assert list(tmp_path.iterdir()) == []
