@@ -127,7 +127,8 @@ def toy_iterative(name: str = "my-exp", seeds=(0, 1, 2), net: str = "fc") -> pd.
     return pd.DataFrame.from_records(_iterative_rows(name, net, seeds, curves))
 
 
-def toy_supermask(name: str = "my-sm", seeds=(0, 1), combos=(("init", False), ("signed_constant", True))) -> pd.DataFrame:
+def toy_supermask(name: str = "my-sm", seeds=(0, 1),
+                  combos=(("init", False), ("signed_constant", True))) -> pd.DataFrame:
     """A user's own supermask experiment on the converged base, without any iterative column."""
     rows = pd.DataFrame.from_records(_supermask_rows(name, "fc", seeds, {"converged": (5000, 0.975, 1.0)}, combos))
     return rows[rows["criterion"].isin(["large_final", "large_final_same_sign", "random"])].reset_index(drop=True)

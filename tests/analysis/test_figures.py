@@ -61,7 +61,7 @@ def test_several_nets_put_the_net_in_the_name(tmp_path):
 
 
 def test_bad_band_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="band"):
+    with pytest.raises(TicketlabError, match="unknown band 'iqr': choose minmax"):
         make_figures(synthetic_results(experiments=("criteria",)), tmp_path, band="iqr")
 
 

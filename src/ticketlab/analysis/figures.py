@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TicketlabError
-from ..pruning.criteria import CRITERIA, complementary_pairs
+from ..pruning.criteria import complementary_pairs
 from .stats import (
     Experiment,
     base_accuracy,
@@ -41,15 +41,12 @@ from .style import (
     BANDS,
     CHANCE_PERCENT,
     EXPERIMENT_TITLES,
-    MASK0_ORDER,
-    MASK1_ORDER,
     SIGN_CRITERIA,
     TRAINED_MEASURES,
     base_label,
     curve_style,
     dataset_label,
-    mask0_label,
-    mask1_label,
+    legend_rank,
     net_label,
     panel_label,
     start_dwr_label,
@@ -59,6 +56,8 @@ from .style import (
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+Drawn = tuple[str, "Figure"]  # a figure and the file stem it is saved under
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,13 +70,17 @@ def _new_figure(width: float, height: float) -> "Figure":
     return Figure(figsize=(width, height), dpi=150, layout="constrained")
 
 
+def _bad_band(band: str) -> TicketlabError:
+    return TicketlabError(f"unknown band {band!r}: choose minmax (the spread over seeds) or std (mean ± std)")
+
+
 def _band(stats: pd.DataFrame, band: str) -> tuple[np.ndarray, np.ndarray] | None:
     if band == "minmax":
         lo, hi = stats["min"], stats["max"]
     elif band == "std":
         lo, hi = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
     else:
-        raise ValueError(f"band must be one of {BANDS}, not {band!r}")
+        raise _bad_band(band)
     if lo.isna().all() or (stats["n"] < 2).all():
         return None  # one seed: no spread to show
     return lo.to_numpy(dtype=float), hi.to_numpy(dtype=float)
@@ -158,26 +161,12 @@ def fit_y(axes: Sequence["Axes"]) -> None:
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def _legend_rank(label: str) -> tuple[int, int]:
-    known = (
-        [curve_style("criterion", c)["label"] for c in CRITERIA]
-        + [mask1_label(m) for m in MASK1_ORDER]
-        + [mask0_label(m) for m in MASK0_ORDER]
-    )
-    name = label.split(" (")[0] if label not in known else label
-    if label in known:
-        return (0, known.index(label))
-    if name in known:
-        return (0, known.index(name))
-    return (1, 0)  # reference lines last, in the order drawn (sort is stable)
-
-
 def _unique_legend(axes: Iterable["Axes"]) -> tuple[list, list[str]]:
     handles: dict[str, Any] = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
-    labels = sorted(handles, key=_legend_rank)
+    labels = sorted(handles, key=legend_rank)
     return [handles[k] for k in labels], labels
 
 
@@ -300,7 +289,7 @@ def _level_panels(
     return _finish_panels(fig, axes, len(panels), ncols, levels, ylabel, title, label_size=8.5)
 
 
-def _kind_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+def _kind_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     """The figure any experiment gets from its kind's `curves`: one panel per panel combination."""
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     title = _title(experiment.name, net, dataset, rows)
@@ -314,9 +303,7 @@ def _kind_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: st
     yield _stem(experiment.name, "", tag), fig
 
 
-def _iterative_figures(
-    rows: pd.DataFrame, experiment: Experiment, tag: str, band: str
-) -> Iterator[tuple[str, "Figure"]]:
+def _iterative_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     """An iterative preset: its kind's figure with the preset's title (and criteria), and for
     `criteria` the complementary pairs."""
     name = experiment.name
@@ -337,7 +324,7 @@ def _iterative_figures(
 # Supermask presets
 
 
-def _supermask_at_init(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+def _supermask_at_init(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     value = experiment.curves.value
     rows = converged_only(rows)
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
@@ -355,7 +342,7 @@ def _supermask_at_init(rows: pd.DataFrame, experiment: Experiment, tag: str, ban
             yield _stem(experiment.name, f"pairs_{start_dwr_slug(s, d)}", tag), fig
 
 
-def _masking_is_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+def _masking_is_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     combos = supermask_combos(rows)
     for s, d in combos:
@@ -371,7 +358,7 @@ def _masking_is_training(rows: pd.DataFrame, experiment: Experiment, tag: str, b
         yield _stem(experiment.name, variant, tag), fig
 
 
-def _supermask_vs_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[tuple[str, "Figure"]]:
+def _supermask_vs_training(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     if "base_iterations" not in rows or rows["base_iterations"].isna().all():
         return
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
@@ -415,7 +402,7 @@ def _supermask_vs_training(rows: pd.DataFrame, experiment: Experiment, tag: str,
     yield _stem(experiment.name, "", tag), fig
 
 
-Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[tuple[str, "Figure"]]]
+Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[Drawn]]
 # The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
 PRESET_FIGURES: dict[str, Draw] = {
     "criteria": _iterative_figures,
@@ -435,7 +422,7 @@ PRESET_FIGURES: dict[str, Draw] = {
 
 def draw_figures(
     results: pd.DataFrame, band: str = "minmax", kinds: Mapping[str, str] | None = None
-) -> Iterator[tuple[str, "Figure"]]:
+) -> Iterator[Drawn]:
     """(file stem, figure) for every figure of `results`, one experiment and (net, dataset) at a time.
 
     A preset gets its own SPEC §8 figures; any other experiment (a user's TOML sweep, say) the
@@ -443,7 +430,7 @@ def draw_figures(
     `stats.experiments` for the fallbacks).
     """
     if band not in BANDS:
-        raise ValueError(f"band must be one of {BANDS}, not {band!r}")
+        raise _bad_band(band)
     if not {"experiment", "net", "dataset"} <= set(results.columns):
         return
     found = experiments(results, kinds)
@@ -466,7 +453,7 @@ def make_figures(
     Experiments absent from the table, or without values to draw, are skipped.
     """
     if band not in BANDS:
-        raise ValueError(f"band must be one of {BANDS}, not {band!r}")
+        raise _bad_band(band)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ..core.errors import TicketlabError
 from .claims import Claim, check_claims
 from .document import (
-    Cell, Document, Figure, Heading, KeyValues, Notice, Paragraph, Section, Table, render_html, render_markdown,
+    Cell,
+    Document,
+    Figure,
+    Heading,
+    KeyValues,
+    Notice,
+    Paragraph,
+    Section,
+    Table,
+    render_html,
+    render_markdown,
 )
 from .stats import (
     LEVEL_TOLERANCE,
@@ -28,7 +38,16 @@ from .stats import (
     published_comparison,
     summary_tables,
 )
-from .style import MEASURES, TRAINED_MEASURES, dataset_label, describe_figure, measure_text, net_label
+from .style import (
+    KEY_HEADERS,
+    MEASURES,
+    TRAINED_MEASURES,
+    dataset_label,
+    describe_figure,
+    key_text,
+    measure_text,
+    net_label,
+)
 
 DEFAULT_TITLE = "Deconstructing Lottery Tickets — reproduction report"
 
@@ -49,30 +68,16 @@ def fmt_mean_std(mean: float, std: float) -> str:
     return f"{mean:.2f}" if std is None or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-_PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
-                "freeze_init_zero_random": "random control"}
-
-
-def _key_text(column: str, value: Any) -> str:
-    if column == "dwr":
-        return "yes" if value else "no"
-    paper = _PAPER_NAMES.get(str(value)) if column in ("mask1", "mask0") else None
-    return f"{value} ({paper})" if paper else str(value)
-
-
-_KEY_HEADERS = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action", "base": "base",
-                "start": "start weights", "dwr": "DWR"}
-
-
 def summary_display(table: pd.DataFrame) -> Table:
     """A summary table as the report shows it (the exact level of each "at L%" cell in its note)."""
-    keys = [c for c in table.columns if c in _KEY_HEADERS]
-    headers = ["net", "dataset", *(_KEY_HEADERS[k] for k in keys), "seeds", "best pruned (%)", "best at % remaining",
-               *(f"at {level:g}% (%)" for level in LEVELS)]
+    # the curve's key columns, as `summary_tables` puts them: after net and dataset, before the numbers
+    keys = list(table.columns[2:table.columns.get_loc("n_seeds")])
+    headers = ["net", "dataset", *(KEY_HEADERS.get(k, k) for k in keys), "seeds", "best pruned (%)",
+               "best at % remaining", *(f"at {level:g}% (%)" for level in LEVELS)]
     body = []
     for r in table.to_dict("records"):
         cells = [Cell(net_label(r["net"])), Cell(dataset_label(r["dataset"]))]
-        cells += [Cell(_key_text(k, r[k])) for k in keys]
+        cells += [Cell(key_text(k, r[k])) for k in keys]
         cells += [Cell(str(r["n_seeds"])), Cell(fmt_mean_std(r["best_mean"], r["best_std"])),
                   Cell(fmt_pct(r["best_remaining"]))]
         for level in LEVELS:

@@ -62,7 +62,8 @@ def experiments(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -
     for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
         kind = kinds.get(name) or presets.get(name) or _inferred_kind(results[results["experiment"] == name])
         preset = presets.get(name) == kind
-        found[name] = Experiment(name, kind, get_kind(kind).curves, preset, PRESET_CURVE_COLUMN.get(name) if preset else None)
+        main = PRESET_CURVE_COLUMN.get(name) if preset else None
+        found[name] = Experiment(name, kind, get_kind(kind).curves, preset, main)
     return found
 
 
@@ -164,7 +165,7 @@ def seed_stats(rows: pd.DataFrame, value: str, by: Sequence[str] = ("round",)) -
     return stats.sort_values("remaining_percent", ascending=False).reset_index(drop=True)
 
 
-def dense_baseline(rows: pd.DataFrame, value: str = "test_accuracy_at_early_stop") -> float | None:
+def dense_baseline(rows: pd.DataFrame, value: str) -> float | None:
     """Mean over seeds (each seed's round-0 rows averaged first) of `value`, in %; None if absent."""
     dense = rows[rows["round"] == 0]
     if dense.empty or value not in dense or dense[value].isna().all():
@@ -239,7 +240,6 @@ def over_seeds(per_seed: pd.DataFrame, column: str) -> pd.DataFrame:
     for c in ("mean", "std", "min", "max"):
         s[c] = s[c] * 100.0
     return s.dropna(subset=["x"]).sort_values("x").reset_index(drop=True)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def _best_curve_point(rows: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.Serie
     return _seed_values(sel, "test_accuracy_at_init"), where_text
 
 
-def preset(found: Mapping[str, Experiment], name: str) -> Experiment | None:
+def preset_of(found: Mapping[str, Experiment], name: str) -> Experiment | None:
     """The preset `name` if the table holds it (under its own kind), else None."""
     experiment = found.get(name)
     return experiment if experiment is not None and experiment.preset else None
@@ -349,7 +349,7 @@ def preset(found: Mapping[str, Experiment], name: str) -> Experiment | None:
 
 def preset_rows(results: pd.DataFrame, found: Mapping[str, Experiment], name: str) -> pd.DataFrame:
     """`experiment_rows` of the preset `name`; no rows if the table does not hold it."""
-    experiment = preset(found, name)
+    experiment = preset_of(found, name)
     return experiment_rows(results, experiment) if experiment is not None else results.iloc[0:0]
 
 
@@ -364,9 +364,9 @@ def published_comparison(results: pd.DataFrame, kinds: Mapping[str, str] | None 
     """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
 
     Only the presets count (a user's experiment may run another protocol). How ours are computed:
-    dense = round-0 rows of the iterative presets (each seed's rows
-    averaged, then the seeds); untrained = supermask preset rows at level 0 with start=init; best supermask =
-    the best (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
+    dense = round-0 rows of the iterative presets (each seed's rows averaged, then the seeds);
+    untrained = supermask preset rows at level 0 with start=init; best supermask = the best
+    (criterion, DWR, level) of the seed-mean curve, with the per-seed values at that point.
     """
     found = experiments(results, kinds)
     it = _presets_of_kind(results, found, "iterative")

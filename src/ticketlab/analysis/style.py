@@ -13,6 +13,7 @@ from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 # The criteria, their order (SPEC order: legends list them as the paper does), their colours and
 # their complementary pairs come from the criteria table; nothing here repeats them.
+
 # The presets in the papers' order: the report's sections and figures follow it (others come after, by name).
 PRESET_ORDER: tuple[str, ...] = (
     "criteria",
@@ -114,7 +115,11 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "supermask-vs-training": "Best supermask accuracy at init (over levels) vs the base's training iterations; "
     "black: the base's own test accuracy.",
 }
-
+# How the report's tables head a curve's key columns, and the paper's names of some of their values.
+KEY_HEADERS: dict[str, str] = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action",
+                               "base": "base", "start": "start weights", "dwr": "DWR"}
+_PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
+                "freeze_init_zero_random": "random control"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +167,14 @@ def start_dwr_label(start: str, dwr: bool) -> str:
 def start_dwr_slug(start: str, dwr: bool) -> str:
     """A file-name form of a (start, dwr) combination: 'signed-constant-dwr'."""
     return f"{str(start).replace('_', '-')}{'-dwr' if dwr else ''}"
+
+
+def key_text(column: str, value: Any) -> str:
+    """A key column's value as a table shows it: DWR as yes/no, actions with their paper names."""
+    if column == "dwr":
+        return "yes" if value else "no"
+    paper = _PAPER_NAMES.get(str(value)) if column in ("mask1", "mask0") else None
+    return f"{value} ({paper})" if paper else str(value)
 
 
 def panel_label(values: dict[str, Any]) -> str:
@@ -230,6 +243,21 @@ def curve_style(column: str, name: str) -> dict[str, Any]:
     if column == "mask0":
         return {"label": mask0_label(name), "color": MASK0_COLORS.get(name, "#333333"), "marker": "o", "linestyle": "-"}
     return {"label": str(name), "color": "#333333", "marker": "o", "linestyle": "-"}
+
+
+def legend_rank(label: str) -> tuple[int, int]:
+    """Legend order: criteria, then mask-1 and mask-0 actions in their orders; reference lines last."""
+    known = (
+        [curve_style("criterion", c)["label"] for c in CRITERIA]
+        + [mask1_label(m) for m in MASK1_ORDER]
+        + [mask0_label(m) for m in MASK0_ORDER]
+    )
+    name = label.split(" (")[0] if label not in known else label
+    if label in known:
+        return (0, known.index(label))
+    if name in known:
+        return (0, known.index(name))
+    return (1, 0)  # reference lines last, in the order drawn (sort is stable)
 
 
 def describe_figure(path: Path) -> str:
