@@ -1,4 +1,4 @@
-"""The report and the claims, on the synthetic results table of test_figures."""
+"""The report: its document, both renderings and their numbers, on the synthetic results table."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from synthetic import png_size, synthetic_results, toy_iterative, toy_supermask
-from ticketlab.analysis.claims import check_claims, paired_ci, t_quantile_975
 from ticketlab.analysis.figures import make_figures
 from ticketlab.analysis.document import render_html, render_markdown
 from ticketlab.analysis.report import build_document, published_comparison, summary_tables, write_report
@@ -117,58 +116,6 @@ def test_published_comparison(results, report):
     page = report[0].read_text(encoding="utf-8")
     assert f"<td>{expected:.2f}</td><td>{expected - 97.92:+.2f}</td>" in page
     assert "not run" in page
-
-
-def test_t_interval_by_hand():
-    mean, lo, hi, n = paired_ci([1.0, 2.0, 3.0])
-    assert (mean, n) == (2.0, 3)
-    assert lo == pytest.approx(2 - 4.303 / math.sqrt(3)) and hi == pytest.approx(2 + 4.303 / math.sqrt(3))
-    assert paired_ci([5.0])[:1] == (5.0,) and math.isnan(paired_ci([5.0])[1])
-    assert t_quantile_975(30) == 2.042
-    assert t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
-    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
-
-
-def _claims(results) -> dict[str, object]:
-    return {c.name: c for c in check_claims(results)}
-
-
-def test_claims_hold_on_synthetic_data(results):
-    claims = _claims(results)
-    for name in ("large_final/small_final straddle random [FC]", "large_init/small_init straddle random [FC]",
-                 "large_final_same_sign/large_final_diff_sign straddle random [FC]",
-                 "large_final beats random [FC]", "rewind beats reinit [FC]",
-                 "large_final_same_sign beats large_final at init [FC]",
-                 "better-trained bases give better supermasks [FC]"):
-        assert claims[name].holds is True, (name, claims[name].evidence)
-        assert claims[name].n == 3
-
-
-def test_reversed_pair_does_not_hold(results):
-    swap = {"large_final": "small_final", "small_final": "large_final"}
-    flipped = results.assign(criterion=results["criterion"].map(lambda c: swap.get(c, c)))
-    claim = _claims(flipped)["large_final/small_final straddle random [FC]"]
-    assert claim.holds is False
-    assert claim.ci_high < 0
-    assert _claims(flipped)["large_final beats random [FC]"].holds is False
-
-
-def test_one_seed_is_insufficient(results):
-    claim = _claims(results[results["seed"] == 0])["large_final/small_final straddle random [FC]"]
-    assert claim.holds is None and claim.n == 1
-    assert not math.isnan(claim.mean_diff) and math.isnan(claim.ci_low)
-    assert "n=1: no interval" in claim.evidence
-
-
-def test_straddle_difference_matches_hand_computation(results):
-    crit = results[(results["experiment"] == "criteria")]
-    piv = crit.pivot_table(index=["seed", "round"], columns="criterion", values="test_accuracy_at_early_stop")
-    moderate = sorted(crit.loc[(crit["remaining_percent"] <= 50) & (crit["round"] > 0), "round"].unique())
-    sel = piv[piv.index.get_level_values("round").isin(moderate)]
-    up = ((sel["large_final"] - sel["random"]) * 100).groupby(level="seed").mean()
-    mean, lo, _, _ = paired_ci(list(up))
-    claim = _claims(results)["large_final/small_final straddle random [FC]"]
-    assert f"{mean:+.2f} pp, 95% CI [{lo:+.2f}" in claim.evidence
 
 
 def test_report_without_optional_experiments(tmp_path):
