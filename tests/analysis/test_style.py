@@ -4,7 +4,18 @@ from __future__ import annotations
 import pytest
 
 from ticketlab.analysis import style
-from ticketlab.analysis.style import base_label, curve_style, describe_figure, mask1_label, sort_key, start_dwr_label
+from ticketlab.analysis.style import (
+    base_label,
+    curve_style,
+    describe_figure,
+    key_text,
+    legend_rank,
+    mask1_label,
+    measure_text,
+    panel_label,
+    sort_key,
+    start_dwr_label,
+)
 from ticketlab.pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 
@@ -52,3 +63,17 @@ def test_labels_and_captions():
     assert describe_figure("out/criteria_pairs_fc.png").startswith("The criteria figure split")
     assert describe_figure("out/criteria_fc.png").startswith("Test accuracy at early stop")
     assert describe_figure("out/unknown.png") == "unknown"
+
+
+def test_panel_labels_and_table_keys():
+    assert panel_label({"base": "val_accuracy_0.5", "start": "init", "dwr": True}) == \
+        "base stopped at 50% val acc — init + DWR"
+    assert panel_label({"lr": 0.1}) == "lr 0.1"
+    assert key_text("dwr", False) == "no" and key_text("mask1", "rewind") == "rewind (lottery ticket)"
+    assert measure_text("test_accuracy_at_early_stop") == "Test accuracy at early stop, in %."
+    assert measure_text("my_column") == "my_column, in %."
+
+
+def test_legend_lists_criteria_in_table_order_then_references():
+    labels = ["dense (97.10%)", "random", "large_final (reinit)", "small_final"]
+    assert sorted(labels, key=legend_rank) == ["large_final (reinit)", "small_final", "random", "dense (97.10%)"]
