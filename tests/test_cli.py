@@ -119,3 +119,18 @@ def test_corrupt_data_and_unwritable_out_via_subprocess(tmp_path):
     proc = _run(["train", "--iterations", "5", "--out", str(blocker / "runs")])
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "cannot write to output directory" in proc.stderr
+
+
+def test_a_sweep_of_ones_own_gets_figures_and_a_report(tmp_path, capsys):
+    """A TOML experiment under a name no preset has is drawn and reported by its kind."""
+    path = tmp_path / "my-exp.toml"
+    path.write_text('name = "my-exp"\nkind = "iterative"\ncriteria = ["large_final", "random"]\nseeds = 1\n'
+                    "iterations = 20\neval_every = 10\nrounds = 2\n")
+    out = tmp_path / "store"
+    assert main(["sweep", str(path), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["plot", str(out), "--format", "png"]) == 0
+    figures = capsys.readouterr().out.split()
+    assert any(Path(f).name.startswith("my-exp") and Path(f).is_file() for f in figures), figures
+    assert main(["report", str(out)]) == 0
+    markdown = (out / "report" / "report.md").read_text()
+    assert "my-exp" in markdown and "large_final" in markdown

@@ -41,7 +41,7 @@ def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str,
     frame = _frame(root)  # a damaged store is reported before any output folder is made
     out = out or root / "figures"
     ensure_writable(out)
-    return make_figures(frame, out, band=band, formats=formats)
+    return make_figures(frame, out, band=band, formats=formats, kinds=kinds_of(root))
 
 
 def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
@@ -82,6 +82,11 @@ def scale_label(specs: list[SweepSpec]) -> str:
     return f"{scales}: not the paper protocol, qualitative only (compare shapes, not numbers). {ran}."
 
 
+def kinds_of(root: Path) -> dict[str, str]:
+    """Each sweep's kind, by its name, from the store's manifests: what the figures and the report draw by."""
+    return {s.name: s.kind for s in (spec_from_manifest(m) for m in read_manifests(root))}
+
+
 def meta_of(root: Path, extra: dict | None = None) -> dict:
     """What the report says about how its data were made, from the sweep manifests."""
     manifests = read_manifests(root)
@@ -107,8 +112,9 @@ def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict 
     meta = meta_of(root, extra_meta)
     out = out or root / "report"
     ensure_writable(out)
-    figures = make_figures(frame, out / "figures", band=band)
-    return write_report(frame, out, meta, figures)
+    kinds = kinds_of(root)
+    figures = make_figures(frame, out / "figures", band=band, kinds=kinds)
+    return write_report(frame, out, meta, figures, kinds=kinds)
 
 
 def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:

@@ -182,3 +182,18 @@ def test_each_loader_module_imports_only_dataset(module, loaded):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [f"ticketlab.data.{m}" for m in loaded]
+
+
+def test_a_registered_dataset_trains_by_epochs_only_with_its_train_size(registry):
+    from ticketlab.core.errors import TicketlabError
+    from ticketlab.training.config import TrainConfig
+
+    # (1, 28, 28) images fit the FC net; without a train size "an epoch" is no number of steps yet
+    register_dataset("toy-28", lambda data_dir, download: load_dataset("mnist"), (1, 28, 28))
+    with pytest.raises(TicketlabError, match="dataset toy-28 does not say its training size .* give --iterations"):
+        TrainConfig(dataset="toy-28").validate()
+    TrainConfig(dataset="toy-28", iterations=10).validate()
+    register_dataset("toy-sized", lambda data_dir, download: load_dataset("mnist"), (1, 28, 28), train_size=600)
+    assert TrainConfig(dataset="toy-sized", epochs=2).resolved().iterations == 2 * (600 // 60)
+    with pytest.raises(ValueError, match="train_size of 'bad' must be a positive int"):
+        register_dataset("bad", lambda data_dir, download: load_dataset("mnist"), (1, 28, 28), train_size=0)

@@ -25,6 +25,7 @@ from ticketlab.training import evaluate
 @dataclasses.dataclass(frozen=True)
 class ProbeParams:
     halvings: int = 2  # densities 1, 1/2, ... 1/2**halvings
+    signed: bool = False  # a scalar bool field, which a sweep file can set
 
 
 class RandomProbe(ExperimentKind):
@@ -114,3 +115,46 @@ def test_the_built_in_kinds_are_registered():
     assert kinds.kind_names()[:2] == ("iterative", "supermask")
     with pytest.raises(TicketlabError, match="unknown experiment kind 'x'"):
         kinds.get_kind("x")
+
+
+def test_a_kinds_scalar_bool_field_is_set_by_a_sweep_file(toy_kind):
+    assert parse_spec(TOY + "signed = true\n", "probe.toml", "full").params.signed is True
+    with pytest.raises(TicketlabError, match=r"probe.toml:6: field 'signed' must be bool, got 1"):
+        parse_spec(TOY + "signed = 1\n", "probe.toml", "full")
+
+
+def test_a_kind_whose_fields_a_sweep_file_cannot_give_is_refused_at_registration():
+    @dataclasses.dataclass(frozen=True)
+    class Bad:
+        widths: list = dataclasses.field(default_factory=list)
+
+    class BadKind(RandomProbe):
+        name = "bad"
+        params = Bad
+
+    with pytest.raises(TypeError, match="a sweep field's type must be"):
+        kinds.register_kind(BadKind())
+    assert "bad" not in kinds.kind_names()
+
+
+@pytest.mark.parametrize("text,message", [
+    ('name = "p"\nhalvings = 2\n', r"p.toml: missing required field 'kind' \(one of iterative, supermask"),
+    ('name = "p"\nkind = "iterative"\n[quick]\nkind = "supermask"\n', r"p.toml:2: field 'kind' cannot change per scale"),
+])
+def test_the_kind_is_read_first_and_once(text, message):
+    with pytest.raises(TicketlabError, match=message):
+        parse_spec(text, "p.toml", "quick")
+
+
+def test_a_store_of_an_unregistered_kind_says_what_to_import(toy_kind, tmp_path):
+    from ticketlab.analysis.table import result_rows
+
+    spec = parse_spec(TOY.replace("seeds = 2", "seeds = 1"), "probe.toml", "full")
+    run_sweep(spec, tmp_path, Runtime(device="cpu"), workers=1, quiet=True)
+    kinds.unregister_kind(toy_kind.name)
+    try:
+        with pytest.raises(TicketlabError, match="of experiment kind 'random-probe', which is not registered in this "
+                                                 "process: import the module that registers it"):
+            result_rows(tmp_path)
+    finally:
+        kinds.register_kind(toy_kind)

@@ -1,6 +1,6 @@
 """Datasets of SPEC §1: the one `Dataset` type, and the loaders by name in one registry.
 
-Adding a dataset is one `register_dataset(name, loader, image_shape)` call, where the loader is
+Adding a dataset is one `register_dataset(name, loader, image_shape, train_size)` call, where the loader is
 `(data_dir, download) -> Dataset` (build it with `ticketlab.data.dataset.from_arrays`). `DATASETS`,
 `IMAGE_SHAPES` and `load_dataset` all read the registry, so a registration shows in each at once.
 """
@@ -15,7 +15,7 @@ from ..core.errors import TicketlabError
 from . import cifar, idx
 from .dataset import Dataset, ImageShape
 
-__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "Loader", "load_dataset", "register_dataset"]
+__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "Loader", "load_dataset", "register_dataset", "train_size"]
 
 # (data_dir, download) -> Dataset; data_dir None means the loader's own default location.
 Loader = Callable[[str | os.PathLike | None, bool], Dataset]
@@ -25,6 +25,7 @@ Loader = Callable[[str | os.PathLike | None, bool], Dataset]
 class _Entry:
     load: Loader
     image_shape: ImageShape
+    train_size: int | None  # training images after the validation split, where known before loading
 
 
 # Name -> entry, in registration order: the order the command line lists the datasets in.
@@ -85,17 +86,27 @@ DATASETS: Sequence[str] = _Names(_REGISTRY)
 IMAGE_SHAPES: Mapping[str, ImageShape] = _Shapes(_REGISTRY)
 
 
-def register_dataset(name: str, load: Loader, image_shape: ImageShape) -> None:
+def register_dataset(name: str, load: Loader, image_shape: ImageShape, train_size: int | None = None) -> None:
     """Make `load_dataset(name, data_dir, download)` return `load(data_dir, download)`.
 
     `image_shape` is one example as (channels, height, width): it decides which nets fit the
-    dataset. A name can be registered once; a second registration is a programming error."""
+    dataset. `train_size`, the training images left after SPEC §1's validation split, makes "an
+    epoch" a number of steps before the data is loaded (`TrainConfig.epochs`); without it a config of
+    that dataset must give `iterations`. A name can be registered once; a second registration is a
+    programming error."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
     shape = tuple(image_shape)  # a list would do as well; stored as a tuple like the built-ins
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError(f"image_shape of {name!r} must be three positive ints (channels, height, width), got {shape}")
-    _REGISTRY[name] = _Entry(load, cast(ImageShape, shape))
+    if train_size is not None and not (isinstance(train_size, int) and train_size > 0):
+        raise ValueError(f"train_size of {name!r} must be a positive int, got {train_size!r}")
+    _REGISTRY[name] = _Entry(load, cast(ImageShape, shape), train_size)
+
+
+def train_size(name: str) -> int | None:
+    """The training images of a registered dataset after the validation split (None: not known before loading)."""
+    return _REGISTRY[name].train_size
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
@@ -107,6 +118,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     return entry.load(data_dir, download)
 
 
-register_dataset("mnist", idx.load_mnist, idx.IMAGE_SHAPE)
-register_dataset("fashion-mnist", idx.load_fashion_mnist, idx.IMAGE_SHAPE)
-register_dataset("cifar10", cifar.load_cifar10, cifar.IMAGE_SHAPE)
+# SPEC §1: 60,000 training images less 5,000 for validation; CIFAR-10: 50,000 less 5,000
+register_dataset("mnist", idx.load_mnist, idx.IMAGE_SHAPE, 55_000)
+register_dataset("fashion-mnist", idx.load_fashion_mnist, idx.IMAGE_SHAPE, 55_000)
+register_dataset("cifar10", cifar.load_cifar10, cifar.IMAGE_SHAPE, 45_000)

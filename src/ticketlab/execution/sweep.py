@@ -91,13 +91,13 @@ def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None
     jobs = [Job(spec, seed) for seed in spec.seed_list]
     env = environment(resolve_device(runtime.device))
     # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
+    count = workers or default_workers(len(jobs))
+    chosen = executor_for(len(jobs), count, runtime, executor)  # an unknown name is refused before any record
     keep = covered_by_complete_manifest(root, spec)
     if not keep:
         write_manifest(root, spec, "running", env)
     try:
-        count = workers or default_workers(len(jobs))
-        wall = execute(jobs, root, runtime, count, f"sweep {spec.name} ({spec.scale})", quiet,
-                       executor_for(len(jobs), count, runtime, executor))
+        wall = execute(jobs, root, runtime, count, f"sweep {spec.name} ({spec.scale})", quiet, chosen)
     except BaseException as e:
         if not keep:  # say so, for `results`: its finished runs are kept
             with contextlib.suppress(OSError):

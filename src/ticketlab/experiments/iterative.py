@@ -17,7 +17,7 @@ from ..core.device import resolve_device
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec, get_net
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
-from ..pruning.criteria import criterion_names
+from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import prune_count, prune_n
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
 from ..store.naming import identity
@@ -40,7 +40,7 @@ Fraction = Callable[[float], None]  # reports progress of the current job in [0,
 class IterativeParams:
     """An iterative sweep's own fields: every (criterion, mask-1, mask-0) chain, over SPEC rounds."""
 
-    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=True)
+    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
     mask1: tuple[str, ...] = names_field(("rewind",), MASK1_ACTIONS, "mask-1 actions (SPEC §6)")
     mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (SPEC §6)")
     rounds: int = 24  # SPEC rounds covered

@@ -9,6 +9,9 @@ kind's name.
 """
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -73,6 +76,31 @@ def check_range(params: Any, key: str, low: int, high: int, blame: Blame, why: s
         raise TicketlabError(f"{blame(key)} must be <= {high}{f' ({why})' if why else ''}, got {value}")
 
 
+_SCALARS = (int, float, str, bool)
+
+
+def field_shape(hint: Any) -> tuple[str, tuple[type, ...]]:
+    """('list', element types) or ('scalar', accepted types) for a field's type hint: a sweep file's
+    values are int, float, str or bool, or a tuple of one of them (tuple[str, ...]), or optional."""
+    if typing.get_origin(hint) is tuple and len(typing.get_args(hint)) == 2 and typing.get_args(hint)[1] is Ellipsis \
+            and typing.get_args(hint)[0] in _SCALARS:
+        return "list", (typing.get_args(hint)[0],)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    if hint not in _SCALARS:
+        raise TypeError(f"a sweep field's type must be int, float, str, bool or a tuple[X, ...] of one, not {hint}")
+    return "scalar", ((float, int) if hint is float else (hint,))
+
+
+def check_params_class(params: type) -> None:
+    """Refuse (at registration) a kind's params whose field types a sweep file cannot give."""
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"{params.__name__} must be a frozen dataclass of the kind's sweep fields")
+    for hint in typing.get_type_hints(params).values():
+        field_shape(hint)
+
+
 KINDS: dict[str, ExperimentKind] = {}
 
 
@@ -80,6 +108,7 @@ def register_kind(kind: ExperimentKind) -> ExperimentKind:
     """Add a kind to the registry (its name must be new); returns it."""
     if kind.name in KINDS and type(KINDS[kind.name]) is not type(kind):
         raise ValueError(f"experiment kind {kind.name!r} is registered twice")
+    check_params_class(kind.params)
     KINDS[kind.name] = kind
     return kind
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.errors import TicketlabError
 from ..store.files import read_json, write_json
+from .kinds import kind_names
 from .spec import SweepSpec, manifest_fields, spec_from_record
 
 SWEEPS = "sweeps"
@@ -43,10 +44,23 @@ def read_manifests(root: Path) -> list[dict]:
     for path in sorted(folder.glob("*.json")):
         try:
             record = read_json(path)
+            kind = record["spec"].get("kind") if isinstance(record.get("spec"), dict) else None
+            if isinstance(kind, str) and kind not in kind_names():
+                raise TicketlabError(
+                    f"sweep manifest {path} is of experiment kind {kind!r}, which is not registered in this process: "
+                    "import the module that registers it before reading the store (docs/architecture.md)"
+                )
             spec_from_record(record["spec"], "its spec")
             if record.get("status") not in MANIFEST_STATUSES:
                 raise ValueError(f"unknown status {record.get('status')!r}")
-        except (TicketlabError, KeyError, TypeError, ValueError, AttributeError) as e:  # UnreadableFile too
+        except TicketlabError as e:
+            if "is not registered" in str(e):
+                raise
+            raise TicketlabError(
+                f"sweep manifest {path} is damaged ({e}); delete it and rerun that sweep (finished runs are kept and "
+                "not retrained)"
+            ) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # UnreadableFile is a TicketlabError
             raise TicketlabError(
                 f"sweep manifest {path} is damaged ({e}); delete it and rerun that sweep (finished runs are kept and "
                 "not retrained)"

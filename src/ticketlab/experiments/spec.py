@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -19,7 +18,7 @@ from ..core.errors import TicketlabError
 from ..data import DATASETS
 from ..nets.specs import NETS
 from ..training.config import MAX_SEED, TrainConfig
-from .kinds import ExperimentKind, get_kind, kind_names
+from .kinds import ExperimentKind, field_shape, get_kind, kind_names
 
 SCALES = ("quick", "full")
 SPEC_ROUNDS = 24  # SPEC §4: 24 rounds after the dense run; SPEC §7: one-shot levels p = 0..24
@@ -80,9 +79,11 @@ _COMMON_USER = set(_COMMON) - {"scale", "source"}
 
 
 def names_field(default: tuple[str, ...], valid: tuple[str, ...] | Callable[[], tuple[str, ...]], help: str = "",
-                all_of: bool = False) -> Any:
+                all_of: tuple[str, ...] | None = None) -> Any:
     """A kind's field listing names from `valid` (a tuple, or a function giving the names in use, e.g.
-    the criteria); with `all_of`, the string "all" in a sweep file means every valid name, in order."""
+    the criteria, registered ones included). With `all_of`, the string "all" in a sweep file means
+    that fixed list (for criteria: the table's, so that registering one of one's own renames no
+    preset's runs)."""
     return dataclasses.field(default=default, metadata={"choices": valid, "all": all_of, "help": help})
 
 
@@ -99,15 +100,6 @@ def _field_types(kind: ExperimentKind) -> dict[str, Any]:
     hints = dict(typing.get_type_hints(SweepSpec))
     hints.update(typing.get_type_hints(kind.params))
     return hints
-
-
-def _want(hint: Any) -> tuple[str, tuple[type, ...]]:
-    """('list', element types) or ('scalar', accepted types) for a field's type hint."""
-    if typing.get_origin(hint) is tuple:
-        return "list", (typing.get_args(hint)[0],)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return "scalar", ((float, int) if hint is float else (hint,))
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -127,11 +119,11 @@ def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind |
     user_fields = _COMMON_USER | (set(_fields_of(kind)) if kind is not None else set())
     if key not in user_fields:
         raise TicketlabError(f"{_where(source, text, key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
-    shape, want_types = _want(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
+    shape, want_types = field_shape(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
     if shape == "list":
         meta = _fields_of(kind)[key].metadata
         if value == "all" and meta.get("all"):
-            return _choices(meta)
+            return tuple(meta["all"])
         if not isinstance(value, list) or not value:
             what = ' (or "all")' if meta.get("all") else ""
             raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list{what}")
@@ -139,7 +131,7 @@ def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind |
         if not all(isinstance(v, want) and (want is bool or not isinstance(v, bool)) for v in value):
             raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must list {want.__name__} values")
         return tuple(value)
-    if isinstance(value, bool) or not isinstance(value, want_types):
+    if (isinstance(value, bool) and bool not in want_types) or not isinstance(value, want_types):
         raise TicketlabError(
             f"{_where(source, text, key)}: field {key!r} must be {' or '.join(t.__name__ for t in want_types)}, got {value!r}"
         )
@@ -237,6 +229,12 @@ def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | N
             raise TicketlabError(
                 f"{_where(source, text, s)}: field {s!r} must be a table of overrides ([{s}] on its own line), got {table!r}"
             )
+    for s, table in scales.items():
+        if "kind" in table:
+            raise TicketlabError(f"{_where(source, text, 'kind')}: field 'kind' cannot change per scale: give it once, "
+                                 "at the top of the file")
+    if "kind" not in doc:
+        raise TicketlabError(f"{source}: missing required field 'kind' (one of {', '.join(kind_names())})")
     kind = _kind_of(source, text, doc)
     values: dict[str, Any] = {}
     for key, value in doc.items():

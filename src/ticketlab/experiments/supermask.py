@@ -20,7 +20,7 @@ from ..core.errors import TicketlabError
 from ..core.seeds import derive_seed
 from ..nets.specs import NetSpec, get_net
 from ..pruning.actions import density_multiplier
-from ..pruning.criteria import criterion_names
+from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import oneshot_masks, oneshot_prune_count
 from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, json_type, read_json, reading_run
 from ..store.runs import read_base, run_dir, write_run
@@ -42,7 +42,7 @@ STARTS = ("init", "signed_constant")
 class SupermaskParams:
     """A supermask sweep's own fields: the bases masks come from, and what is evaluated at init."""
 
-    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=True)
+    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
     bases: tuple[str, ...] = ("converged",)  # converged, val_accuracy_0.NN or iterations_N
     starts: tuple[str, ...] = names_field(("init",), STARTS, "start weights of the kept weights")
     dwr: tuple[bool, ...] = (False,)  # dynamic weight rescaling

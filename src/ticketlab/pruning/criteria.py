@@ -6,8 +6,9 @@ shared ranking in `ticketlab.pruning.prune` prunes the lowest), or, for `large_i
 `ticketlab.pruning.prune.percentile_rule_prune`. Each entry also says whether it draws from the
 pruning generator, its complementary criterion (drawn beside it, and, where the study says the two
 straddle random, checked as a claim) and its plot colour. Adding a criterion is one `Criterion`
-in `CRITERION_TABLE` (and its test); nothing else names the thirteen. A criterion of one's own, beside
-SPEC's, can also be registered at run time (`register_criterion`).
+in `CRITERION_TABLE` (and its test): sweep files, presets' `criteria = "all"`, figures and claims
+read the table. A criterion of one's own, beside SPEC's, can also be registered at run time
+(`register_criterion`); "all" stays the table's, so registering one renames no preset's runs.
 
 sign() is numpy's (sign(0) = 0), which torch's matches, so a weight that starts or ends at exactly 0
 counts as having changed sign unless it is 0 at both ends.
@@ -101,7 +102,9 @@ def register_criterion(entry: Criterion) -> None:
     if entry.name in _REGISTRY:
         raise ValueError(f"mask criterion {entry.name!r} is registered twice")
     if (entry.score is None) == (entry.percentile is None):
-        raise ValueError(f"mask criterion {entry.name!r} needs a score or a percentile rule, not both")
+        raise ValueError(f"mask criterion {entry.name!r} needs exactly one of a score and a percentile rule")
+    if entry.percentile not in (None, "large", "small"):
+        raise ValueError(f"mask criterion {entry.name!r}: percentile is 'large' or 'small', not {entry.percentile!r}")
     _REGISTRY[entry.name] = entry
 
 

@@ -9,7 +9,8 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def _adam_step(params, grads, exp_avgs, exp_avg_sqs, step: int, lr: float) -> None:
-    """The straightforward TF1 Adam step through foreach ops (reference; the cohort uses `_CohortState`)."""
+    """The straightforward TF1 Adam step through foreach ops (the reference, and the path where torch has
+    no fused kernel; `TF1Adam` uses the fused one where it runs)."""
     # TF1's AdamOptimizer form (the original code): eps is added to sqrt(v), lr carries the bias correction.
     lr_t = lr * math.sqrt(1 - ADAM_BETA2**step) / (1 - ADAM_BETA1**step)
     torch._foreach_mul_(exp_avgs, ADAM_BETA1)
@@ -55,6 +56,7 @@ class TF1Adam:
     def __init__(self, learning_rate: float, hold_by_inf: bool = True):
         self.learning_rate, self.hold_by_inf = learning_rate, hold_by_inf
         self._step_t: torch.Tensor | None = None
+        self._fused: bool | None = None  # whether the fused kernel runs on the buffers' device, found at the first step
 
     def hold(self, slots: dict[str, list[torch.Tensor]], member: int, masks: list[torch.Tensor]) -> bool:
         if not self.hold_by_inf:
@@ -66,9 +68,10 @@ class TF1Adam:
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
         exp_avg, exp_avg_sq = slots
-        if has_fused_adam(param.device):
-            if self._step_t is None:
-                self._step_t = torch.zeros((), dtype=torch.float32, device=param.device)
+        if self._fused is None:
+            self._fused = has_fused_adam(param.device)
+            self._step_t = torch.zeros((), dtype=torch.float32, device=param.device)
+        if self._fused:
             self._step_t.fill_(iteration)
             torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [self._step_t],
                                **tf1_adam_fused_args(iteration, self.learning_rate))

@@ -7,12 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..data import DATASETS, IMAGE_SHAPES
+from ..data import DATASETS, IMAGE_SHAPES, train_size
 from ..core.errors import TicketlabError
 from ..nets.specs import NETS, get_net
 from .schedule import TEST_EVAL_POLICIES, Schedule
 
-TRAIN_SIZES = {"mnist": 55000, "fashion-mnist": 55000, "cifar10": 45000}
 # Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop
 # a typo from starting a run of centuries, and keep every number within int64 (JSON, Parquet).
 MAX_ITERATIONS = 10**8
@@ -91,7 +90,13 @@ class TrainConfig:
             raise TicketlabError(f"{flag('eval_every')} must be <= {MAX_ITERATIONS:,}, got {self.eval_every}")
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise TicketlabError(f"{flag('learning_rate')} must be a positive number, got {self.learning_rate}")
-        if self.batch_size > TRAIN_SIZES[self.resolved_dataset]:
+        size = train_size(self.resolved_dataset)
+        if size is None and self.iterations is None:
+            raise TicketlabError(
+                f"dataset {self.resolved_dataset} does not say its training size before it is loaded: give "
+                f"{flag('iterations')} rather than epochs"
+            )
+        if size is not None and self.batch_size > size:
             raise TicketlabError(f"{flag('batch_size')} {self.batch_size} exceeds the training set of {self.resolved_dataset}")
         steps = self.resolved().iterations
         if self.iterations is not None and steps > MAX_ITERATIONS:
@@ -111,8 +116,8 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """The same run with every None replaced by its SPEC default (epochs folded into iterations)."""
         spec = get_net(self.net)
-        steps_per_epoch = TRAIN_SIZES[self.resolved_dataset] // self.batch_size
-        iterations = self.iterations or (self.epochs or spec.epochs) * steps_per_epoch
+        size = train_size(self.resolved_dataset)
+        iterations = self.iterations or (self.epochs or spec.epochs) * ((size or 0) // self.batch_size)
         return dataclasses.replace(
             self,
             dataset=self.resolved_dataset,

@@ -100,10 +100,10 @@ class CohortState:
 
     `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.FCPass` on the CPU,
     `forward.fc_grads` on a GPU: the same calls; autograd for
-    conv nets) and the optimiser; pruned weights hold by their infinite second moment (`adam.TF1Adam`).
-    The weights are those of a state built with hold_by_inf=False (gradient masking
-    instead), which the tests check. `train_cohort` calls exactly `step`; so does
-    the benchmark.
+    conv nets) and the optimiser. With the default TF1 Adam, pruned weights hold by their infinite second
+    moment, and the weights are those of a state built with hold_by_inf=False (gradient masking
+    instead), which the tests check; an optimiser that cannot hold them gets their gradients masked.
+    `train_cohort` calls exactly `step`; so does the benchmark.
 
     On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
     (copies of member 0, trained alongside and never read), so that its batched products run unpadded
@@ -166,7 +166,7 @@ class CohortState:
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One training step on the shared batch (x, y): gradients, then TF1 Adam on every parameter."""
+        """One training step on the shared batch (x, y): gradients, then the optimiser on every parameter."""
         self.compute_grads(x, y)
         self.mask_grads()  # a no-op when the optimiser holds pruned weights itself
         self.update()
@@ -203,7 +203,7 @@ class CohortState:
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        """Zero the gradients of pruned weights (only when they hold by masking, not by +inf moments)."""
+        """Zero the gradients of pruned weights (only when the optimiser does not hold them itself)."""
         if not self.masks:
             return
         for g, mask in zip(self.grad_weights, self.masks):
@@ -221,7 +221,8 @@ class CohortState:
 
     @property
     def exp_avgs(self) -> list[torch.Tensor]:
-        """TF1 Adam's first moments (per layer, real members only), for the tests and the benchmark."""
+        """TF1 Adam's first moments (per layer, real members only), for the tests and the benchmark; another
+        optimiser's slots are in `slots`."""
         return self.slots["exp_avg"]
 
     @property
