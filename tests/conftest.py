@@ -10,7 +10,7 @@ from ticketlab.data import load_dataset
 from ticketlab.core.numerics import flush_denormals
 
 # The test folders mirror the packages, and some tests build on another room's helpers (CIFAR batch
-# files from tests/data/test_cifar.py, synthetic results from tests/analysis/test_figures.py): every
+# files from tests/data/test_cifar.py, synthetic results from tests/analysis/synthetic.py): every
 # room is importable by its module name.
 sys.path[:0] = sorted(str(p) for p in Path(__file__).parent.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
 
