@@ -47,8 +47,9 @@ def read_manifests(root: Path) -> list[dict]:
             kind = record["spec"].get("kind") if isinstance(record.get("spec"), dict) else None
             if isinstance(kind, str) and kind not in kind_names():
                 raise TicketlabError(
-                    f"sweep manifest {path} is of experiment kind {kind!r}, which is not registered in this process: "
-                    "import the module that registers it before reading the store (docs/architecture.md)"
+                    f"sweep manifest {path} is of experiment kind {kind!r}, which is not registered in this process: if "
+                    "it is a kind of your own, import the module that registers it before reading the store "
+                    "(docs/architecture.md); otherwise the manifest is damaged: delete it and rerun that sweep"
                 )
             spec_from_record(record["spec"], "its spec")
             if record.get("status") not in MANIFEST_STATUSES:
