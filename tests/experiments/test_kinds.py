@@ -154,7 +154,7 @@ def test_a_store_of_an_unregistered_kind_says_what_to_import(toy_kind, tmp_path)
     kinds.unregister_kind(toy_kind.name)
     try:
         with pytest.raises(TicketlabError, match="of experiment kind 'random-probe', which is not registered in this "
-                                                 "process: import the module that registers it"):
+                                                 "process: if it is a kind of your own, import the module that registers it"):
             result_rows(tmp_path)
     finally:
         kinds.register_kind(toy_kind)
