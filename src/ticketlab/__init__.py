@@ -2,7 +2,8 @@
 
 The layers, lowest first: core, data and nets, pruning and training, store, experiments, execution,
 analysis, then the command line (docs/architecture.md). `prune_layer` and `pruning_schedule` are
-re-exported here, loaded on first use so that `import ticketlab` stays light.
+re-exported here, and `load_ticket` (a ticket file as an nn.Module), loaded on first use so that
+`import ticketlab` stays light.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "prune_layer", "pruning_schedule"]
+__all__ = ["__version__", "load_ticket", "prune_layer", "pruning_schedule"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from .pruning import prune
 
         return getattr(prune, name)
+    if name == "load_ticket":
+        from .store.tickets import load_ticket
+
+        return load_ticket
     raise AttributeError(f"module 'ticketlab' has no attribute {name!r}")

@@ -182,6 +182,15 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(ns: argparse.Namespace) -> int:
+    from .store.tickets import export_ticket
+
+    path = export_ticket(ns.run, ns.out, ns.weights)
+    print(f"wrote the ticket of {ns.run} ({ns.weights} weights) to {path}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def _cmd_bench(ns: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -246,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
     _repair_argument(p)
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("export", help="write one run's ticket as a safetensors file for plain PyTorch",
+                       description="Write one run's subnetwork (weight_orig, weight_mask and bias per layer, as "
+                       "torch.nn.utils.prune holds them, and its metadata) as a safetensors file; "
+                       "ticketlab.load_ticket(FILE) rebuilds it as an nn.Module.")
+    p.add_argument("run", type=Path, help="a run directory: OUT/train_<hash>, or OUT/runs/round_<hash> / dense_<hash> of a sweep")
+    p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write (its folder must exist)")
+    p.add_argument("--weights", default="final", choices=("init", "final", "early_stop"),
+                   help="init: the ticket to retrain (the run's start weights, zero biases); final: as trained "
+                        "(default: final)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="measure training and evaluation speed on this machine")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the measurements")
