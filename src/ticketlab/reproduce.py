@@ -20,9 +20,9 @@ PAPER_SEEDS = 5
 
 
 def _frame(root: Path):
-    from .analysis.table import results_frame
+    from .analysis.table import rows_frame
 
-    return results_frame(root)
+    return rows_frame(root)
 
 
 def _need_plotting() -> None:

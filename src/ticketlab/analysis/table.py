@@ -68,13 +68,50 @@ def incomplete_sweeps(root: Path) -> list[str]:
     return notes
 
 
-def results_frame(root: Path):
-    """The results table as a pandas DataFrame (columns: `table_columns()`)."""
+# Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.
+CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start")
+INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations")
+BOOL_COLUMNS = ("dwr",)
+
+
+def _pandas():
     try:
         import pandas as pd
     except ImportError:
         raise TicketlabError("pandas is needed for DataFrames: pip install 'ticketlab[plot]'") from None
-    return pd.DataFrame(result_rows(root), columns=list(table_columns()))
+    return pd
+
+
+def rows_frame(root: Path):
+    """The results table as a DataFrame of plain object/float columns, as the figures and the report
+    read it (their numbers do not depend on pandas' dtype rules)."""
+    return _pandas().DataFrame(result_rows(root), columns=list(table_columns()))
+
+
+def results_frame(root: Path):
+    """The results table as a pandas DataFrame (columns: `table_columns()`), typed: names as
+    categories, counts as nullable integers (`Int64`), `dwr` as nullable booleans, accuracies and
+    losses as floats; a blank cell is <NA> (NaN for floats). A kind's own columns get pandas' best
+    type for their values."""
+    pd = _pandas()
+    frame = rows_frame(root)
+    types: dict[str, str] = {}
+    for column in frame.columns:
+        if column in CATEGORY_COLUMNS:
+            types[column] = "category"
+        elif column in INT_COLUMNS:
+            types[column] = "Int64"
+        elif column in BOOL_COLUMNS:
+            types[column] = "boolean"
+    frame = frame.astype(types)
+    others = [c for c in frame.columns if c not in types]
+    for column in others:
+        converted = pd.to_numeric(frame[column], errors="coerce") if frame[column].notna().any() else frame[column]
+        if converted.notna().sum() == frame[column].notna().sum():  # numbers (or all blank): floats
+            frame[column] = converted.astype("float64")
+        else:
+            frame[column] = frame[column].convert_dtypes()
+    return frame
 
 
 def _text(value: Any) -> str:
