@@ -34,7 +34,8 @@ REQUIRED = (
     "on_best_test_evals_estimated_cohort13", "fc_single_run_step_ms", "fc_cohort13_run_step_ms",
     "conv2_cohort2_net_samples_per_s", "projected_criteria_full_hours", "threads",
     "fc_cohort13_grads_ms", "fc_cohort13_adam_ms", "fc_cohort13_adam_gparams_per_s", "fraction_of_peak_cohort13_grads",
-    "fraction_of_peak_cohort13_phases",
+    "fraction_of_peak_cohort13_phases", "vmap_cohort13_net_samples_per_s", "cohort_speedup_vs_vmap",
+    "vmap_cohort13_step_ms",
 )
 
 
@@ -81,11 +82,68 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     assert parsed["device"] == res["device"] == "cpu"
     assert parsed["fc_step_flops_per_net"] == 67_608_000
     assert "SGEMM peak" in "\n".join(out[:-1])
+    assert "cohort of 13 vs vmap" in "\n".join(out[:-1])
+    # the speedup over the vmap peer is the ratio of the two reported rates
+    assert res["cohort_speedup_vs_vmap"] == pytest.approx(
+        res["fc_cohort13_net_samples_per_s"] / res["vmap_cohort13_net_samples_per_s"])
+    assert res["vmap_cohort13_net_samples_per_s"] == pytest.approx(13 * 60 / (res["vmap_cohort13_step_ms"] / 1e3))
     # the bench timed the production step, for a lone network and for a 13-member cohort
     assert 1 in calls and 13 in calls
     # evaluation costs more when the test set is evaluated at every point
     for name in ("single", "cohort13"):
         assert res[f"eval_overhead_full_fc_{name}_all"] > res[f"eval_overhead_full_fc_{name}_on_best"]
+
+
+def _reference_grads(member: MemberStart, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """One member's masked weight gradients ((in, out), as ticketlab stores kernels), plain autograd."""
+    ws = [w.to(x.device).clone().requires_grad_() for w in member.weights]
+    h = x
+    for i, w in enumerate(ws):
+        h = h @ w  # biases start at zero
+        h = h.relu() if i < len(ws) - 1 else h
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(h, y), ws)
+    if member.masks is None:
+        return list(grads)
+    return [g * mk.to(g.device) for g, mk in zip(grads, member.masks)]
+
+
+def test_vmap_peer_gradients_equal_per_member_autograd(mnist, device):
+    """The bench's vmap peer: each member's gradient is what autograd gives that member alone, masked;
+    exactly zero where the member is pruned."""
+    members = _members(FC, [1.0, 0.8, 0.2])
+    peer = bench.VmapCohort(FC, members, 1.2e-3, device)
+    x, y = next(_batches(mnist, 1, device=device))
+    grads = peer.grads(x, y)
+    names = [n for n in grads if n.endswith("weight")]
+    for m, member in enumerate(members):
+        for i, ref in enumerate(_reference_grads(member, x, y)):
+            got = grads[names[i]][m].T
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+            if member.masks is not None:
+                assert torch.count_nonzero(got[~member.masks[i].to(device)]) == 0
+    assert all(torch.count_nonzero(g) > 0 for g in grads.values())
+
+
+def test_vmap_peer_trains_and_keeps_pruned_weights_zero(mnist, device):
+    """A few vmap steps on a fixed batch: every member's loss goes down, pruned weights stay exactly
+    zero, kept weights move."""
+    members = _members(FC, [1.0, 0.8, 0.2, 0.05])
+    peer = bench.VmapCohort(FC, members, 1.2e-3, device)
+    x, y = next(_batches(mnist, 1, device=device))
+    before = peer.losses(x, y)
+    start = {n: p.clone() for n, p in peer.params.items()}
+    for _ in range(5):
+        peer.step(x, y)
+    after = peer.losses(x, y)
+    # every member learns; the sparsest (5% of the weights) slowly
+    assert before.shape == (4,) and bool((after < before).all()) and after[0] < before[0] - 0.5, (before, after)
+    names = [n for n in peer.params if n.endswith("weight")]
+    for m, member in enumerate(members):
+        for i, name in enumerate(names):
+            w, w0 = peer.params[name][m].T, start[name][m].T
+            keep = member.masks[i].to(device) if member.masks is not None else torch.ones_like(w, dtype=torch.bool)
+            assert torch.count_nonzero(w[~keep]) == 0
+            assert not torch.equal(w[keep], w0[keep])
 
 
 def test_train_cohort_runs_the_benchmarked_step(mnist, monkeypatch):
