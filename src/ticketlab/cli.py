@@ -183,10 +183,18 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
 
 
 def _cmd_export(ns: argparse.Namespace) -> int:
-    from .store.tickets import export_ticket
+    from .store.tickets import export_ticket, run_kind, write_ticket
 
-    path = export_ticket(ns.run, ns.out, ns.weights)
-    print(f"wrote the ticket of {ns.run} ({ns.weights} weights) to {path}", file=sys.stderr)
+    if run_kind(ns.run) == "supermask":
+        from .experiments.supermask import supermask_ticket
+
+        dwr = None if ns.dwr is None else ns.dwr == "true"
+        path = write_ticket(*supermask_ticket(ns.run, ns.criterion, ns.level, ns.start, dwr), ns.out)
+        what = f"{ns.criterion}, level {ns.level}, {ns.start} start, DWR {ns.dwr}"
+    else:
+        path = export_ticket(ns.run, ns.out, ns.weights)
+        what = f"{ns.weights} weights"
+    print(f"wrote the ticket of {ns.run} ({what}) to {path}", file=sys.stderr)
     print(path)
     return 0
 
@@ -265,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="final", choices=("init", "final", "early_stop"),
                    help="init: the ticket to retrain (the run's start weights, zero biases); final: as trained "
                         "(default: final)")
+    p.add_argument("--criterion", default=None, help="for a supermask run: which criterion's mask")
+    p.add_argument("--level", type=int, default=None, help="for a supermask run: which one-shot level p")
+    p.add_argument("--start", default=None, choices=("init", "signed_constant"), help="for a supermask run: the start weights")
+    p.add_argument("--dwr", default=None, choices=("true", "false"), help="for a supermask run: with dynamic weight rescaling")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="measure training and evaluation speed on this machine")

@@ -151,3 +151,38 @@ def test_bad_exports_are_one_line(masked_train, tmp_path, capsys):
     not_a_ticket.write_bytes(b"not a safetensors file")
     with pytest.raises(Exception, match="cannot read ticket"):
         load_ticket(not_a_ticket)
+
+
+@pytest.fixture(scope="module")
+def supermask_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("supermask")
+    spec = root / "s.toml"
+    spec.write_text('name = "sm"\nkind = "supermask"\ncriteria = ["large_final", "random"]\nstarts = ["init", '
+                    '"signed_constant"]\ndwr = [false, true]\nlevels = 4\nlevel_step = 2\nseeds = 1\niterations = 40\n')
+    assert main(["sweep", str(spec), "--out", str(root), "--device", "cpu"]) == 0
+    (run,) = (root / "runs").glob("supermask_*")
+    return run
+
+
+@pytest.mark.parametrize("criterion,level,start,dwr", [("large_final", 2, "init", "false"),
+                                                       ("random", 4, "signed_constant", "true"),
+                                                       ("large_final", 4, "signed_constant", "true")])
+def test_a_supermask_row_exports_to_its_recorded_accuracy(supermask_run, test_set, tmp_path, criterion, level, start, dwr):
+    rows = json.loads((supermask_run / "rows.json").read_text())
+    (row,) = [r for r in rows if (r["criterion"], r["round"], r["start"], str(r["dwr"]).lower()) ==
+              (criterion, level, start, dwr)]
+    ticket = tmp_path / "sm.safetensors"
+    assert main(["export", str(supermask_run), "--out", str(ticket), "--criterion", criterion, "--level", str(level),
+                 "--start", start, "--dwr", dwr]) == 0
+    assert _plain_accuracy(ticket, test_set) == row["test_accuracy_at_init"]
+    net = load_ticket(ticket)
+    assert _module_accuracy(net, test_set) == row["test_accuracy_at_init"]
+    assert sum(int(m.sum()) for name, m in net.state_dict().items() if name.endswith("weight_mask")) == \
+        row["remaining_weights"]
+
+
+def test_a_supermask_export_names_the_choices_it_needs(supermask_run, tmp_path, capsys):
+    refused(["export", str(supermask_run), "--out", str(tmp_path / "t.safetensors")], capsys,
+            "give --criterion, one of large_final, random (none given)")
+    refused(["export", str(supermask_run), "--out", str(tmp_path / "t.safetensors"), "--criterion", "random",
+             "--level", "3"], capsys, "give --level, one of 0, 2, 4 (3 is not one of them)")

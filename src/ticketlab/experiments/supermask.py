@@ -7,6 +7,7 @@ stacks through the cohort evaluator, not one network at a time.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import oneshot_masks, oneshot_prune_count
 from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, json_type, read_json, reading_run
 from ..store.runs import read_base, run_dir, write_run
+from ..store.tickets import build_ticket
 from ..training.config import TrainConfig
 from ..training.evaluate import evaluate
 from .dense import dense_identity, ensure_dense
@@ -275,3 +277,47 @@ class SupermaskKind(ExperimentKind):
 
 
 register_kind(SupermaskKind())
+
+
+def supermask_ticket(run_dir: Path, criterion: str | None, level: int | None, start: str | None,
+                     dwr: bool | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The ticket of one row of a supermask run: the mask of (criterion, level) from the run's base,
+    on the start weights (init or signed constant), DWR as a per-layer scale of weight_orig, zero
+    biases: the very network whose test accuracy at init the row records."""
+    run_dir = Path(run_dir)
+    try:
+        record = read_json(run_dir / "config.json")
+        ident, dense_name = record["identity"], record["dense_run"]
+        dense_ident, base = ident["dense"], ident["base"]
+        spec = get_net(dense_ident["net"])
+    except (UnreadableFile, KeyError, TypeError) as e:
+        raise TicketlabError(f"run {run_dir} is damaged ({e}); rerun it with --repair") from None
+    choices = {"criterion": (criterion, ident["criteria"]), "level": (level, ident["levels"]),
+               "start": (start, ident["starts"]), "dwr": (dwr, ident["dwr"])}
+    for flag, (value, valid) in choices.items():
+        if value is None or value not in valid:
+            given = "none given" if value is None else f"{value!r} is not one of them"
+            raise TicketlabError(f"run {run_dir} holds one network per (criterion, level, start, dwr): give --{flag}, "
+                                 f"one of {', '.join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)} "
+                                 f"({given})")
+    dense_path = run_dir.parent / dense_name
+    with reading_run(dense_path):
+        found = read_base(dense_path, spec, base)
+    if found is None:
+        raise TicketlabError(f"the dense run {dense_path} never reached base {base}: this supermask run has no masks")
+    w_init, w_final, _, _ = found
+    seed = int(dense_ident.get("seed", 0))
+    masks = []
+    for i, layer in enumerate(spec.layers):
+        count = oneshot_prune_count(layer.size, layer.keep, level)
+        (mask,) = oneshot_masks(criterion, w_init[i], w_final[i], [count], derive_seed(seed, "oneshot", base, criterion, i))
+        masks.append(mask)
+    # pruned weights are zero in the network evaluated (no held values), and DWR scales the masked kernel
+    kernels = [w * m for w, m in zip(w_init if start == "init" else [signed_constant(w) for w in w_init], masks)]
+    scales = [density_multiplier(m) for m in masks] if dwr else None
+    meta = {"kind": "supermask", "dataset": str(dense_ident.get("dataset") or spec.dataset), "seed": str(seed),
+            "criterion": criterion, "mask1": "", "mask0": "zero", "round": str(level), "weights": start,
+            "base": base, "dwr": str(dwr).lower(),
+            "dwr_scale": json.dumps([1.0] * len(masks) if scales is None else scales)}
+    biases = [torch.zeros(layer.out_channels) for layer in spec.layers]
+    return build_ticket(spec, run_dir.name, kernels, masks, biases, meta, scales)

@@ -10,6 +10,7 @@ the net and its layers, the dataset, seed, criterion, mask-1 and mask-0 actions,
 (init: the ticket to retrain, with zero biases as every run starts; final: as trained) and the
 densities. `load_ticket` rebuilds it as an `nn.Sequential` with the masks attached by
 `prune.custom_from_mask`; the README shows how to use a file with torch and safetensors alone.
+A supermask run holds one network per row; `experiments.supermask.supermask_ticket` builds one.
 """
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import numpy as np
 import torch
 
 from ..core.errors import TicketlabError
-from ..nets.specs import NETS, get_net
+from ..nets.specs import NETS, NetSpec, get_net
 from .files import SUMMARY, UnreadableFile, finished, load_arrays, read_json, unpack_masks, write_output
 
 WEIGHTS = ("init", "final", "early_stop")
 FORMAT = "ticketlab-ticket-1"
-# run kinds that hold one network (a supermask run holds a table of many masks, no weights)
+# run kinds that hold one network (a supermask run holds one per row: experiments.supermask.supermask_ticket)
 _EXPORTABLE = ("train", "dense", "round")
 
 
@@ -52,20 +53,16 @@ def ticket_tensors(run_dir: Path, weights: str = "final") -> tuple[dict[str, tor
     run_dir = Path(run_dir)
     if weights not in WEIGHTS:
         raise TicketlabError(f"unknown --weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
-    if not run_dir.is_dir():
-        raise TicketlabError(f"{run_dir} is not a run directory: give one run's folder, e.g. OUT/runs/round_<hash>")
-    if not finished(run_dir, names=(SUMMARY, "config.json")):
-        raise TicketlabError(f"{run_dir} is not a finished run (no summary.json): finish it with the command that "
-                             "started it, or give another run")
+    kind = run_kind(run_dir)
     try:
         record = read_json(run_dir / "config.json")
-        kind, identity = record["kind"], record["identity"]
+        identity = record["identity"]
         net_name = identity["net"]
     except (UnreadableFile, KeyError, TypeError) as e:
         raise TicketlabError(f"run {run_dir} is damaged ({e}); rerun it with --repair") from None
     if kind not in _EXPORTABLE:
         raise TicketlabError(f"run {run_dir} is a {kind} run, which holds no single network: export a train, "
-                             "dense or round run")
+                             "dense or round run (a supermask run with --criterion, --level, --start and --dwr)")
     if weights == "early_stop":
         raise TicketlabError(f"run {run_dir} does not keep its weights at the early-stopping iteration: export "
                              "--weights init (the ticket to retrain) or --weights final")
@@ -82,9 +79,23 @@ def ticket_tensors(run_dir: Path, weights: str = "final") -> tuple[dict[str, tor
                   else [torch.zeros(layer.out_channels) for layer in spec.layers])  # every run starts at zero biases
     except (UnreadableFile, KeyError, ValueError) as e:
         raise TicketlabError(f"run {run_dir} is damaged ({e}); rerun it with --repair") from None
+    meta = {"kind": kind, "dataset": str(record.get("config", {}).get("dataset", identity.get("dataset") or spec.dataset)),
+            "seed": str(identity.get("seed", 0)), "criterion": str(identity.get("criterion", "")),
+            "mask1": str(identity.get("mask1", "")), "mask0": str(identity.get("mask0", "")),
+            "round": str(identity.get("round", 0)), "weights": weights, "weights_file": source}
+    return build_ticket(spec, run_dir.name, kernels, masks, biases, meta)
+
+
+def build_ticket(spec: NetSpec, run: str, kernels: list[torch.Tensor], masks: list[torch.Tensor],
+                 biases: list[torch.Tensor], meta: dict[str, str], scales: list[float] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a ticket from ticketlab-layout kernels ((in, out) for dense layers),
+    bool masks and biases; `scales` (per layer, e.g. dynamic weight rescaling) multiply weight_orig."""
     tensors: dict[str, torch.Tensor] = {}
     kept = []
-    for layer, w, m, b in zip(spec.layers, kernels, masks, biases):
+    for i, (layer, w, m, b) in enumerate(zip(spec.layers, kernels, masks, biases)):
+        if scales is not None:
+            w = w * scales[i]
         if layer.kind == "fc":  # ticketlab's (in, out) to nn.Linear's (out, in)
             w, m = w.t(), m.t()
         mask = m.to(torch.float32)
@@ -99,29 +110,20 @@ def ticket_tensors(run_dir: Path, weights: str = "final") -> tuple[dict[str, tor
                "pool_after": layer.pool_after} for layer in spec.layers]
     metadata = {
         "format": FORMAT,
-        "run": run_dir.name,
-        "kind": kind,
-        "net": net_name,
+        "run": run,
+        "net": spec.name,
         "layers": json.dumps(layers),
         "input_shape": json.dumps(list(spec.input_shape)),
-        "dataset": str(record.get("config", {}).get("dataset", identity.get("dataset") or spec.dataset)),
-        "seed": str(identity.get("seed", 0)),
-        "criterion": str(identity.get("criterion", "")),
-        "mask1": str(identity.get("mask1", "")),
-        "mask0": str(identity.get("mask0", "")),
-        "round": str(identity.get("round", 0)),
-        "weights": weights,
-        "weights_file": source,
+        **meta,
         "density": repr(sum(kept) / spec.prunable_weights),
         "layer_density": json.dumps({layer.name: k / layer.size for layer, k in zip(spec.layers, kept)}),
     }
     return tensors, metadata
 
 
-def export_ticket(run_dir: Path, out: Path, weights: str = "final") -> Path:
-    """Write one run's ticket to `out` (a .safetensors file, written whole or not at all)."""
+def write_ticket(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> Path:
+    """Write a ticket's tensors and metadata to `out` (a .safetensors file, written whole or not at all)."""
     st = _need_safetensors()
-    tensors, metadata = ticket_tensors(run_dir, weights)
     out = Path(out)
 
     def save(tmp: Path) -> None:
@@ -135,6 +137,27 @@ def export_ticket(run_dir: Path, out: Path, weights: str = "final") -> Path:
                              "you can write to")
     write_output(out, save)
     return out
+
+
+def run_kind(run_dir: Path) -> str:
+    """The kind of a finished run (`train`, `dense`, `round`, `supermask`), or a one-line error."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TicketlabError(f"{run_dir} is not a run directory: give one run's folder, e.g. OUT/runs/round_<hash>")
+    if not finished(run_dir, names=(SUMMARY, "config.json")):
+        raise TicketlabError(f"{run_dir} is not a finished run (no summary.json): finish it with the command that "
+                             "started it, or give another run")
+    try:
+        return str(read_json(run_dir / "config.json")["kind"])
+    except (UnreadableFile, KeyError, TypeError) as e:
+        raise TicketlabError(f"run {run_dir} is damaged ({e}); rerun it with --repair") from None
+
+
+def export_ticket(run_dir: Path, out: Path, weights: str = "final") -> Path:
+    """Write the ticket of a run of one network to `out` (a .safetensors file, written whole or not at all)."""
+    _need_safetensors()
+    tensors, metadata = ticket_tensors(run_dir, weights)
+    return write_ticket(tensors, metadata, out)
 
 
 def load_ticket(path: str | Path) -> torch.nn.Module:
