@@ -7,12 +7,24 @@ from .base import Progress, Work, register_executor
 
 
 class InProcess:
-    """Every job one after another in this process."""
+    """Every job one after another in this process, with `threads` torch threads if given (0: the
+    process's own; a member's bits depend on the thread count), the process's own count put back after."""
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
 
     def run(self, jobs: Sequence[Any], work: Work, progress: Progress) -> None:
-        for index, job in enumerate(jobs):
-            work(job, lambda fraction, index=index: progress.update(index, fraction))
-            progress.done(index)
+        import torch
+
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            for index, job in enumerate(jobs):
+                work(job, lambda fraction, index=index: progress.update(index, fraction))
+                progress.done(index)
+        finally:
+            torch.set_num_threads(before)
 
 
-register_executor("local", lambda workers, threads: InProcess())
+register_executor("local", lambda workers, threads: InProcess(threads))

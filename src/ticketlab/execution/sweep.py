@@ -23,6 +23,8 @@ class _ProgressBar:
 
     def __init__(self, n_jobs: int, label: str, quiet: bool):
         self.fractions = [0.0] * n_jobs
+        self.t0 = time.perf_counter()
+        self.finished_after = [math.nan] * n_jobs  # seconds from the start to each job's end
         self.bar = None if quiet else ProgressLine(f"[{label}]")
 
     def update(self, index: int, fraction: float) -> None:
@@ -32,6 +34,7 @@ class _ProgressBar:
 
     def done(self, index: int) -> None:
         self.fractions[index] = 1.0
+        self.finished_after[index] = time.perf_counter() - self.t0
         self._show(force=True)
 
     def _show(self, force: bool = False) -> None:
@@ -61,48 +64,68 @@ def default_workers(n_jobs: int, cores: int | None = None) -> int:
 
 def executor_for(n_jobs: int, workers: int, runtime: Runtime, name: str = "auto") -> Executor:
     """The executor `name` (`base.EXECUTORS`) for `workers` workers of `runtime.threads` (default:
-    cores // workers) torch threads each; "auto": in this process for one worker (or one job), else
+    cores // workers; for "local", this process's count) torch threads each; "auto": in this process for one worker (or one job), else
     a pool of worker processes."""
-    threads = runtime.threads or max(1, (os.cpu_count() or 1) // workers)
     if name == "auto":
         name = "local" if workers <= 1 or n_jobs <= 1 else "processes"
-    return make_executor(name, workers, threads)
+    if name == "local":  # this process: its own thread count unless one is asked for
+        return make_executor(name, workers, runtime.threads or 0)
+    return make_executor(name, workers, runtime.threads or max(1, (os.cpu_count() or 1) // workers))
 
 
 def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False,
-            executor: Executor | None = None) -> float:
-    """Run jobs with `executor` (default: `executor_for`), one progress line; returns the wall time."""
+            executor: Executor | None = None) -> list[float]:
+    """Run jobs with `executor` (default: `executor_for`), one progress line; returns the seconds from
+    the start to each job's end."""
     executor = executor or executor_for(len(jobs), workers, runtime)
     bar = _ProgressBar(len(jobs), label, quiet)
-    t0 = time.perf_counter()
     try:
         executor.run(jobs, SweepWork(root, runtime), bar)
     finally:
         bar.close()
-    return time.perf_counter() - t0
+    return bar.finished_after
 
 
 def run_sweep(spec: SweepSpec, root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False,
               executor: str = "auto") -> float:
     """Run (or resume) a sweep into the store at `root` with the executor named `executor`; returns the
     wall time of this invocation."""
+    return run_sweeps([spec], root, runtime, workers, quiet, executor, f"sweep {spec.name} ({spec.scale})")
+
+
+def seed_groups(jobs: list[Job]) -> int:
+    """How many of `jobs` can run at the same time: jobs of one seed (and net and schedule) share that
+    seed's dense run and lock (`experiments.jobs.run_job`), so they run one after another."""
+    return len({(job.seed, job.spec.train_config(job.seed)) for job in jobs})
+
+
+def run_sweeps(specs: list[SweepSpec], root: Path, runtime: Runtime, workers: int | None = None, quiet: bool = False,
+               executor: str = "auto", label: str | None = None) -> float:
+    """Run (or resume) several sweeps as one batch of jobs handed to one executor: a cluster is filled
+    by sweeps x seeds at once, and a dense run several of them need is trained once (the first job of
+    its seed trains it; the others find it in the store). Jobs are ordered sweep by sweep, so that
+    consecutive jobs are of different seeds. Every sweep's manifest says "running" before any work and
+    "complete" after it, with its `wall_seconds`: the time from the batch's start to its last job's end
+    (a sweep run alone: its wall time). Returns the wall time of this invocation."""
     ensure_writable(root, (RUNS, SWEEPS, LOCKS))
     remove_stale_temporaries(root / RUNS)
-    jobs = [Job(spec, seed) for seed in spec.seed_list]
+    jobs = [Job(spec, seed) for spec in specs for seed in spec.seed_list]
     env = environment(resolve_device(runtime.device))
-    # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
-    count = workers or default_workers(len(jobs))
+    count = workers or default_workers(seed_groups(jobs))
     chosen = executor_for(len(jobs), count, runtime, executor)  # an unknown name is refused before any record
-    keep = covered_by_complete_manifest(root, spec)
-    if not keep:
+    # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
+    recorded = [spec for spec in specs if not covered_by_complete_manifest(root, spec)]
+    for spec in recorded:
         write_manifest(root, spec, "running", env)
+    name = label or (f"sweep {specs[0].name} ({specs[0].scale})" if len(specs) == 1 else f"{len(specs)} sweeps")
+    t0 = time.perf_counter()
     try:
-        wall = execute(jobs, root, runtime, count, f"sweep {spec.name} ({spec.scale})", quiet, chosen)
+        ends = execute(jobs, root, runtime, count, name, quiet, chosen)
     except BaseException as e:
-        if not keep:  # say so, for `results`: its finished runs are kept
+        for spec in recorded:  # say so, for `results`: their finished runs are kept
             with contextlib.suppress(OSError):
                 write_manifest(root, spec, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", env)
         raise
-    if not keep:
-        write_manifest(root, spec, "complete", env, wall)
-    return wall
+    for spec in recorded:
+        write_manifest(root, spec, "complete", env, max(t for job, t in zip(jobs, ends) if job.spec is spec))
+    return time.perf_counter() - t0
