@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the study's experiments and write figures and the report (the main job)",
                        description="criteria, both sign figures, supermask at init and masking is training, then the report.")
     p.add_argument("--scale", default="quick", choices=("quick", "full"), help="quick = CPU-sized, about 2 minutes on 2 cores (default); full = paper protocol")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: 1 at quick, 5 at full)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: 3 at quick, 5 at full)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _executor_argument(p)
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
