@@ -31,7 +31,9 @@ from .stats import (
     LEVEL_TOLERANCE,
     LEVELS,
     Experiment,
+    coinciding_curves,
     dense_baseline,
+    dwr_effect,
     experiment_rows,
     experiments,
     net_groups,
@@ -170,6 +172,45 @@ def _experiment_intro(experiment: Experiment, results: pd.DataFrame) -> str:
     return measure_text(value) + (" " + "; ".join(parts) + "." if parts else "")
 
 
+# DWR panels differing by no more than this (pp; 10 of 10,000 test images) are the same up to rounding
+DWR_ROUNDING_PP = 0.1
+
+
+def _panel_text(experiment: Experiment, panel: tuple) -> str:
+    return ", ".join(f"{column} {key_text(column, value)}" for column, value in zip(experiment.curves.panels, panel))
+
+
+def explanations(experiment: Experiment, results: pd.DataFrame) -> list[Notice]:
+    """What a reader would otherwise misread in an experiment's figure and table: DWR panels equal to
+    the plain ones, and curves that coincide (`stats.coinciding_curves`)."""
+    rows = experiment_rows(results, experiment)
+    notes: list[Notice] = []
+    effect = dwr_effect(rows, experiment.curves.value)
+    if effect is not None and effect * 100.0 <= DWR_ROUNDING_PP:
+        notes.append(Notice(
+            "Why the DWR panels repeat the others:",
+            f"with DWR and without, the numbers differ by at most {effect * 100.0:.2f} pp. This is expected, not a "
+            "bug: the biases are zero at initialisation (SPEC §2), and with zero biases dynamic weight rescaling "
+            "multiplies each layer by a positive constant, which scales every logit by the same positive factor "
+            "(ReLU is positively homogeneous) and so cannot change a prediction (the few that differ are near-ties "
+            "that float rounding breaks either way). DWR matters once biases are "
+            "non-zero, or during training (learned supermasks)."))
+    for main, a, b, where in coinciding_curves(rows, experiment):
+        if experiment.curves.panels:
+            panels = "; ".join(_panel_text(experiment, p) for p in where)
+            place = f" in {len(where)} panel{'s' if len(where) != 1 else ''} ({panels})"
+        else:
+            place = ""
+        signs = b == f"{a}_same_sign" or a == f"{b}_same_sign"
+        why = ("for example, at an early base no kept weight has changed sign yet, so the same-sign criterion "
+               "ranks exactly as its plain form" if signs else "their scores rank the kept weights in the same order")
+        notes.append(Notice(
+            f"Identical curves, {key_text(main, a)} and {key_text(main, b)}:",
+            f"equal at every pruned level and seed{place}; one line hides the other. Their masks coincide there: "
+            f"{why}, so they prune the same weights."))
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------
 # The document
 
@@ -196,7 +237,8 @@ def build_document(
         hover_hint="Hover a cell for the exact level.",
     )]
     for name, table in tables.items():
-        results_blocks += [Heading(name), Paragraph(_experiment_intro(found[name], results)), summary_display(table)]
+        results_blocks += [Heading(name), Paragraph(_experiment_intro(found[name], results)),
+                           *explanations(found[name], results), summary_display(table)]
     claim_blocks = (
         Paragraph("Paired differences across seeds (same seed, same level), 95% t interval; a claim holds when the "
                   "interval lies entirely on the claimed side, and needs at least 2 seeds."),

@@ -165,6 +165,41 @@ def seed_stats(rows: pd.DataFrame, value: str, by: Sequence[str] = ("round",)) -
     return stats.sort_values("remaining_percent", ascending=False).reset_index(drop=True)
 
 
+def coinciding_curves(rows: pd.DataFrame, experiment: Experiment) -> list[tuple[str, str, str, list[tuple]]]:
+    """Pairs of curves of one panel whose values are equal at every pruned level and seed: (main
+    column, curve a, curve b, the panels (values of the kind's panel columns) where they coincide).
+    A reader would otherwise take one of them for missing or a plotting bug."""
+    value, panels = experiment.curves.value, list(experiment.curves.panels)
+    if rows.empty or value not in rows:
+        return []
+    main = curve_keys(rows, experiment)[-1]
+    pruned = rows[rows["round"] > 0]
+    found: dict[tuple[str, str], list[tuple]] = {}
+    for panel, g in (pruned.groupby(panels, dropna=False, sort=False) if panels else [((), pruned)]):
+        series = {name: c.set_index(["seed", "round"])[value].sort_index() for name, c in g.groupby(main, sort=False)}
+        names = list(series)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                sa, sb = series[a], series[b]
+                if len(sa) and sa.index.equals(sb.index) and (sa.to_numpy() == sb.to_numpy()).all():
+                    found.setdefault((a, b), []).append(panel if isinstance(panel, tuple) else (panel,))
+    return [(main, a, b, where) for (a, b), where in found.items()]
+
+
+def dwr_effect(rows: pd.DataFrame, value: str) -> float | None:
+    """The largest |difference| (in the value's units) between a supermask row with DWR and the same row
+    without (same seed, level, criterion, base and start); None when no row has both."""
+    if rows.empty or "dwr" not in rows or rows["dwr"].nunique() < 2:
+        return None
+    keys = [k for k in ("seed", "round", "criterion", "base", "start") if k in rows]
+    on = rows[rows["dwr"]].set_index(keys)[value]
+    off = rows[~rows["dwr"]].set_index(keys)[value]
+    both = on.index.intersection(off.index)
+    if not len(both):
+        return None
+    return float((on.loc[both] - off.loc[both]).abs().max())
+
+
 def dense_baseline(rows: pd.DataFrame, value: str) -> float | None:
     """Mean over seeds (each seed's round-0 rows averaged first) of `value`, in %; None if absent."""
     dense = rows[rows["round"] == 0]
