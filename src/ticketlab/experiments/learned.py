@@ -168,7 +168,7 @@ ROW_FIELDS: dict[str, tuple[type, ...]] = {
 class LearnedSupermaskKind(ExperimentKind):
     """Masks learned over frozen random weights (SPEC §7) and edge-popup, beside heuristic supermasks."""
 
-    name = "learned"
+    name = "learned_supermask"
     params = LearnedParams
     curves = Curves("test_accuracy", ("learner", "start", "dwr"), ylabel="test accuracy (%)")
     columns = ("learner", "start", "dwr", "kept_fraction", "remaining_percent", "test_accuracy", "test_accuracy_std",
