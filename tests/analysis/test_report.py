@@ -127,13 +127,16 @@ def test_report_without_optional_experiments(tmp_path):
 
 
 def test_rows_without_their_kinds_value_are_skipped(tmp_path):
-    # e.g. a learned-supermask table: no kind of ticketlab's writes it yet, so nothing reads it
+    # e.g. a table of the learned-supermask preset's name written by something else (no `learner`
+    # column): its rows are skipped, and the learned-supermask comparison rows say "not run"
     learned = pd.DataFrame({
         "experiment": "learned-supermask", "net": "conv2", "dataset": "cifar10", "seed": [0, 1, 2, 3],
         "round": 0, "remaining_percent": 100.0, "dwr": True, "test_accuracy": [0.65, 0.66, 0.67, 0.68],
     })
     results = pd.concat([synthetic_results(seeds=(0, 1), experiments=("mask0-actions",)), learned], ignore_index=True)
-    assert not published_comparison(results)["quantity"].str.contains("Learned supermask").any()
+    table = published_comparison(results)
+    learned_rows = table[table["quantity"].str.contains("Learned supermask")]
+    assert len(learned_rows) == 3 and (learned_rows["status"] == "not run").all()
     assert set(summary_tables(results)) == {"mask0-actions"}
     assert [p.name for p in make_figures(results, tmp_path, formats=("png",))] == ["mask0-actions.png"]
 

@@ -402,6 +402,45 @@ def _supermask_vs_training(rows: pd.DataFrame, experiment: Experiment, tag: str,
     yield _stem(experiment.name, "", tag), fig
 
 
+def _learned_supermask(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
+    """Accuracy vs % of weights kept: learned Bernoulli masks (one point per start x dwr: their density
+    is learned), edge-popup over its kept fractions, the best heuristic supermask at init per level,
+    the trained dense base dashed; seed means, with error bars over seeds (min-max or std)."""
+    if "learner" not in rows or rows["learner"].isna().all() or "remaining_percent" not in rows:
+        return
+    rows = rows.dropna(subset=["learner", "remaining_percent"])
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    fig = _new_figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    rows = rows.assign(pct=100.0 * rows["test_accuracy"].astype(float), x=rows["remaining_percent"].astype(float))
+    colors = iter(("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"))
+    learned = rows[rows["learner"] != "heuristic_best"]
+    groups = [((learner, start, dwr), g) for (learner, start, dwr), g in
+              learned.groupby(["learner", "start", "dwr"], sort=True, dropna=False)]
+    groups.append((("heuristic_best", None, None), rows[rows["learner"] == "heuristic_best"]))
+    for (learner, start, dwr), g in groups:
+        if g.empty:
+            continue
+        by = {"heuristic_best": "round", "edge_popup": "kept_fraction"}.get(learner, "learner")
+        stats = g.groupby(by, dropna=False).agg(x=("x", "mean"), mean=("pct", "mean"), lo=("pct", "min"),
+                                                hi=("pct", "max"), std=("pct", "std")).sort_values("x", ascending=False)
+        if band == "std":
+            err = np.vstack([stats["std"].fillna(0).to_numpy()] * 2)
+        else:
+            err = np.vstack([(stats["mean"] - stats["lo"]).to_numpy(), (stats["hi"] - stats["mean"]).to_numpy()])
+        label = "best heuristic supermask at init" if learner == "heuristic_best" else \
+            f"{learner}, {start}{', DWR' if dwr is True else ''}"
+        ax.errorbar(stats["x"], stats["mean"], yerr=err, color=next(colors), marker="o", ms=3.5, lw=1.2,
+                    ls="none" if learner == "bernoulli" else "-", capsize=2, label=label)
+    dense = rows["base_test_accuracy"].dropna().astype(float)
+    reference_lines(ax, 100.0 * float(dense.mean()) if len(dense) else None, "trained dense net")
+    format_level_axis(ax, list(rows["x"].dropna()))
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(_title("learned supermasks", net, dataset, rows), fontsize=10)
+    yield _stem(experiment.name, "", tag), fig
+
+
 Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[Drawn]]
 # The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
 PRESET_FIGURES: dict[str, Draw] = {
@@ -413,6 +452,7 @@ PRESET_FIGURES: dict[str, Draw] = {
     "supermask-at-init": _supermask_at_init,
     "masking-is-training": _masking_is_training,
     "supermask-vs-training": _supermask_vs_training,
+    "learned-supermask": _learned_supermask,
 }
 
 

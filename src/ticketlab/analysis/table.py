@@ -21,10 +21,14 @@ from ..experiments.manifests import read_manifests, spec_from_manifest
 LEADING_COLUMNS = ("experiment", "net", "dataset", "seed")
 
 
-def table_columns() -> tuple[str, ...]:
+def table_columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     """The results table's columns: the leading ones, then each registered kind's new ones in
-    registration order (built in: iterative, then supermask)."""
-    return tuple(dict.fromkeys(LEADING_COLUMNS + tuple(c for name in kind_names() for c in get_kind(name).columns)))
+    registration order (built in: iterative, then supermask). Given `rows`, a kind marked
+    `columns_when_present` adds its new columns only if some row fills one of them."""
+    always = [c for name in kind_names() if not get_kind(name).columns_when_present for c in get_kind(name).columns]
+    extra = [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns
+             if c not in always and (rows is None or any(r.get(c) is not None for r in rows))]
+    return tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(extra)))
 
 
 def result_rows(root: Path) -> list[dict[str, Any]]:
@@ -123,8 +127,8 @@ def _text(value: Any) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """The table as CSV text: a header of `table_columns()`, empty cells for missing values."""
-    columns = table_columns()
+    """The table as CSV text: a header of `table_columns(rows)`, empty cells for missing values."""
+    columns = table_columns(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)

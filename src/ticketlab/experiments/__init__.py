@@ -2,4 +2,4 @@
 
 Importing the package registers the built-in kinds (a new kind: one module, imported here).
 """
-from . import iterative, supermask  # noqa: F401  (they register themselves)
+from . import iterative, learned, supermask  # noqa: F401  (they register themselves)

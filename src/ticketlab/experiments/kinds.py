@@ -44,6 +44,9 @@ class ExperimentKind:
     params: ClassVar[type]  # a frozen dataclass of the kind's own spec fields, with defaults
     curves: ClassVar[Curves]
     columns: ClassVar[tuple[str, ...]] = ()  # the results-table columns its rows fill, beyond experiment/net/dataset/seed
+    # True: its columns no other kind has join the CSV only when some row fills them, so that adding the
+    # kind leaves every other sweep's CSV as it was
+    columns_when_present: ClassVar[bool] = False
 
     def check(self, spec: "SweepSpec", where: Blame, blame: Blame) -> None:
         """Refuse nonsense in the kind's fields beyond their types and listed names (which `spec` checks):

@@ -89,7 +89,6 @@ def train_cohort(
         flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
     state = (learner or train_weights)(spec, starts, schedule, device)
-    weights, biases = state.weights, state.biases
 
     data = data.to(device)
     n_train = len(data.train_x)
@@ -113,6 +112,8 @@ def train_cohort(
     clock = _Clock(device, timing)
 
     def record(it: int, final: bool) -> None:
+        # read at every point: a mask learner's networks are a property of its current parameters
+        weights, biases = state.weights, state.biases
         clock.start()
         vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
         clock.stop("val_s", "points")
@@ -146,6 +147,7 @@ def train_cohort(
             progress(it, schedule.iterations, va)
 
     def snapshot(m: int, name: str, it: int) -> None:
+        weights, biases = state.weights, state.biases
         snapshots[m][name] = (
             [w[m].detach().to("cpu", copy=True) for w in weights],
             [b[m].detach().to("cpu", copy=True) for b in biases],
@@ -158,7 +160,7 @@ def train_cohort(
         if not need:
             return False
         clock.start()
-        _, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
+        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y)
         clock.stop("other_eval_s")
         for m in range(k):
             while pending_acc[m] and va[m] >= pending_acc[m][0]:
@@ -192,7 +194,7 @@ def train_cohort(
             record(it, final)
 
     clock.finish(it)
-    final_w, final_b = _split(weights), _split(biases)
+    final_w, final_b = _split(state.weights), _split(state.biases)
     results = []
     for m in range(k):
         h = {key: values[m] for key, values in history.items()}
