@@ -222,9 +222,18 @@ class EdgePopupCohort(_MaskCohort):
         """Member m's layer-i mask: the k largest |score|, ties in the member's seeded order (bool)."""
         order = self.tie_orders[m][i]
         magnitude = self.param[i][m].reshape(-1).abs()[order]
-        ranked = torch.sort(magnitude, descending=True, stable=True).indices[: self.counts[m][i]]
-        mask = torch.zeros(magnitude.numel(), dtype=torch.bool, device=self.device)
-        mask[order[ranked]] = True
+        count, n = self.counts[m][i], magnitude.numel()
+        keep = torch.zeros(n, dtype=torch.bool, device=self.device)
+        if count > 0:
+            # what a stable descending sort would keep, without sorting (a sort per layer per step was
+            # most of a step): everything above the count-th largest value, then the first of its
+            # ties in the seeded order
+            threshold = torch.kthvalue(magnitude.cpu(), n - count + 1).values.to(self.device)
+            keep = magnitude > threshold
+            ties = (magnitude == threshold).nonzero().squeeze(1)
+            keep[ties[: count - int(keep.sum())]] = True
+        mask = torch.zeros(n, dtype=torch.bool, device=self.device)
+        mask[order[keep]] = True
         return mask.view(self.param[i][m].shape)
 
     def make_mask(self, m: int) -> list[float] | None:
