@@ -92,7 +92,7 @@ def _builder_pid(runs: Path) -> int | None:
     marker = f"-{socket.gethostname()}-"
     for p in runs.glob(".tmp-*") if runs.is_dir() else ():
         pid = p.name.rsplit(marker, 1)[-1].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid():
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():  # not an old one's leftovers
             return int(pid)
     return None
 

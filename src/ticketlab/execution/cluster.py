@@ -27,13 +27,14 @@ from typing import Any, Sequence
 
 from ..core.errors import TicketlabError
 from ..experiments.jobs import SweepWork
-from ..store.files import TMP_PREFIX, _owner, _umask, is_complete, remove_stale_temporaries
+from ..store.files import TMP_PREFIX, _alive, _owner, _umask, is_complete, remove_stale_temporaries
 from ..store.runs import RUNS
 from .base import Progress, Work, register_executor
 
 MAX_RETRIES = 3  # a worker or node that dies this many times for one job fails the sweep
 INSTALL_HINT = '--executor ray needs Ray: pip install "ticketlab[ray]"'
 TOKEN_PREFIX = ".ticketlab-driver-"
+PRIVATE_PREFIX = "ticketlab-ray-"  # + pid: a task's private store under the temporary folder
 
 
 class RayExecutor:
@@ -70,9 +71,10 @@ class RayExecutor:
                         publish(root, packed)
                     progress.done(index)
         finally:
-            for ref in pending:  # Ctrl-C or a failed job: stop the rest now
-                ray.cancel(ref, force=True)
-            ray.kill(sink)
+            if ray.is_initialized():
+                for ref in pending:  # Ctrl-C or a failed job: stop the rest now
+                    ray.cancel(ref, force=True)
+                ray.kill(sink)
             if token is not None:
                 token.unlink(missing_ok=True)
                 remove_stale_temporaries(root / RUNS)  # those of this host's killed workers
@@ -147,9 +149,18 @@ def _task(job: Any, index: int, work: Work, threads: int, sink: Any, token: Path
         remove_stale_temporaries(work.root / RUNS)  # a retried job's killed attempt, if it ran here
         work(job, report)
         return None
-    with tempfile.TemporaryDirectory(prefix="ticketlab-ray-") as private:
+    _remove_dead_private_stores()
+    with tempfile.TemporaryDirectory(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-") as private:
         SweepWork(Path(private), work.runtime)(job, report)
         return pack(Path(private) / RUNS)
+
+
+def _remove_dead_private_stores() -> None:
+    """Private stores of this host's tasks whose worker was killed (a SIGKILL skips their cleanup)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*"):
+        pid = path.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def pack(runs: Path) -> bytes:
