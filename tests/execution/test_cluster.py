@@ -126,3 +126,19 @@ def test_ray_flags_without_the_ray_executor_are_refused(spec, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out), "--address", "1.2.3.4:6379"]) == 2
     assert "--address is for --executor ray" in capsys.readouterr().err
+
+
+def test_reproduce_through_ray_equals_the_local_one(cluster, tmp_path):
+    """The study's presets at quick scale, cut to a few steps per run (the real quick comparison
+    takes minutes on 2 cores: README, "Sweeps on a Ray cluster")."""
+    pytest.importorskip("matplotlib")
+    from ticketlab.reproduce import STUDY_PRESETS, reproduce
+
+    specs = [load_sweep(name, "quick", {"seeds": 1, "iterations": 10}) for name in STUDY_PRESETS]
+    tables = []
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        reproduce(specs, out, Runtime(device="cpu", threads=2), None, executor)
+        assert (out / "report" / "report.md").is_file()
+        tables.append(_csv(out))
+    assert tables[0] == tables[1]
