@@ -129,12 +129,15 @@ def test_ray_flags_without_the_ray_executor_are_refused(spec, tmp_path, capsys):
 
 
 def test_reproduce_through_ray_equals_the_local_one(cluster, tmp_path):
-    """The study's presets at quick scale, cut to a few steps per run (the real quick comparison
-    takes minutes on 2 cores: README, "Sweeps on a Ray cluster")."""
+    """`reproduce` of study presets at quick scale, cut to 10 steps per run (the real quick
+    comparison takes minutes on 2 cores, too long for CI)."""
     pytest.importorskip("matplotlib")
     from ticketlab.reproduce import STUDY_PRESETS, reproduce
 
-    specs = [load_sweep(name, "quick", {"seeds": 1, "iterations": 10}) for name in STUDY_PRESETS]
+    # two of the study's presets (a chain kind and a supermask kind) keep CI short; all five passed too
+    names = [n for n in STUDY_PRESETS if n in ("criteria", "supermask-at-init")]
+    assert len(names) == 2
+    specs = [load_sweep(name, "quick", {"seeds": 1, "iterations": 10}) for name in names]
     tables = []
     for executor in ("local", "ray"):
         out = tmp_path / executor
