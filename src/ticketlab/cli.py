@@ -40,7 +40,29 @@ def _executor_argument(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--executor", default="auto", choices=("auto", *executor_names()),
                    help="how the jobs (one per seed) run: local = one after another in this process, processes = in "
-                        "--workers worker processes (default: auto = local for one worker or one job, else processes)")
+                        "--workers worker processes, ray = as Ray tasks on a local Ray instance or the cluster of "
+                        "--address (needs: pip install \"ticketlab[ray]\") (default: auto = local for one worker or one "
+                        "job, else processes)")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: the Ray cluster to join, e.g. 10.0.0.1:6379 (default: $RAY_ADDRESS, else "
+                        "a local Ray instance)")
+    p.add_argument("--gpus-per-job", type=float, default=None,
+                   help="with --executor ray on CUDA: GPUs each job (seed) reserves, a fraction to share one GPU, e.g. "
+                        "0.25 (default: 1)")
+    p.add_argument("--ship-runs", action="store_true",
+                   help="with --executor ray: tasks send their finished runs back to this machine's --out instead of "
+                        "writing it in place (automatic where a node does not see --out)")
+
+
+def _ray_runtime(ns: argparse.Namespace) -> dict:
+    """The Runtime fields of the Ray flags, refused unless --executor ray."""
+    given = [flag for flag, value in (("--address", ns.address), ("--gpus-per-job", ns.gpus_per_job),
+                                      ("--ship-runs", ns.ship_runs or None)) if value is not None]
+    if given and ns.executor != "ray":
+        raise TicketlabError(f"{given[0]} is for --executor ray; add --executor ray or drop {given[0]}")
+    if ns.gpus_per_job is not None and not 0 < ns.gpus_per_job <= 1024:
+        raise TicketlabError(f"--gpus-per-job must be above 0 and at most 1024, got {ns.gpus_per_job:g}")
+    return {"address": ns.address, "gpus": ns.gpus_per_job, "ship_runs": ns.ship_runs}
 
 
 def _repair_argument(p: argparse.ArgumentParser) -> None:
@@ -99,7 +121,7 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides)
     _set_threads(ns.threads)
-    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair)
+    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **_ray_runtime(ns))
     from .core.device import resolve_device
 
     resolve_device(ns.device)
@@ -175,7 +197,8 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair), ns.workers,
+    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **_ray_runtime(ns)),
+                         ns.workers,
                          ns.executor)
     print(f"report: {md}", file=sys.stderr)
     print(html)

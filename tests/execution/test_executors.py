@@ -73,3 +73,22 @@ def test_a_bug_in_a_worker_comes_back_with_its_traceback(tmp_path):
 def test_a_worker_that_dies_is_named(tmp_path):
     with pytest.raises(TicketlabError, match=r"worker process running 1 died \(exit code 3"):
         ProcessPool(workers=2, threads=1, poll_seconds=0.1).run([0, 1], _Toy(str(tmp_path), die=1), _Recorder())
+
+
+def test_ray_is_imported_only_by_its_executor():
+    import subprocess
+    import sys
+
+    code = "import sys, ticketlab, ticketlab.cli, ticketlab.execution; print('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from ticketlab.execution.base import make_executor
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(TicketlabError, match=r'--executor ray needs Ray: pip install "ticketlab\[ray\]"'):
+        make_executor("ray", 2, 1)

@@ -2,4 +2,4 @@
 
 Importing the package registers the built-in executors (a new one: one module, imported here).
 """
-from . import local, pool  # noqa: F401  (they register themselves)
+from . import cluster, local, pool  # noqa: F401  (they register themselves)

@@ -30,6 +30,9 @@ class Runtime:
     download: bool = False
     threads: int | None = None  # torch threads of each worker process (default: cores // workers)
     repair: bool = False  # retrain finished runs whose files no longer match their checksums
+    address: str | None = None  # the Ray cluster to join (--executor ray; default: RAY_ADDRESS, else a local instance)
+    gpus: float | None = None  # GPUs per Ray task on CUDA, fractional to share one (default: 1)
+    ship_runs: bool = False  # Ray tasks return their runs to the driver even when they see its store
 
 
 @dataclass(frozen=True)
