@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
+from ..nets.sparse import SparseLayer, tf1_adam_sparse, trains_sparse
 from ..nets.specs import NetSpec
-from .adam import TF1Adam
+from .adam import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, TF1Adam
 from .schedule import MemberStart, Schedule
 
 
@@ -164,6 +166,60 @@ class CohortState:
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
+        self._init_sparse(starts, device)
+
+    def _init_sparse(self, starts: list[MemberStart], device: torch.device) -> None:
+        """Choose each member's sparse layers (`nets.sparse.trains_sparse`: a function of its mask and
+        start weights only) and build their compressed parameters, gradients and TF1 Adam moments
+        (one flat array each); the dense optimiser step then skips those layers' kernels.
+
+        Only FC nets on the CPU with TF1 Adam: elsewhere every layer trains dense."""
+        n = len(self.spec.layers)
+        self.sparse_layers: list[list[SparseLayer | None]] = [[None] * n for _ in range(self.k)]
+        eligible = self._fast_fc and device.type == "cpu" and isinstance(self.optimizer, TF1Adam)
+        if eligible:
+            for m, s in enumerate(starts):
+                if s.masks is not None:
+                    self.sparse_layers[m] = [SparseLayer(s.masks[i].to(torch.bool), s.weights[i])
+                                             if trains_sparse(s.masks[i].to(torch.bool), s.weights[i]) else None
+                                             for i in range(n)]
+        chosen = [(m, i) for m in range(self.k) for i in range(n) if self.sparse_layers[m][i] is not None]
+        total = sum(self.sparse_layers[m][i].nnz for m, i in chosen)
+        self._sp = [np.zeros(total, dtype=np.float32) for _ in range(4)]  # w, grad, first and second moments
+        self._sp_flat = np.zeros(total, dtype=np.int64)  # each compressed weight's index in flat[0]
+        self._sp_grads: dict[tuple[int, int], np.ndarray] = {}
+        at = 0
+        for m, i in chosen:
+            layer = self.sparse_layers[m][i]
+            w = self._sp[0][at : at + layer.nnz]
+            w[:] = layer.w
+            layer.w = w  # the layer reads the trained values
+            self._sp_grads[(m, i)] = self._sp[1][at : at + layer.nnz]
+            self._sp_flat[at : at + layer.nnz] = self.layout.offsets[i] + m * self.layout.padded[i] + layer.flat
+            at += layer.nnz
+        # the dense step's tensors: every bias, and each run of consecutive members' kernels that train
+        # dense. A run starts on a member block (a multiple of ALIGN floats) and its length is a multiple
+        # of ALIGN, so each element gets the fused kernel's vector code at the same lane as in one call
+        # over the whole buffer (`Optimizer`).
+        if chosen:
+            runs: list[tuple[int, int]] = []
+            for t in range(2 * n):
+                o, p = self.layout.offsets[t], self.layout.padded[t]
+                members = range(self.layout.k)
+                dense = [t >= n or m >= self.k or self.sparse_layers[m][t] is None for m in members]
+                m = 0
+                while m < len(dense):
+                    if not dense[m]:
+                        m += 1
+                        continue
+                    e = m
+                    while e < len(dense) and dense[e]:
+                        e += 1
+                    runs.append((o + m * p, o + e * p))
+                    m = e
+            self._dense_runs = [[b[a:e] for a, e in runs] for b in self.flat]
+        else:
+            self._dense_runs = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then the optimiser on every parameter."""
@@ -180,8 +236,10 @@ class CohortState:
             return
         if self._fast_fc and x.device.type == "cpu":
             if self._cpu_pass is None or self._cpu_pass.batch != len(x):
+                sparse = [[None if layer is None else (layer, self._sp_grads[(m, i)]) for i, layer in enumerate(row)]
+                          for m, row in enumerate(self.sparse_layers)]
                 self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
-                                        self._grad_biases_all, len(x))
+                                        self._grad_biases_all, len(x), sparse)
             self._cpu_pass.grads(x, y)
             return
         if self._fast_fc:
@@ -217,7 +275,14 @@ class CohortState:
     def update(self) -> None:
         """The optimiser's step on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
-        self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
+        if self._dense_runs is None:
+            self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
+            return
+        params, grads, *slots = self._dense_runs
+        self.optimizer.step_tensors(params, grads, slots, self.iteration)
+        w, g, m, v = self._sp
+        tf1_adam_sparse(w, g, m, v, self._sp_flat, self.flat[0].numpy(), self.iteration,
+                        self.optimizer.learning_rate, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
 
     @property
     def exp_avgs(self) -> list[torch.Tensor]:
