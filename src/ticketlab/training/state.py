@@ -107,6 +107,14 @@ class CohortState:
     instead), which the tests check; an optimiser that cannot hold them gets their gradients masked.
     `train_cohort` calls exactly `step`; so does the benchmark.
 
+    On the CPU an FC member's layers of low density train sparse (`nets.sparse`; which ones is a
+    function of the masks, `sparse_layers`): their compressed kept weights, gradients and Adam
+    moments live in flat arrays of their own, each new weight also written into the flat parameter
+    buffer (so `weights` stays the truth); the fused Adam call then runs over the dense pieces only.
+    `exp_avgs`/`exp_avg_sqs` show the dense moments (for a sparse layer, its unused dense slots).
+    sparse_below: another threshold table than `nets.sparse.SPARSE_BELOW` ({}: every layer dense,
+    the benchmark's reference).
+
     On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
     (copies of member 0, trained alongside and never read), so that its batched products run unpadded
     in calls of that many members; `weights`, `grads` and the other views show the real members only.
@@ -115,7 +123,8 @@ class CohortState:
     """
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
-                 hold_by_inf: bool = True, optimizer: Optimizer | None = None):
+                 hold_by_inf: bool = True, optimizer: Optimizer | None = None,
+                 sparse_below: dict[tuple[int, int], float] | None = None):
         self.spec = spec
         self.optimizer = optimizer if optimizer is not None else TF1Adam(learning_rate, hold_by_inf)
         device = torch.device(device)
@@ -166,9 +175,10 @@ class CohortState:
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
-        self._init_sparse(starts, device)
+        self._init_sparse(starts, device, sparse_below)
 
-    def _init_sparse(self, starts: list[MemberStart], device: torch.device) -> None:
+    def _init_sparse(self, starts: list[MemberStart], device: torch.device,
+                     below: dict[tuple[int, int], float] | None) -> None:
         """Choose each member's sparse layers (`nets.sparse.trains_sparse`: a function of its mask and
         start weights only) and build their compressed parameters, gradients and TF1 Adam moments
         (one flat array each); the dense optimiser step then skips those layers' kernels.
@@ -181,7 +191,7 @@ class CohortState:
             for m, s in enumerate(starts):
                 if s.masks is not None:
                     self.sparse_layers[m] = [SparseLayer(s.masks[i].to(torch.bool), s.weights[i])
-                                             if trains_sparse(s.masks[i].to(torch.bool), s.weights[i]) else None
+                                             if trains_sparse(s.masks[i].to(torch.bool), s.weights[i], below) else None
                                              for i in range(n)]
         chosen = [(m, i) for m in range(self.k) for i in range(n) if self.sparse_layers[m][i] is not None]
         total = sum(self.sparse_layers[m][i].nnz for m, i in chosen)
