@@ -248,6 +248,8 @@ class CohortState:
             if self._cpu_pass is None or self._cpu_pass.batch != len(x):
                 sparse = [[None if layer is None else (layer, self._sp_grads[(m, i)]) for i, layer in enumerate(row)]
                           for m, row in enumerate(self.sparse_layers)]
+                # filler members (a forced lane count: `cohort_lanes`) train dense: nothing reads them
+                sparse += [[None] * len(self.spec.layers)] * (self.layout.k - self.k)
                 self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
                                         self._grad_biases_all, len(x), sparse)
             self._cpu_pass.grads(x, y)
