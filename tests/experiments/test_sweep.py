@@ -247,3 +247,14 @@ def test_supermask_large_final_same_sign_beats_random(mnist):
     for r in rows:
         twin = next(s for s in rows if s["criterion"] == r["criterion"] and s["round"] == r["round"] and s["dwr"] != r["dwr"])
         assert abs(twin["test_accuracy_at_init"] - r["test_accuracy_at_init"]) <= 1e-3
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_round_trips_through_its_manifest_record(name):
+    """A manifest stores `spec.record()`; reading it back gives the same spec (optional fields left at
+    None included: a learned-supermask manifest once failed to read back)."""
+    from ticketlab.experiments.spec import spec_from_record
+
+    for scale in ("quick", "full"):
+        spec = load_sweep(name, scale)
+        assert spec_from_record(json.loads(json.dumps(spec.record())), "manifest") == spec

@@ -272,6 +272,8 @@ def spec_from_record(values: Any, source: str) -> SweepSpec:
         raise TicketlabError(f"{source}: its spec is not a table of fields")
     kind = _kind_of(source, "", values)
     own = set(_fields_of(kind)) if kind is not None else set()
+    every = {**_COMMON, **(_fields_of(kind) if kind is not None else {})}
+    optional = {name for name, f in every.items() if f.default is None}
     fields: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in values.items():
@@ -281,8 +283,8 @@ def spec_from_record(values: Any, source: str) -> SweepSpec:
             extra[key] = value
         elif key in _FLAT_DEFAULTS and key not in own:
             continue
-        elif value is None and key in _COMMON and _COMMON[key].default is None:
-            fields[key] = None
+        elif value is None and key in optional:
+            fields[key] = None  # an optional field left at its default (a kind's own included)
         else:
             fields[key] = _coerce(source, "", key, value, kind)
     return _build(fields, source, "", {}, **extra)
