@@ -91,7 +91,7 @@ def test_a_new_kind_parses_runs_and_reads_back(toy_kind, tmp_path):
     run_sweep(spec, tmp_path, Runtime(device="cpu"), workers=1, quiet=True)
     rows = result_rows(tmp_path)
     assert len(rows) == 6 and {r["seed"] for r in rows} == {0, 1}
-    assert table_columns()[-1] == "probe_density" and to_csv(rows).splitlines()[0].endswith(",probe_density")
+    assert table_columns(rows)[-1] == "probe_density" and to_csv(rows).splitlines()[0].endswith(",probe_density")
     by_round = {r["round"]: r for r in rows if r["seed"] == 0}
     assert by_round[0]["remaining_percent"] == 100.0
     assert 20 < by_round[2]["remaining_percent"] < 30  # a quarter of the weights, drawn at random
@@ -107,7 +107,7 @@ def test_a_kind_checks_its_own_fields(toy_kind):
         parse_spec(TOY.replace("halvings = 2", "halvings = 11"), "probe.toml", "full")
     with pytest.raises(TicketlabError, match=r"probe.toml:6: unknown field 'criteria'; valid fields: .*halvings"):
         parse_spec(TOY + 'criteria = ["random"]\n', "probe.toml", "full")
-    with pytest.raises(TicketlabError, match=r"unknown kind 'random-prob'; valid: iterative, supermask, random-probe"):
+    with pytest.raises(TicketlabError, match=r"unknown kind 'random-prob'; valid: iterative, supermask, learned_supermask, random-probe"):
         parse_spec(TOY.replace('"random-probe"', '"random-prob"'), "probe.toml", "full")
 
 
