@@ -89,13 +89,6 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     assert res["vmap_cohort13_net_samples_per_s"] == pytest.approx(13 * 60 / (res["vmap_cohort13_step_ms"] / 1e3))
     # the bench timed the production step, for a lone network and for a 13-member cohort
     assert 1 in calls and 13 in calls
-    # the sparse path: SPEC's round densities, dense vs chosen, and the projection both ways
-    for pct in (100, 41, 17, 7, 3, 1):
-        assert res[f"fc_cohort13_speedup_density{pct}"] == pytest.approx(
-            res[f"fc_cohort13_step_ms_density{pct}_dense"] / res[f"fc_cohort13_step_ms_density{pct}_chosen"])
-    assert res["fc_cohort13_round0_sparse_layers"] == 0 and res["fc_cohort13_round20_sparse_layers"] == 3 * 13
-    assert res["projected_criteria_full_ratio_vs_dense"] == pytest.approx(
-        res["projected_criteria_full_hours"] / res["projected_criteria_full_hours_dense"])
     # evaluation costs more when the test set is evaluated at every point
     for name in ("single", "cohort13"):
         assert res[f"eval_overhead_full_fc_{name}_all"] > res[f"eval_overhead_full_fc_{name}_on_best"]

@@ -61,7 +61,6 @@ FC_ITERATIONS = 50_380  # SPEC §3: 55 epochs x floor(55,000 / 60)
 EVAL_EVERY = 100
 N_VAL, N_TEST = 5_000, 10_000
 CRITERIA_SEEDS, CRITERIA_ROUNDS = 5, 24
-SPARSE_ROUNDS = (0, 4, 8, 12, 16, 20)  # fc1 density 100, 41, 17, 7, 3, 1%
 FLOP_COUNT = (
     "per network and step: forward 2*B*P + backward-weights 2*B*P for every layer + backward-data "
     "2*B*P for every layer but the first (P = the layer's weights; biases, activations, loss and "
@@ -171,20 +170,18 @@ def gemm_gflops(device: torch.device, sizes: tuple[int, ...], reps: int) -> floa
     return best
 
 
-def _masked_members(spec: NetSpec, k: int, densities: list, seed: int = 0) -> list[MemberStart]:
-    """k members of one architecture: different inits, random masks of the given densities (a float
-    for every layer, or a tuple per layer; 1.0 = dense, no mask); pruned weights zeroed as the
-    `zero` mask-0 action does."""
+def _masked_members(spec: NetSpec, k: int, densities: list[float], seed: int = 0) -> list[MemberStart]:
+    """k members of one architecture: different inits, random masks of the given densities
+    (1.0 = dense, no mask); pruned weights zeroed as the `zero` mask-0 action does."""
     g = torch.Generator().manual_seed(seed)
     members = []
     for m in range(k):
         init = init_weights(spec, generator(seed + m, "init"))
         d = densities[m % len(densities)]
-        per_layer = list(d) if isinstance(d, tuple) else [d] * len(init)
-        if min(per_layer) >= 1.0:
+        if d >= 1.0:
             members.append(MemberStart(init))
             continue
-        masks = [torch.rand(w.shape, generator=g) < dl for w, dl in zip(init, per_layer)]
+        masks = [torch.rand(w.shape, generator=g) < d for w in init]
         members.append(MemberStart([w * mk for w, mk in zip(init, masks)], masks))
     return members
 
@@ -206,21 +203,10 @@ def _gathering(step: Callable[[torch.Tensor, torch.Tensor], object], train_x: to
     return gathered
 
 
-def spec_round_densities(r: int) -> tuple[float, float, float]:
-    """FC layer densities after r pruning rounds (SPEC §4: fc1 and fc2 keep 0.8 per round, fc3 0.9)."""
-    return (0.8**r, 0.8**r, 0.9**r)
-
-
-def _dense_learner(spec: NetSpec, starts, schedule: Schedule, device: torch.device) -> CohortState:
-    """The default learner with every layer on the dense path: the bench's reference for the sparse path."""
-    return CohortState(spec, list(starts), schedule.learning_rate, device, sparse_below={})
-
-
 def _step_fn(spec: NetSpec, members: list[MemberStart], train_x: torch.Tensor, train_y: torch.Tensor,
-             device: torch.device, dense: bool = False) -> tuple[Callable[[], None], CohortState]:
-    """One production training step of a cohort, batch gathering included (the body of train_cohort's
-    loop); dense: every layer on the dense path, whatever the engine would choose."""
-    state = CohortState(spec, members, spec.learning_rate, device, sparse_below={} if dense else None)
+             device: torch.device) -> tuple[Callable[[], None], CohortState]:
+    """One production training step of a cohort, batch gathering included (the body of train_cohort's loop)."""
+    state = CohortState(spec, members, spec.learning_rate, device)
     return _gathering(state.step, train_x, train_y, device), state
 
 
@@ -437,26 +423,6 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         "fraction_of_peak_cohort13_phases": COHORT * flops / (grads_s + adam_s) / 1e9 / peak,
     })
 
-    # --- the sparse path: a 13-member cohort at SPEC's densities of rounds 0, 4, 8, 12, 16, 20, the
-    # engine's chosen path (sparse below `nets.sparse.SPARSE_BELOW`) against every layer dense, interleaved
-    sparse_fns: dict[str, tuple[Callable[[], None], int]] = {}
-    for r in SPARSE_ROUNDS:
-        members = _masked_members(fc, COHORT, [spec_round_densities(r)], seed=20 + r)
-        for path in ("dense", "chosen"):
-            fn, st = _step_fn(fc, members, tx, ty, dev, dense=path == "dense")
-            sparse_fns[f"{path}_{r}"] = (fn, max(2, calls // 2))
-            if path == "chosen":
-                res[f"fc_cohort13_round{r}_sparse_layers"] = sum(layer is not None for row in st.sparse_layers
-                                                                 for layer in row)
-    if dev.type == "cpu":
-        timed_sparse = _time_interleaved(sparse_fns, sync, max(2, blocks // 2), budget)
-        for r in SPARSE_ROUNDS:
-            d_s, c_s = timed_sparse[f"dense_{r}"][0], timed_sparse[f"chosen_{r}"][0]
-            pct = round(100 * spec_round_densities(r)[0])
-            res[f"fc_cohort13_step_ms_density{pct}_dense"] = d_s * 1e3
-            res[f"fc_cohort13_step_ms_density{pct}_chosen"] = c_s * 1e3
-            res[f"fc_cohort13_speedup_density{pct}"] = d_s / c_s
-
     # --- evaluation throughput of the cohort (val + test)
     reps = 1 if quick else 3
     t_val = _eval_time(fc, cstate, data.val_x, data.val_y, dev, reps)
@@ -469,21 +435,18 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     points = eval_points()
     probe_iters = 200 if quick else 2000
     res["probe_iterations"] = probe_iters
-    spread = [spec_round_densities(2 * r) for r in range(COHORT)]  # dense .. round 24, SPEC's per-layer densities
+    spread = [0.8 ** (2 * r) for r in range(COHORT)]  # dense .. round 24
     runs = {"single": _masked_members(fc, 1, [1.0], seed=10), "cohort13": _masked_members(fc, COHORT, spread, seed=10)}
-    if dev.type == "cpu":  # the same cohort with every layer dense: the dense engine's projection
-        runs["cohort13_dense"] = runs["cohort13"]
     full: dict[str, dict[str, float]] = {}
     for name, members in runs.items():
         timing: dict[str, float] = {}
         schedule = Schedule(probe_iters, fc.learning_rate, eval_every=EVAL_EVERY, test_eval="on_best")
-        run = train_cohort(fc, data, members, schedule, seed=0, device=dev, timing=timing,
-                           learner=_dense_learner if name == "cohort13_dense" else None)
+        run = train_cohort(fc, data, members, schedule, seed=0, device=dev, timing=timing)
         measured, n_test = on_best_test_evals([r.history["val_loss"] for r in run], points)
         step_s = timing["train_s"] / timing["steps"]
         val_s = timing["val_s"] / timing["points"]
         test_s = timing["test_s"] / max(1, timing["test_evals"])  # a point's test evaluation (of the improved members)
-        test_all_s = test_s if name == "single" else (t_test if name == "cohort13" else test_s * COHORT)
+        test_all_s = test_s if name == "single" else t_test
         train_full = FC_ITERATIONS * step_s
         eval_on_best = points * val_s + n_test * test_s
         eval_all = points * (val_s + test_all_s)
@@ -507,12 +470,6 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     res["projected_fc_dense_run_hours"] = dense_run / 3600
     res["projected_fc_cohort13_run_hours"] = cohort_run / 3600
     res["projected_criteria_full_hours"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
-    if "cohort13_dense" in full:
-        dense_cohort_run = full["cohort13_dense"]["train"] + full["cohort13_dense"]["eval"]
-        res["projected_criteria_full_hours_dense"] = (
-            CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * dense_cohort_run) / 3600)
-        res["projected_criteria_full_ratio_vs_dense"] = (
-            res["projected_criteria_full_hours"] / res["projected_criteria_full_hours_dense"])
 
     # --- conv nets: a small cohort, a few steps (random CIFAR-shaped data: speed does not depend on it)
     conv_k = 2
@@ -572,12 +529,7 @@ _ROWS = [
     ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
     ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
     ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
-    *[(f"fc_cohort13_step_ms_density{d}_{p}", "ms", f"FC cohort of 13 at {d}% density, step, {p} path")
-      for d in (100, 41, 17, 7, 3, 1) for p in ("dense", "chosen")],
-    *[(f"fc_cohort13_speedup_density{d}", "x", f"  chosen path vs dense at {d}%") for d in (100, 41, 17, 7, 3, 1)],
     ("projected_criteria_full_hours", "h", "criteria preset, full scale, FC (5 seeds x (dense + 24 x 13))"),
-    ("projected_criteria_full_hours_dense", "h", "  the same with every layer dense"),
-    ("projected_criteria_full_ratio_vs_dense", "", "  chosen path / dense"),
     ("background_cpu_load_during", "cores", "busy with other processes (during the bench, average)"),
     ("background_cpu_load_end", "cores", "busy with other processes (end)"),
     ("bench_seconds", "s", "this benchmark"),

@@ -31,9 +31,7 @@ import torch
 # member by member. 3: bias gradients as products with a row of ones (`forward.bias_grad`). 4: on the
 # CPU every product of a member its own gemm on 64-byte-aligned blocks (`forward`), which a lone
 # member and a cohort member get alike on every host (AMD EPYC too), instead of one bmm per layer.
-# 5: an FC member's layers of low density (zero pruned weights) train and evaluate sparse on the CPU
-# (`nets.sparse`: compressed kept weights, their own products and TF1 Adam), which round otherwise.
-NUMERICS = 5
+NUMERICS = 4
 
 _PROBE_SIZE = 1 << 20  # large enough that every intra-op thread takes part of the multiply
 

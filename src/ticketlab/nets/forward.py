@@ -38,12 +38,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..nets.specs import NetSpec
-from .sparse import SparseLayer, backward_t
 
 # Members per batched product on a CUDA GPU. Part of the numerics on a GPU (the batch count picks
 # cuBLAS's kernel), so a constant, not the size of whichever cohort runs: a member's bits must not
@@ -259,8 +257,7 @@ class FCPass:
     cohort state and batch size."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], grad_weights: list[torch.Tensor],
-                 grad_biases: list[torch.Tensor], batch: int,
-                 sparse: list[list[tuple[SparseLayer, np.ndarray] | None]] | None = None):
+                 grad_biases: list[torch.Tensor], batch: int):
         for t in (*weights, *grad_weights, *grad_biases):
             if not _aligned(t):
                 raise ValueError("FCPass needs parameter and gradient tensors whose member blocks are 64-byte aligned")
@@ -277,76 +274,29 @@ class FCPass:
         self.dz = [member_buffer(k, (batch, w.shape[2]), w) for w in weights]  # d loss / d each layer's output
         self.dzv = [[d[m] for m in range(k)] for d in self.dz]
         self.ones = weights[0].new_ones((1, batch))
-        # Sparse layers (`nets.sparse`): sparse[m][i] = (member m's layer i, its compressed gradient
-        # buffer), or None where that layer trains dense. A sparse layer works on feature-major
-        # (features, batch) activations: `ft` holds each layer's outputs that way, `dt` their
-        # gradients; each layer converts from and to the batch-major buffers where a neighbour
-        # trains dense (and the logits are always batch-major, for the loss).
-        n = len(weights)
-        self.sparse = sparse if sparse is not None else [[None] * n for _ in range(k)]
-        self.dense_members = [[m for m in range(k) if self.sparse[m][i] is None] for i in range(n)]
-        self.sparse_members = [[m for m in range(k) if self.sparse[m][i] is not None] for i in range(n)]
-        if any(self.sparse_members):
-            ft = [member_buffer(k, (w.shape[2], batch), w) for w in weights]
-            dt = [member_buffer(k, (w.shape[2], batch), w) for w in weights]
-            self.ft = [[t[m].numpy() for m in range(k)] for t in ft]
-            self.dt = [[t[m].numpy() for m in range(k)] for t in dt]
-            self.bias_np = [[b[m].numpy() for m in range(k)] for b in biases]
-            self.gb_np = [[g[m].numpy() for m in range(k)] for g in grad_biases]
-            self.xt = torch.empty((weights[0].shape[1], batch), dtype=weights[0].dtype)
-
-    def _sparse(self, m: int, i: int) -> bool:
-        return self.sparse[m][i] is not None
 
     @torch.no_grad()
     def grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Gradients of the sum of member mean losses on the batch (x, y), into the gradient tensors."""
         n, k = len(self.w), self.k
-        any_sparse = any(self.sparse_members)
-        if any_sparse:
-            xt_np = self.xt.copy_(x.t()).numpy()
         for i in range(n):
             _prefill_bias(self.h[i], self.biases[i])
-            for m in self.dense_members[i]:
-                if i > 0 and self._sparse(m, i - 1):  # the input comes feature-major
-                    self.hv[i - 1][m].copy_(torch.from_numpy(self.ft[i - 1][m]).t())
+            for m in range(k):
                 self.hv[i][m].addmm_(x if i == 0 else self.hv[i - 1][m], self.w[i][m])
             if i < n - 1:
                 self.h[i].relu_()
-            for m in self.sparse_members[i]:
-                if i == 0:
-                    src = xt_np
-                else:
-                    if not self._sparse(m, i - 1):
-                        self.ft[i - 1][m][...] = self.hv[i - 1][m].t().numpy()
-                    src = self.ft[i - 1][m]
-                layer, _ = self.sparse[m][i]
-                layer.forward_t(src, self.bias_np[i][m], self.ft[i][m], i < n - 1)
-                if i == n - 1:
-                    self.hv[i][m].copy_(torch.from_numpy(self.ft[i][m]).t())
         self.dz[n - 1].copy_(loss_grad(self.h[n - 1], y))
         xt = x.t()
         for i in range(n - 1, -1, -1):
             dz = self.dzv[i]
-            for m in self.dense_members[i]:
-                if i < n - 1 and self._sparse(m, i + 1):  # the output gradient came feature-major
-                    dz[m].copy_(torch.from_numpy(self.dt[i][m]).t())
+            for m in range(k):
                 torch.mm(xt if i == 0 else self.ht[i - 1][m], dz[m], out=self.gw[i][m])
                 torch.mm(self.ones, dz[m], out=self.gb[i][m])
             if i > 0:
-                for m in self.dense_members[i]:
+                for m in range(k):
                     torch.mm(dz[m], self.wt[i][m], out=self.dzv[i - 1][m])
                 # ReLU's backward, on its output, in place
                 torch.ops.aten.threshold_backward.grad_input(self.dz[i - 1], self.h[i - 1], 0, grad_input=self.dz[i - 1])
-            for m in self.sparse_members[i]:
-                if i == n - 1 or not self._sparse(m, i + 1):
-                    self.dt[i][m][...] = dz[m].t().numpy()
-                layer, g = self.sparse[m][i]
-                if i == 0:
-                    backward_t(layer, xt_np, self.dt[i][m], g, self.gb_np[i][m], None, None)
-                else:
-                    h_prev = self.ft[i - 1][m]  # feature-major: filled in the forward for this layer
-                    backward_t(layer, h_prev, self.dt[i][m], g, self.gb_np[i][m], self.dt[i - 1][m], h_prev)
 
 
 @torch.no_grad()

@@ -67,21 +67,13 @@ class TF1Adam:
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
-        self.step_tensors([param], [grad], [[s] for s in slots], iteration)
-
-    @torch.no_grad()
-    def step_tensors(self, params: list[torch.Tensor], grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
-                     iteration: int) -> None:
-        """`step` on several pieces of the flat buffers at once (slots: per slot, its pieces): the
-        trainer's dense pieces when some members' layers train sparse. Each piece starts on a
-        member block and is a multiple of ALIGN floats long, so the numbers are those of `step`."""
-        exp_avgs, exp_avg_sqs = slots
+        exp_avg, exp_avg_sq = slots
         if self._fused is None:
-            self._fused = has_fused_adam(params[0].device)
-            self._step_t = torch.zeros((), dtype=torch.float32, device=params[0].device)
+            self._fused = has_fused_adam(param.device)
+            self._step_t = torch.zeros((), dtype=torch.float32, device=param.device)
         if self._fused:
             self._step_t.fill_(iteration)
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t] * len(params),
+            torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [self._step_t],
                                **tf1_adam_fused_args(iteration, self.learning_rate))
         else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
-            _adam_step(params, grads, exp_avgs, exp_avg_sqs, iteration, self.learning_rate)
+            _adam_step([param], [grad], [exp_avg], [exp_avg_sq], iteration, self.learning_rate)

@@ -5,7 +5,6 @@ import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import CUDA_LANES, aligned_members, forward, member_losses
-from ..nets.sparse import SparseLayer, forward_eval
 from ..nets.specs import NetSpec
 
 
@@ -19,7 +18,6 @@ def eval_chunk(spec: NetSpec) -> int:
 def evaluate(
     spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
     members: list[int] | None = None, per_member: bool | None = None,
-    sparse: list[list[SparseLayer | None]] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all).
 
@@ -30,11 +28,7 @@ def evaluate(
     groups of exactly CUDA_LANES members, a short group padded with copies of its first member, so
     that every call, reductions included, has the same shapes whatever the cohort. Either way a
     member's numbers do not depend on which members are evaluated with it (tested on the CPU and,
-    where there is one, a GPU).
-
-    sparse: per member, its layers that train sparse (`CohortState.sparse_layers`); on the CPU a
-    member with any runs through those same sparse layers (`nets.sparse.forward_eval`), the others
-    as plain gemms."""
+    where there is one, a GPU)."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
     lanes = x.device.type == "cuda"
     if lanes:
@@ -68,11 +62,7 @@ def evaluate(
         chunk = eval_chunk(spec)
         for start in range(0, n, chunk):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
-            layers = sparse[rows[0]] if sparse is not None and len(rows) == 1 and not lanes else None
-            if layers is not None and any(layer is not None for layer in layers):
-                logits = forward_eval(layers, [w[0] for w in ws], [b[0] for b in bs], xb).unsqueeze(0)
-            else:
-                logits = forward(spec, ws, bs, xb, plain_gemm=per_member)
+            logits = forward(spec, ws, bs, xb, plain_gemm=per_member)
             loss += member_losses(logits, yb).sum(1, dtype=torch.float64)
             correct += (logits.argmax(2) == yb).sum(1)
         loss_out += (loss[: len(group)] / n).tolist()

@@ -89,8 +89,6 @@ def train_cohort(
         flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
     state = (learner or train_weights)(spec, starts, schedule, device)
-    # a learner's sparse layers (`CohortState.sparse_layers`), evaluated through the same kernels
-    sparse = getattr(state, "sparse_layers", None)
 
     data = data.to(device)
     n_train = len(data.train_x)
@@ -117,7 +115,7 @@ def train_cohort(
         # read at every point: a mask learner's networks are a property of its current parameters
         weights, biases = state.weights, state.biases
         clock.start()
-        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y, sparse=sparse)
+        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
         clock.stop("val_s", "points")
         improved = [vl[m] < best_val[m] for m in range(k)]
         for m in range(k):
@@ -128,7 +126,7 @@ def train_cohort(
         tl, ta = [nan] * k, [nan] * k
         clock.start()
         if wanted:
-            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted, sparse=sparse)
+            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted)
             for j, m in enumerate(wanted):
                 tl[m], ta[m] = sub_l[j], sub_a[j]
         clock.stop("test_s", "test_evals" if wanted else None)
@@ -140,7 +138,7 @@ def train_cohort(
             history["test_accuracy"][m].append(ta[m])
         if schedule.eval_train:
             clock.start()
-            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y, sparse=sparse)
+            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y)
             clock.stop("other_eval_s")
             for m in range(k):
                 history["train_loss"][m].append(rl[m])
@@ -162,7 +160,7 @@ def train_cohort(
         if not need:
             return False
         clock.start()
-        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y, sparse=sparse)
+        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y)
         clock.stop("other_eval_s")
         for m in range(k):
             while pending_acc[m] and va[m] >= pending_acc[m][0]:

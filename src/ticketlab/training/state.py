@@ -12,14 +12,12 @@ from __future__ import annotations
 import math
 from typing import Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
-from ..nets.sparse import SparseLayer, tf1_adam_sparse, trains_sparse
 from ..nets.specs import NetSpec
-from .adam import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, TF1Adam
+from .adam import TF1Adam
 from .schedule import MemberStart, Schedule
 
 
@@ -107,14 +105,6 @@ class CohortState:
     instead), which the tests check; an optimiser that cannot hold them gets their gradients masked.
     `train_cohort` calls exactly `step`; so does the benchmark.
 
-    On the CPU an FC member's layers of low density train sparse (`nets.sparse`; which ones is a
-    function of the masks, `sparse_layers`): their compressed kept weights, gradients and Adam
-    moments live in flat arrays of their own, each new weight also written into the flat parameter
-    buffer (so `weights` stays the truth); the fused Adam call then runs over the dense pieces only.
-    `exp_avgs`/`exp_avg_sqs` show the dense moments (for a sparse layer, its unused dense slots).
-    sparse_below: another threshold table than `nets.sparse.SPARSE_BELOW` ({}: every layer dense,
-    the benchmark's reference).
-
     On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
     (copies of member 0, trained alongside and never read), so that its batched products run unpadded
     in calls of that many members; `weights`, `grads` and the other views show the real members only.
@@ -123,8 +113,7 @@ class CohortState:
     """
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
-                 hold_by_inf: bool = True, optimizer: Optimizer | None = None,
-                 sparse_below: dict[tuple[int, int], float] | None = None):
+                 hold_by_inf: bool = True, optimizer: Optimizer | None = None):
         self.spec = spec
         self.optimizer = optimizer if optimizer is not None else TF1Adam(learning_rate, hold_by_inf)
         device = torch.device(device)
@@ -175,61 +164,6 @@ class CohortState:
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
-        self._init_sparse(starts, device, sparse_below)
-
-    def _init_sparse(self, starts: list[MemberStart], device: torch.device,
-                     below: dict[tuple[int, int], float] | None) -> None:
-        """Choose each member's sparse layers (`nets.sparse.trains_sparse`: a function of its mask and
-        start weights only) and build their compressed parameters, gradients and TF1 Adam moments
-        (one flat array each); the dense optimiser step then skips those layers' kernels.
-
-        Only FC nets on the CPU with TF1 Adam: elsewhere every layer trains dense."""
-        n = len(self.spec.layers)
-        self.sparse_layers: list[list[SparseLayer | None]] = [[None] * n for _ in range(self.k)]
-        eligible = self._fast_fc and device.type == "cpu" and isinstance(self.optimizer, TF1Adam)
-        if eligible:
-            for m, s in enumerate(starts):
-                if s.masks is not None:
-                    self.sparse_layers[m] = [SparseLayer(s.masks[i].to(torch.bool), s.weights[i])
-                                             if trains_sparse(s.masks[i].to(torch.bool), s.weights[i], below) else None
-                                             for i in range(n)]
-        chosen = [(m, i) for m in range(self.k) for i in range(n) if self.sparse_layers[m][i] is not None]
-        total = sum(self.sparse_layers[m][i].nnz for m, i in chosen)
-        self._sp = [np.zeros(total, dtype=np.float32) for _ in range(4)]  # w, grad, first and second moments
-        self._sp_flat = np.zeros(total, dtype=np.int64)  # each compressed weight's index in flat[0]
-        self._sp_grads: dict[tuple[int, int], np.ndarray] = {}
-        at = 0
-        for m, i in chosen:
-            layer = self.sparse_layers[m][i]
-            w = self._sp[0][at : at + layer.nnz]
-            w[:] = layer.w
-            layer.w = w  # the layer reads the trained values
-            self._sp_grads[(m, i)] = self._sp[1][at : at + layer.nnz]
-            self._sp_flat[at : at + layer.nnz] = self.layout.offsets[i] + m * self.layout.padded[i] + layer.flat
-            at += layer.nnz
-        # the dense step's tensors: every bias, and each run of consecutive members' kernels that train
-        # dense. A run starts on a member block (a multiple of ALIGN floats) and its length is a multiple
-        # of ALIGN, so each element gets the fused kernel's vector code at the same lane as in one call
-        # over the whole buffer (`Optimizer`).
-        if chosen:
-            runs: list[tuple[int, int]] = []
-            for t in range(2 * n):
-                o, p = self.layout.offsets[t], self.layout.padded[t]
-                members = range(self.layout.k)
-                dense = [t >= n or m >= self.k or self.sparse_layers[m][t] is None for m in members]
-                m = 0
-                while m < len(dense):
-                    if not dense[m]:
-                        m += 1
-                        continue
-                    e = m
-                    while e < len(dense) and dense[e]:
-                        e += 1
-                    runs.append((o + m * p, o + e * p))
-                    m = e
-            self._dense_runs = [[b[a:e] for a, e in runs] for b in self.flat]
-        else:
-            self._dense_runs = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then the optimiser on every parameter."""
@@ -246,12 +180,8 @@ class CohortState:
             return
         if self._fast_fc and x.device.type == "cpu":
             if self._cpu_pass is None or self._cpu_pass.batch != len(x):
-                sparse = [[None if layer is None else (layer, self._sp_grads[(m, i)]) for i, layer in enumerate(row)]
-                          for m, row in enumerate(self.sparse_layers)]
-                # filler members (a forced lane count: `cohort_lanes`) train dense: nothing reads them
-                sparse += [[None] * len(self.spec.layers)] * (self.layout.k - self.k)
                 self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
-                                        self._grad_biases_all, len(x), sparse)
+                                        self._grad_biases_all, len(x))
             self._cpu_pass.grads(x, y)
             return
         if self._fast_fc:
@@ -287,14 +217,7 @@ class CohortState:
     def update(self) -> None:
         """The optimiser's step on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
-        if self._dense_runs is None:
-            self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
-            return
-        params, grads, *slots = self._dense_runs
-        self.optimizer.step_tensors(params, grads, slots, self.iteration)
-        w, g, m, v = self._sp
-        tf1_adam_sparse(w, g, m, v, self._sp_flat, self.flat[0].numpy(), self.iteration,
-                        self.optimizer.learning_rate, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+        self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
 
     @property
     def exp_avgs(self) -> list[torch.Tensor]:
