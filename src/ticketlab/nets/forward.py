@@ -257,17 +257,21 @@ class FCPass:
     cohort state and batch size."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], grad_weights: list[torch.Tensor],
-                 grad_biases: list[torch.Tensor], batch: int):
+                 grad_biases: list[torch.Tensor], batch: int, members: list[int] | None = None):
+        """members: the members it trains (default all); the others' gradients are left alone (the
+        trainer's sparse members, `nets.sparse`). A member's calls are the same either way."""
         for t in (*weights, *grad_weights, *grad_biases):
             if not _aligned(t):
                 raise ValueError("FCPass needs parameter and gradient tensors whose member blocks are 64-byte aligned")
-        k = self.k = weights[0].shape[0]
+        chosen = list(range(weights[0].shape[0])) if members is None else list(members)
+        k = self.k = len(chosen)
         self.batch = batch
         self.biases = biases
-        self.w = [[w[m] for m in range(k)] for w in weights]
-        self.wt = [[w[m].t() for m in range(k)] for w in weights]
-        self.gw = [[g[m] for m in range(k)] for g in grad_weights]
-        self.gb = [[g[m].unsqueeze(0) for m in range(k)] for g in grad_biases]
+        self._bias_rows = None if members is None else torch.tensor(chosen, device=weights[0].device)
+        self.w = [[w[m] for m in chosen] for w in weights]
+        self.wt = [[w[m].t() for m in chosen] for w in weights]
+        self.gw = [[g[m] for m in chosen] for g in grad_weights]
+        self.gb = [[g[m].unsqueeze(0) for m in chosen] for g in grad_biases]
         self.h = [member_buffer(k, (batch, w.shape[2]), w) for w in weights]  # each layer's output
         self.hv = [[h[m] for m in range(k)] for h in self.h]
         self.ht = [[h[m].t() for m in range(k)] for h in self.h]
@@ -280,7 +284,8 @@ class FCPass:
         """Gradients of the sum of member mean losses on the batch (x, y), into the gradient tensors."""
         n, k = len(self.w), self.k
         for i in range(n):
-            _prefill_bias(self.h[i], self.biases[i])
+            b = self.biases[i] if self._bias_rows is None else self.biases[i].index_select(0, self._bias_rows)
+            _prefill_bias(self.h[i], b)
             for m in range(k):
                 self.hv[i][m].addmm_(x if i == 0 else self.hv[i - 1][m], self.w[i][m])
             if i < n - 1:

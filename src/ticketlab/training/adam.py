@@ -67,13 +67,23 @@ class TF1Adam:
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
-        exp_avg, exp_avg_sq = slots
+        self.step_pieces([param], [grad], [[s] for s in slots], iteration)
+
+    @torch.no_grad()
+    def step_pieces(self, params: list[torch.Tensor], grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+                    iteration: int) -> None:
+        """`step` on several pieces of the flat buffers in one call (slots: per slot, its pieces): the
+        dense members' blocks when others train sparse (`training.state`). A piece that starts on a
+        member block and is a multiple of ALIGN floats long gets the numbers of `step` on the whole buffer."""
+        if not params:
+            return
+        exp_avgs, exp_avg_sqs = slots
         if self._fused is None:
-            self._fused = has_fused_adam(param.device)
-            self._step_t = torch.zeros((), dtype=torch.float32, device=param.device)
+            self._fused = has_fused_adam(params[0].device)
+            self._step_t = torch.zeros((), dtype=torch.float32, device=params[0].device)
         if self._fused:
             self._step_t.fill_(iteration)
-            torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [self._step_t],
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t] * len(params),
                                **tf1_adam_fused_args(iteration, self.learning_rate))
         else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
-            _adam_step([param], [grad], [exp_avg], [exp_avg_sq], iteration, self.learning_rate)
+            _adam_step(params, grads, exp_avgs, exp_avg_sqs, iteration, self.learning_rate)

@@ -5,6 +5,7 @@ import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import CUDA_LANES, aligned_members, forward, member_losses
+from ..nets.sparse import SparseMembers
 from ..nets.specs import NetSpec
 
 
@@ -17,7 +18,7 @@ def eval_chunk(spec: NetSpec) -> int:
 @torch.no_grad()
 def evaluate(
     spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-    members: list[int] | None = None, per_member: bool | None = None,
+    members: list[int] | None = None, per_member: bool | None = None, sparse: SparseMembers | None = None,
 ) -> tuple[list[float], list[float]]:
     """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all).
 
@@ -28,7 +29,10 @@ def evaluate(
     groups of exactly CUDA_LANES members, a short group padded with copies of its first member, so
     that every call, reductions included, has the same shapes whatever the cohort. Either way a
     member's numbers do not depend on which members are evaluated with it (tested on the CPU and,
-    where there is one, a GPU)."""
+    where there is one, a GPU).
+
+    sparse: a trainer's sparse members (`CohortState.sparse`): on the CPU each of them evaluates
+    through the kernels it trains with (`SparseMembers.logits`), from its own compressed parameters."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
     lanes = x.device.type == "cuda"
     if lanes:
@@ -44,6 +48,9 @@ def evaluate(
     loss_out: list[float] = []
     acc_out: list[float] = []
     n = len(x)
+    # the sparse members' logits over the whole set, all at once (on the kernels' threads)
+    wanted = [m for m in chosen if sparse is not None and m in sparse.index and per_member and not lanes]
+    precomputed = sparse.logits(wanted, x) if wanted else {}
     for group in groups:
         rows = group + [group[0]] * (CUDA_LANES - len(group)) if lanes and not per_member else group
         if len(rows) == 1:
@@ -62,7 +69,10 @@ def evaluate(
         chunk = eval_chunk(spec)
         for start in range(0, n, chunk):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
-            logits = forward(spec, ws, bs, xb, plain_gemm=per_member)
+            if len(rows) == 1 and rows[0] in precomputed:
+                logits = precomputed[rows[0]][start : start + chunk].unsqueeze(0)
+            else:
+                logits = forward(spec, ws, bs, xb, plain_gemm=per_member)
             loss += member_losses(logits, yb).sum(1, dtype=torch.float64)
             correct += (logits.argmax(2) == yb).sum(1)
         loss_out += (loss[: len(group)] / n).tolist()

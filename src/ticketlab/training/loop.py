@@ -57,6 +57,16 @@ class _Clock:
             t["train_s"] = self._now() - self.begin - t["val_s"] - t["test_s"] - t["other_eval_s"]
 
 
+def gather_batch(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows idx of a set's inputs and labels. On the CPU through numpy, on this thread: torch's
+    index_select runs a (60, 784) batch on its OpenMP pool, whose threads then spin for a while and
+    take a core from the sparse kernels' threads (`nets.sparse`; the same values either way)."""
+    if x.device.type != "cpu":
+        return x.index_select(0, idx), y.index_select(0, idx)
+    rows = idx.numpy()
+    return torch.from_numpy(x.numpy().take(rows, 0)), torch.from_numpy(y.numpy().take(rows, 0))
+
+
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Per-member CPU copies of stacked per-layer tensors."""
     k = stacked[0].shape[0]
@@ -89,6 +99,7 @@ def train_cohort(
         flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
     state = (learner or train_weights)(spec, starts, schedule, device)
+    sparse = getattr(state, "sparse", None)  # its sparse members evaluate through the same kernels
 
     data = data.to(device)
     n_train = len(data.train_x)
@@ -115,7 +126,7 @@ def train_cohort(
         # read at every point: a mask learner's networks are a property of its current parameters
         weights, biases = state.weights, state.biases
         clock.start()
-        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y)
+        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y, sparse=sparse)
         clock.stop("val_s", "points")
         improved = [vl[m] < best_val[m] for m in range(k)]
         for m in range(k):
@@ -126,7 +137,7 @@ def train_cohort(
         tl, ta = [nan] * k, [nan] * k
         clock.start()
         if wanted:
-            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted)
+            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted, sparse=sparse)
             for j, m in enumerate(wanted):
                 tl[m], ta[m] = sub_l[j], sub_a[j]
         clock.stop("test_s", "test_evals" if wanted else None)
@@ -138,7 +149,7 @@ def train_cohort(
             history["test_accuracy"][m].append(ta[m])
         if schedule.eval_train:
             clock.start()
-            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y)
+            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y, sparse=sparse)
             clock.stop("other_eval_s")
             for m in range(k):
                 history["train_loss"][m].append(rl[m])
@@ -160,7 +171,7 @@ def train_cohort(
         if not need:
             return False
         clock.start()
-        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y)
+        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y, sparse=sparse)
         clock.stop("other_eval_s")
         for m in range(k):
             while pending_acc[m] and va[m] >= pending_acc[m][0]:
@@ -181,8 +192,7 @@ def train_cohort(
         if pos == 0:
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
-        x = data.train_x.index_select(0, idx)
-        y = data.train_y.index_select(0, idx)
+        x, y = gather_batch(data.train_x, data.train_y, idx)
         state.step(x, y)
         it += 1
         if it in snapshot_at:

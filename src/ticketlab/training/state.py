@@ -16,8 +16,9 @@ import torch
 
 from ..core.numerics import cuda_float32
 from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
+from ..nets.sparse import SparseMembers, trains_sparse
 from ..nets.specs import NetSpec
-from .adam import TF1Adam
+from .adam import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, TF1Adam
 from .schedule import MemberStart, Schedule
 
 
@@ -105,6 +106,15 @@ class CohortState:
     instead), which the tests check; an optimiser that cannot hold them gets their gradients masked.
     `train_cohort` calls exactly `step`; so does the benchmark.
 
+    On the CPU an FC member of low density whose pruned weights are zero trains sparse
+    (`nets.sparse`; which members is a function of their masks and start weights, `trains_sparse`):
+    its kept weights, biases, gradients and TF1 Adam moments in compressed arrays of their own
+    (`sparse`), every updated value written back into the flat parameter buffer, so `weights` stays
+    the truth; the dense pass and the fused Adam call then run over the other members' blocks only.
+    For a sparse member `grads`, `exp_avgs` and `exp_avg_sqs` hold nothing (its own are in `sparse`).
+    sparse_below: another threshold table than `nets.sparse.SPARSE_BELOW` ({}: every member dense,
+    the benchmark's and the tests' reference).
+
     On a CUDA GPU an FC cohort is padded to a multiple of `forward.CUDA_LANES` members with fillers
     (copies of member 0, trained alongside and never read), so that its batched products run unpadded
     in calls of that many members; `weights`, `grads` and the other views show the real members only.
@@ -113,7 +123,8 @@ class CohortState:
     """
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
-                 hold_by_inf: bool = True, optimizer: Optimizer | None = None):
+                 hold_by_inf: bool = True, optimizer: Optimizer | None = None,
+                 sparse_below: dict[tuple[tuple[int, int], ...], float] | None = None):
         self.spec = spec
         self.optimizer = optimizer if optimizer is not None else TF1Adam(learning_rate, hold_by_inf)
         device = torch.device(device)
@@ -137,7 +148,7 @@ class CohortState:
         self._grad_weights_all, self._grad_biases_all = grads_all[:n], grads_all[n:]
         params, self.grads, *slot_views = ([t[:k] for t in layout.views(b)] for b in self.flat)
         self.slots = dict(zip(self.optimizer.slots, slot_views))
-        self.weights, self.biases = params[:n], params[n:]
+        self._weights, self._biases = params[:n], params[n:]
         self.grad_weights, self.grad_biases = self.grads[:n], self.grads[n:]
 
         # Pruned weights hold their start values through the optimiser's state where it can (TF1 Adam:
@@ -164,6 +175,45 @@ class CohortState:
         self._graph: _GraphedGrads | None = None
         self._use_graph = device.type == "cuda" and self._fast_fc
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
+        self.sparse: SparseMembers | None = None
+        self._dense_members: list[int] | None = None  # None: every member trains dense
+        self._dense_pieces: list[list[torch.Tensor]] | None = None
+        if self._fast_fc and device.type == "cpu" and isinstance(self.optimizer, TF1Adam):
+            self._init_sparse(starts, sparse_below)
+
+    def _init_sparse(self, starts: list[MemberStart],
+                     below: dict[tuple[tuple[int, int], ...], float] | None) -> None:
+        """Choose the members that train sparse (`nets.sparse.trains_sparse`) and build their
+        compressed form; the dense members' blocks of the flat buffers, as pieces for the optimiser."""
+        chosen = [m for m, s in enumerate(starts) if trains_sparse(s.weights, s.masks, below)]
+        if not chosen:
+            return
+        n, layout = len(self.spec.layers), self.layout
+        dests = [([layout.offsets[i] + m * layout.padded[i] for i in range(n)],
+                  [layout.offsets[n + i] + m * layout.padded[n + i] for i in range(n)]) for m in chosen]
+        self.sparse = SparseMembers(
+            chosen, [starts[m].weights for m in chosen], [[b[m] for b in self._biases] for m in chosen],
+            [[mask.to(torch.bool) for mask in starts[m].masks] for m in chosen], dests, self.flat[0],
+            self.optimizer.learning_rate, (ADAM_BETA1, ADAM_BETA2), ADAM_EPS, threads=torch.get_num_threads())
+        sparse = set(chosen)
+        self._dense_members = [m for m in range(layout.k) if m not in sparse]
+        # each run of consecutive dense members' blocks of every tensor: it starts on a member block
+        # and its length is a multiple of ALIGN, so the fused kernel gives each element what one call
+        # over the whole buffer would (`adam.TF1Adam.step_pieces`)
+        runs: list[tuple[int, int]] = []
+        for t in range(2 * n):
+            o, p = layout.offsets[t], layout.padded[t]
+            m = 0
+            while m < layout.k:
+                if m in sparse:
+                    m += 1
+                    continue
+                e = m
+                while e < layout.k and e not in sparse:
+                    e += 1
+                runs.append((o + m * p, o + e * p))
+                m = e
+        self._dense_pieces = [[b[a:e] for a, e in runs] for b in self.flat]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then the optimiser on every parameter."""
@@ -179,10 +229,13 @@ class CohortState:
             self._graph.replay(x, y)
             return
         if self._fast_fc and x.device.type == "cpu":
-            if self._cpu_pass is None or self._cpu_pass.batch != len(x):
-                self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
-                                        self._grad_biases_all, len(x))
-            self._cpu_pass.grads(x, y)
+            if self._dense_members != []:
+                if self._cpu_pass is None or self._cpu_pass.batch != len(x):
+                    self._cpu_pass = FCPass(self._weights_all, self._biases_all, self._grad_weights_all,
+                                            self._grad_biases_all, len(x), self._dense_members)
+                self._cpu_pass.grads(x, y)
+            if self.sparse is not None:
+                self.sparse.grads_step(x, y)
             return
         if self._fast_fc:
             self._eager_fc_grads(x, y)
@@ -217,7 +270,27 @@ class CohortState:
     def update(self) -> None:
         """The optimiser's step on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
-        self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
+        if self._dense_pieces is None:
+            self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
+            return
+        params, grads, *slots = self._dense_pieces
+        self.optimizer.step_pieces(params, grads, slots, self.iteration)
+        self.sparse.update(self.iteration)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The members' kernels (K, *shape) per layer: views of the flat parameter buffer, where a
+        sparse member's trained values are written back when read (`nets.sparse`)."""
+        if self.sparse is not None:
+            self.sparse.write_back()
+        return self._weights
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        """The members' biases (K, out) per layer (written back as `weights` are)."""
+        if self.sparse is not None:
+            self.sparse.write_back()
+        return self._biases
 
     @property
     def exp_avgs(self) -> list[torch.Tensor]:
