@@ -31,7 +31,9 @@ import torch
 # member by member. 3: bias gradients as products with a row of ones (`forward.bias_grad`). 4: on the
 # CPU every product of a member its own gemm on 64-byte-aligned blocks (`forward`), which a lone
 # member and a cohort member get alike on every host (AMD EPYC too), instead of one bmm per layer.
-NUMERICS = 4
+# 5: FC members of low density train sparse (`nets.sparse`: kernels of their own, which round
+# otherwise than MKL's gemm); batches gathered through numpy on the CPU (the same values).
+NUMERICS = 5
 
 _PROBE_SIZE = 1 << 20  # large enough that every intra-op thread takes part of the multiply
 
