@@ -35,7 +35,8 @@ REQUIRED = (
     "conv2_cohort2_net_samples_per_s", "projected_criteria_full_hours", "threads",
     "fc_cohort13_grads_ms", "fc_cohort13_adam_ms", "fc_cohort13_adam_gparams_per_s", "fraction_of_peak_cohort13_grads",
     "fraction_of_peak_cohort13_phases", "vmap_cohort13_net_samples_per_s", "cohort_speedup_vs_vmap",
-    "vmap_cohort13_step_ms",
+    "vmap_cohort13_step_ms", "projected_criteria_full_hours_dense", "projected_criteria_sparse_saving",
+    "fc_cohort13_r12_dense_step_ms", "fc_cohort13_r12_chosen_step_ms",
 )
 
 
@@ -92,6 +93,16 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     # evaluation costs more when the test set is evaluated at every point
     for name in ("single", "cohort13"):
         assert res[f"eval_overhead_full_fc_{name}_all"] > res[f"eval_overhead_full_fc_{name}_on_best"]
+    # the sparse path: SPEC's densities of rounds 0-20, the path chosen from the threshold alone, and
+    # the chosen projection the dense one wherever every level trained dense
+    levels = res["sparse_levels"]
+    assert [lv["round"] for lv in levels] == [0, 4, 8, 12, 16, 20]
+    from ticketlab.nets.sparse import SPARSE_BELOW
+    threshold = SPARSE_BELOW[((784, 300), (300, 100), (100, 10))]
+    assert [lv["path"] for lv in levels] == ["sparse" if 0.8 ** lv["round"] < threshold else "dense" for lv in levels]
+    assert res["projected_criteria_sparse_saving"] == pytest.approx(
+        res["projected_criteria_full_hours_dense"] / res["projected_criteria_full_hours"])
+    assert "round 12" in "\n".join(out[:-1])
 
 
 def _reference_grads(member: MemberStart, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:

@@ -51,7 +51,7 @@ from .nets.specs import NetSpec, get_net, init_weights
 from .core.numerics import cuda_float32
 from .core.seeds import generator
 from .training.evaluate import evaluate
-from .training.loop import train_cohort
+from .training.loop import gather_batch, train_cohort
 from .training.schedule import MemberStart, Schedule
 from .training.state import CohortState
 
@@ -61,6 +61,7 @@ FC_ITERATIONS = 50_380  # SPEC §3: 55 epochs x floor(55,000 / 60)
 EVAL_EVERY = 100
 N_VAL, N_TEST = 5_000, 10_000
 CRITERIA_SEEDS, CRITERIA_ROUNDS = 5, 24
+SPARSE_ROUNDS = (0, 4, 8, 12, 16, 20)  # SPEC's FC densities 100, 41, 17, 7, 3 and 1%
 FLOP_COUNT = (
     "per network and step: forward 2*B*P + backward-weights 2*B*P for every layer + backward-data "
     "2*B*P for every layer but the first (P = the layer's weights; biases, activations, loss and "
@@ -198,15 +199,16 @@ def _gathering(step: Callable[[torch.Tensor, torch.Tensor], object], train_x: to
     def gathered() -> None:
         p = pos[0] = (pos[0] + 1) % (n // BATCH)
         idx = perm[p * BATCH : (p + 1) * BATCH]
-        step(train_x.index_select(0, idx), train_y.index_select(0, idx))
+        step(*gather_batch(train_x, train_y, idx))
 
     return gathered
 
 
 def _step_fn(spec: NetSpec, members: list[MemberStart], train_x: torch.Tensor, train_y: torch.Tensor,
-             device: torch.device) -> tuple[Callable[[], None], CohortState]:
-    """One production training step of a cohort, batch gathering included (the body of train_cohort's loop)."""
-    state = CohortState(spec, members, spec.learning_rate, device)
+             device: torch.device, sparse_below: dict | None = None) -> tuple[Callable[[], None], CohortState]:
+    """One production training step of a cohort, batch gathering included (the body of train_cohort's
+    loop). sparse_below: as `CohortState`'s ({}: every member dense)."""
+    state = CohortState(spec, members, spec.learning_rate, device, sparse_below=sparse_below)
     return _gathering(state.step, train_x, train_y, device), state
 
 
@@ -297,10 +299,20 @@ def _plain_loop_fn(train_x: torch.Tensor, train_y: torch.Tensor, device: torch.d
 
 def _eval_time(spec: NetSpec, state: CohortState, x: torch.Tensor, y: torch.Tensor, device: torch.device,
                reps: int) -> float:
-    """Best seconds of one `evaluate` of the whole cohort over (x, y)."""
-    t, _ = _time_blocks(lambda: evaluate(spec, state.weights, state.biases, x, y), _sync(device),
+    """Best seconds of one `evaluate` of the whole cohort over (x, y), as `train_cohort` runs it
+    (sparse members through their kernels)."""
+    t, _ = _time_blocks(lambda: evaluate(spec, state.weights, state.biases, x, y, sparse=state.sparse), _sync(device),
                         calls=1, blocks=reps, warmup=1, budget_s=0.0 if reps == 1 else 2.0)
     return t
+
+
+def _interpolate(levels: list[dict], r: int, key: str) -> float:
+    """levels' `key` at round r: linear between the measured rounds around it, the last one's beyond."""
+    for lo, hi in zip(levels, levels[1:]):
+        if lo["round"] <= r <= hi["round"]:
+            f = (r - lo["round"]) / (hi["round"] - lo["round"])
+            return lo[key] + f * (hi[key] - lo[key])
+    return levels[-1][key] if r > levels[-1]["round"] else levels[0][key]
 
 
 def _record_probability_sum(k: int, points: int) -> float:
@@ -469,7 +481,41 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     cohort_run = full["cohort13"]["train"] + full["cohort13"]["eval"]
     res["projected_fc_dense_run_hours"] = dense_run / 3600
     res["projected_fc_cohort13_run_hours"] = cohort_run / 3600
-    res["projected_criteria_full_hours"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
+    res["projected_criteria_full_hours_spread"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
+
+    # --- the sparse path (nets.sparse): a 13-member cohort's step and val evaluation at SPEC's
+    # densities of rounds 0, 4, ..., 20, every member dense against the path the engine chooses;
+    # the criteria preset projected with each, rounds between measured ones interpolated (rounds
+    # 21-24 at round 20's cost, an upper bound)
+    levels = []
+    for r in SPARSE_ROUNDS:
+        members = _masked_members(fc, COHORT, [0.8**r])
+        dense_fn, dense_state = _step_fn(fc, members, tx, ty, dev, sparse_below={})
+        chosen_fn, chosen_state = _step_fn(fc, members, tx, ty, dev)
+        t = _time_interleaved({"dense": (dense_fn, calls), "chosen": (chosen_fn, calls)}, sync, blocks, budget / 4)
+        sparse_members = 0 if chosen_state.sparse is None else len(chosen_state.sparse.members)
+        levels.append({
+            "round": r, "density": 0.8**r, "path": "sparse" if sparse_members else "dense",
+            "dense_step_ms": t["dense"][0] * 1e3, "chosen_step_ms": t["chosen"][0] * 1e3,
+            "speedup": t["dense"][0] / t["chosen"][0],
+            "dense_val_eval_ms": _eval_time(fc, dense_state, data.val_x, data.val_y, dev, reps) * 1e3,
+            "chosen_val_eval_ms": _eval_time(fc, chosen_state, data.val_x, data.val_y, dev, reps) * 1e3,
+        })
+    res["sparse_levels"] = levels
+    for lv in levels:
+        res[f"fc_cohort13_r{lv['round']}_dense_step_ms"] = lv["dense_step_ms"]
+        res[f"fc_cohort13_r{lv['round']}_chosen_step_ms"] = lv["chosen_step_ms"]
+    test_per_val = full["cohort13"]["eval"] / max(1e-12, points * float(res["fc_cohort13_run_val_eval_ms"]) / 1e3)
+    for path in ("dense", "chosen"):
+        rounds_s = 0.0
+        for r in range(1, CRITERIA_ROUNDS + 1):
+            step = _interpolate(levels, r, f"{path}_step_ms") / 1e3
+            val = _interpolate(levels, r, f"{path}_val_eval_ms") / 1e3
+            rounds_s += FC_ITERATIONS * step + points * val * test_per_val
+        res[f"projected_criteria_full_hours_{path}"] = CRITERIA_SEEDS * (dense_run + rounds_s) / 3600
+    res["projected_criteria_full_hours"] = res["projected_criteria_full_hours_chosen"]
+    res["projected_criteria_sparse_saving"] = (res["projected_criteria_full_hours_dense"]
+                                               / res["projected_criteria_full_hours_chosen"])
 
     # --- conv nets: a small cohort, a few steps (random CIFAR-shaped data: speed does not depend on it)
     conv_k = 2
@@ -529,7 +575,9 @@ _ROWS = [
     ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
     ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
     ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
-    ("projected_criteria_full_hours", "h", "criteria preset, full scale, FC (5 seeds x (dense + 24 x 13))"),
+    ("projected_criteria_full_hours_dense", "h", "criteria preset, full FC (5 seeds x (dense + 24 x 13)), all dense"),
+    ("projected_criteria_full_hours", "h", "criteria preset, full FC, the engine's path (sparse below threshold)"),
+    ("projected_criteria_sparse_saving", "x", "  dense projection / the engine's"),
     ("background_cpu_load_during", "cores", "busy with other processes (during the bench, average)"),
     ("background_cpu_load_end", "cores", "busy with other processes (end)"),
     ("bench_seconds", "s", "this benchmark"),
@@ -541,6 +589,10 @@ def _print_table(res: dict) -> None:
     for key, unit, label in _ROWS:
         if key in res and res[key] is not None:
             print(f"  {label:<62} {_fmt(res[key]):>14} {unit}")
+    for lv in res.get("sparse_levels", []):
+        print(f"  FC cohort of 13, round {lv['round']:>2} (density {100 * lv['density']:5.1f}%): step dense "
+              f"{lv['dense_step_ms']:6.2f} ms, engine ({lv['path']:>6}) {lv['chosen_step_ms']:6.2f} ms, "
+              f"x{lv['speedup']:.2f}; val eval {lv['dense_val_eval_ms']:.0f} / {lv['chosen_val_eval_ms']:.0f} ms")
     print(f"  FLOPs counted {res['flop_count']}; FC: {res['fc_step_flops_per_net']:,} per network per step.")
     print("  Rates: best of several timed blocks after warm-up (medians in the JSON).")
     load = res.get("background_cpu_load_during")
