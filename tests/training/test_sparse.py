@@ -184,3 +184,29 @@ def test_kernel_threads_flush_denormals():
         pytest.skip("one thread: the kernels run on the caller's thread")
     tiny = np.float32(1e-30)
     assert pool.submit(_product, tiny, np.float32(1e-10)).result() == 0.0
+
+
+def test_a_caller_that_does_not_flush_denormals_gets_the_flushing_pool():
+    import threading
+
+    st = CohortState(FC, _masked(11, [16]), FC.learning_rate, "cpu")
+    assert st.sparse is not None and st.sparse._pool is None  # one member: on the caller's thread
+    x, y = _batches(1)[0]
+    seen = []
+
+    def no_flush() -> None:
+        torch.set_flush_denormal(False)
+        st.compute_grads(x, y)
+        seen.append(st.sparse._pool is not None)
+
+    t = threading.Thread(target=no_flush)
+    t.start()
+    t.join()
+    assert seen == [True]
+
+
+def test_labels_out_of_range_are_refused():
+    st = CohortState(FC, _masked(12, [16]), FC.learning_rate, "cpu")
+    x, _ = _batches(1)[0]
+    with pytest.raises(ValueError, match="labels must lie in"):
+        st.compute_grads(x, torch.full((60,), 10))

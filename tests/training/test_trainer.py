@@ -167,3 +167,16 @@ def test_timing_counts_the_phases_of_a_run(mnist):
     tested = sum(v == v for v in run.history["test_accuracy"])  # NaN where the test set was skipped
     assert timing["test_evals"] == tested and 2 <= tested <= 4
     assert timing["train_s"] > 0 and timing["val_s"] > 0 and timing["test_s"] > 0 and timing["other_eval_s"] == 0
+
+
+def test_gathered_cpu_batches_are_64_byte_aligned():
+    # the dense products round by their operands' alignment (nets.forward), so a gathered batch must
+    # start on a 64-byte line whatever the allocator's history
+    from ticketlab.training.loop import gather_batch
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1000, 784, generator=g), torch.randint(0, 10, (1000,), generator=g)
+    for i in range(20):
+        idx = torch.randperm(1000, generator=g)[:60]
+        xb, yb = gather_batch(x, y, idx)
+        assert xb.data_ptr() % 64 == 0 and torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])

@@ -140,9 +140,14 @@ class SparseMembers:
         self._scratch: dict[tuple[int, int], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         if self.threads > 1:
+            self._get_pool()
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ticketlab-sparse",
                                             initializer=torch.set_flush_denormal, initargs=(True,))
             weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
 
     @property
     def nnz(self) -> int:
@@ -158,11 +163,13 @@ class SparseMembers:
         return self._scratch[key]
 
     def _run(self, work) -> None:
-        """work(thread, share) for every thread's share of the members, on the pool, waiting for all."""
-        if self._pool is None:
+        """work(thread, share) for every thread's share of the members, on the pool, waiting for all;
+        on this thread when there is one share and this thread flushes denormals as the pool's do
+        (else on a one-thread pool: a member's numbers must not depend on its caller's float mode)."""
+        if self._pool is None and _flushes():
             work(0, self._shares[0])
             return
-        futures = [self._pool.submit(work, t, share) for t, share in enumerate(self._shares)]
+        futures = [self._get_pool().submit(work, t, share) for t, share in enumerate(self._shares)]
         for f in futures:
             f.result()
 
@@ -172,6 +179,8 @@ class SparseMembers:
         xt = np.ascontiguousarray(x.numpy().T)
         labels = y.numpy().astype(np.int64)
         batch = len(labels)
+        if batch and (labels.min() < 0 or labels.max() >= self.out_sizes[-1]):
+            raise ValueError(f"labels must lie in [0, {int(self.out_sizes[-1])}); got {labels.min()} to {labels.max()}")
 
         def work(t: int, share: np.ndarray) -> None:
             acts, dacts = self._buffers(t, batch)
@@ -217,11 +226,12 @@ class SparseMembers:
                              self.params, acts)
                     dest[:, start : start + xt.shape[1]] = acts[-1]
 
-        shares = [list(range(t, len(members), self.threads)) for t in range(self.threads)]
-        if self._pool is None or len(members) == 1:
-            work(0, list(range(len(members))))
+        threads = min(self.threads, len(members))
+        shares = [list(range(t, len(members), threads)) for t in range(threads)]
+        if threads == 1 and _flushes():
+            work(0, shares[0])
         else:
-            for f in [self._pool.submit(work, t, share) for t, share in enumerate(shares)]:
+            for f in [self._get_pool().submit(work, t, share) for t, share in enumerate(shares)]:
                 f.result()
         return {m: torch.from_numpy(a).t() for m, a in out.items()}
 
@@ -239,6 +249,16 @@ class SparseMembers:
                   for start in range(0, len(x), EVAL_BLOCK)]
         self._eval_cache.append((x, x._version, blocks))
         return blocks
+
+
+@njit(cache=True, nogil=True)
+def _denormal_product(a, b):  # pragma: no cover - compiled
+    return a * b
+
+
+def _flushes() -> bool:
+    """Whether this thread flushes denormals to zero (as `train_cohort` and the pool's threads do)."""
+    return _denormal_product(np.float32(1e-30), np.float32(1e-10)) == 0
 
 
 EVAL_BLOCK = 250  # examples per forward block in evaluation: the activations stay in the L2 cache

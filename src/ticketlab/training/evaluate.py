@@ -32,13 +32,14 @@ def evaluate(
     where there is one, a GPU).
 
     sparse: a trainer's sparse members (`CohortState.sparse`): on the CPU each of them evaluates
-    through the kernels it trains with (`SparseMembers.logits`), from its own compressed parameters."""
+    through the kernels it trains with (`SparseMembers.logits`), from its own compressed parameters
+    (per_member is then the CPU default whatever is asked)."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
     lanes = x.device.type == "cuda"
     if lanes:
         cuda_float32()  # also when nothing was trained in this process (a resumed supermask job)
-    if per_member is None:
-        per_member = not lanes or spec.is_conv
+    if per_member is None or (sparse is not None and not lanes):
+        per_member = not lanes or spec.is_conv  # sparse members evaluate member by member, on their kernels
     if per_member:
         groups = [[m] for m in chosen]
     elif lanes:

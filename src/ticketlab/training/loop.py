@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from ..core.numerics import flush_denormals
@@ -60,11 +61,17 @@ class _Clock:
 def gather_batch(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows idx of a set's inputs and labels. On the CPU through numpy, on this thread: torch's
     index_select runs a (60, 784) batch on its OpenMP pool, whose threads then spin for a while and
-    take a core from the sparse kernels' threads (`nets.sparse`; the same values either way)."""
+    take a core from the sparse kernels' threads (`nets.sparse`; the same values either way). The
+    rows land in tensors from torch's allocator, 64-byte aligned as the dense products need
+    (`nets.forward`: an operand's alignment changes MKL's rounding)."""
     if x.device.type != "cpu":
         return x.index_select(0, idx), y.index_select(0, idx)
     rows = idx.numpy()
-    return torch.from_numpy(x.numpy().take(rows, 0)), torch.from_numpy(y.numpy().take(rows, 0))
+    xb = torch.empty((len(rows), *x.shape[1:]), dtype=x.dtype)
+    yb = torch.empty((len(rows), *y.shape[1:]), dtype=y.dtype)
+    np.take(x.numpy(), rows, 0, out=xb.numpy())
+    np.take(y.numpy(), rows, 0, out=yb.numpy())
+    return xb, yb
 
 
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -178,7 +178,7 @@ class CohortState:
         self.sparse: SparseMembers | None = None
         self._dense_members: list[int] | None = None  # None: every member trains dense
         self._dense_pieces: list[list[torch.Tensor]] | None = None
-        if self._fast_fc and device.type == "cpu" and isinstance(self.optimizer, TF1Adam):
+        if self._fast_fc and device.type == "cpu" and type(self.optimizer) is TF1Adam:  # not a subclass's own step
             self._init_sparse(starts, sparse_below)
 
     def _init_sparse(self, starts: list[MemberStart],
@@ -280,7 +280,8 @@ class CohortState:
     @property
     def weights(self) -> list[torch.Tensor]:
         """The members' kernels (K, *shape) per layer: views of the flat parameter buffer, where a
-        sparse member's trained values are written back when read (`nets.sparse`)."""
+        sparse member's trained values are written back when read (`nets.sparse`). Read-only for
+        sparse members: their training reads their compressed values, not these."""
         if self.sparse is not None:
             self.sparse.write_back()
         return self._weights
