@@ -136,7 +136,6 @@ class SparseMembers:
         self._dirty = False
         self._eval_cache: list[tuple[torch.Tensor, int, list[tuple[int, np.ndarray]]]] = []
         self.threads = max(1, min(threads, s_count))
-        self._shares = [np.array(range(t, s_count, self.threads), dtype=np.int64) for t in range(self.threads)]
         self._scratch: dict[tuple[int, int], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         if self.threads > 1:
@@ -162,14 +161,17 @@ class SparseMembers:
                                   tuple(np.zeros((int(o), batch), np.float32) for o in self.out_sizes))
         return self._scratch[key]
 
-    def _run(self, work) -> None:
-        """work(thread, share) for every thread's share of the members, on the pool, waiting for all;
-        on this thread when there is one share and this thread flushes denormals as the pool's do
-        (else on a one-thread pool: a member's numbers must not depend on its caller's float mode)."""
-        if self._pool is None and _flushes():
-            work(0, self._shares[0])
+    def _run(self, work, count: int) -> None:
+        """work(thread, share) for shares of range(count) (the sparse members, or a subset's positions),
+        dealt round robin to the threads, waiting for all: on this thread when there is one share
+        and this thread flushes denormals as the pool's do (else on a one-thread pool: a member's
+        numbers must not depend on its caller's float mode)."""
+        threads = max(1, min(self.threads, count))
+        shares = [np.arange(t, count, threads, dtype=np.int64) for t in range(threads)]
+        if threads == 1 and _flushes():
+            work(0, shares[0])
             return
-        futures = [self._get_pool().submit(work, t, share) for t, share in enumerate(self._shares)]
+        futures = [self._get_pool().submit(work, t, share) for t, share in enumerate(shares)]
         for f in futures:
             f.result()
 
@@ -187,7 +189,7 @@ class SparseMembers:
             _grads(xt, labels, share, self.out_sizes, self.col_off, self.w_off, self.b_off, self.cols,
                    self.rows, self.params, self.grads, acts, dacts)
 
-        self._run(work)
+        self._run(work, len(self.members))
 
     def write_back(self) -> None:
         """Copy every sparse member's current parameters into `flat`, if they moved since the last copy."""
@@ -206,7 +208,7 @@ class SparseMembers:
             _adam(share, self.p_off, self.params, self.grads, self.exp_avg, self.exp_avg_sq,
                   f(beta1), f(beta2), f(lr_t), f(eps))
 
-        self._run(work)
+        self._run(work, len(self.members))
 
     @torch.no_grad()
     def logits(self, members: list[int], x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -217,7 +219,7 @@ class SparseMembers:
         rows = [self.index[m] for m in members]
         out = {m: np.empty((int(self.out_sizes[-1]), len(x)), np.float32) for m in members}
 
-        def work(t: int, share: list[int]) -> None:
+        def work(t: int, share: np.ndarray) -> None:
             for j in share:
                 s, dest = rows[j], out[members[j]]
                 for start, xt in blocks:
@@ -226,13 +228,7 @@ class SparseMembers:
                              self.params, acts)
                     dest[:, start : start + xt.shape[1]] = acts[-1]
 
-        threads = min(self.threads, len(members))
-        shares = [list(range(t, len(members), threads)) for t in range(threads)]
-        if threads == 1 and _flushes():
-            work(0, shares[0])
-        else:
-            for f in [self._get_pool().submit(work, t, share) for t, share in enumerate(shares)]:
-                f.result()
+        self._run(work, len(members))
         return {m: torch.from_numpy(a).t() for m, a in out.items()}
 
     def _eval_blocks(self, x: torch.Tensor) -> list[tuple[int, np.ndarray]]:

@@ -9,6 +9,7 @@ pruned weights at their start values.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Protocol, Sequence
 
@@ -109,8 +110,8 @@ class CohortState:
     On the CPU an FC member of low density whose pruned weights are zero trains sparse
     (`nets.sparse`; which members is a function of their masks and start weights, `trains_sparse`):
     its kept weights, biases, gradients and TF1 Adam moments in compressed arrays of their own
-    (`sparse`), every updated value written back into the flat parameter buffer, so `weights` stays
-    the truth; the dense pass and the fused Adam call then run over the other members' blocks only.
+    (`sparse`), written back into the flat parameter buffer whenever `weights` or `biases` is read,
+    so what they show is the truth; the dense pass and the fused Adam call then run over the other members' blocks only.
     For a sparse member `grads`, `exp_avgs` and `exp_avg_sqs` hold nothing (its own are in `sparse`).
     sparse_below: another threshold table than `nets.sparse.SPARSE_BELOW` ({}: every member dense,
     the benchmark's and the tests' reference).
@@ -203,16 +204,10 @@ class CohortState:
         runs: list[tuple[int, int]] = []
         for t in range(2 * n):
             o, p = layout.offsets[t], layout.padded[t]
-            m = 0
-            while m < layout.k:
-                if m in sparse:
-                    m += 1
-                    continue
-                e = m
-                while e < layout.k and e not in sparse:
-                    e += 1
-                runs.append((o + m * p, o + e * p))
-                m = e
+            for dense, group in itertools.groupby(range(layout.k), key=lambda m: m not in sparse):
+                if dense:
+                    members = list(group)
+                    runs.append((o + members[0] * p, o + (members[-1] + 1) * p))
         self._dense_pieces = [[b[a:e] for a, e in runs] for b in self.flat]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
