@@ -441,7 +441,7 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
     g = torch.Generator().manual_seed(3)
     for b in state.biases:
         b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    if spec.is_conv:
+    if not spec.dense_stack:
         x = torch.rand(300, 3, 32, 32, generator=g).to(device)
         y = torch.randint(0, 10, (300,), generator=g).to(device)
     else:

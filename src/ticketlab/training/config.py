@@ -26,7 +26,7 @@ def cli_flag(name: str) -> str:
 def net_fits(net: str, dataset: str) -> bool:
     """Whether a network takes that dataset's images: FC flattens 28x28 grey, the convs take 32x32 colour."""
     spec, shape = get_net(net), IMAGE_SHAPES[dataset]
-    return spec.input_shape == shape if spec.is_conv else math.prod(spec.input_shape) == math.prod(shape)
+    return math.prod(spec.input_shape) == math.prod(shape) if spec.dense_stack else spec.input_shape == shape
 
 
 def fit_text() -> str:

@@ -10,9 +10,10 @@ from ..nets.specs import NetSpec
 
 
 def eval_chunk(spec: NetSpec) -> int:
-    """Examples per evaluation batch. Independent of the cohort size: a member's loss is a sum
-    over chunks, and a different chunking would round differently. FC: the whole val set at once."""
-    return 250 if spec.is_conv else 5000
+    """Examples per evaluation batch, as the net declares it (FC: the whole val set at once; conv
+    nets 250). Independent of the cohort size: a member's loss is a sum over chunks, and a different
+    chunking would round differently."""
+    return spec.eval_chunk
 
 
 @torch.no_grad()
@@ -22,7 +23,7 @@ def evaluate(
 ) -> tuple[list[float], list[float]]:
     """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all).
 
-    per_member (the default on the CPU, and for conv nets everywhere): one member at a time, a plain
+    per_member (the default on the CPU, and for nets other than dense stacks everywhere): one member at a time, a plain
     product per dense layer; on the CPU its activations stay in cache from layer to layer (20% faster
     than layer by layer across the cohort for FC). Otherwise the members together, one batched
     product per layer: on the CPU all of them; on a GPU (the FC default: a fifth of the launches) in
@@ -39,7 +40,7 @@ def evaluate(
     if lanes:
         cuda_float32()  # also when nothing was trained in this process (a resumed supermask job)
     if per_member is None or (sparse is not None and not lanes):
-        per_member = not lanes or spec.is_conv  # sparse members evaluate member by member, on their kernels
+        per_member = not lanes or not spec.dense_stack  # sparse members evaluate member by member, on their kernels
     if per_member:
         groups = [[m] for m in chosen]
     elif lanes:

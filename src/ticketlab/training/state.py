@@ -56,10 +56,10 @@ def train_weights(spec: NetSpec, starts: Sequence[MemberStart], schedule: Schedu
 
 
 def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
-    """A cohort's member count is padded to a multiple of this: CUDA_LANES for FC nets on a CUDA GPU
-    (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense heads
-    pad their products themselves: filler members would cost whole conv stacks."""
-    return CUDA_LANES if device.type == "cuda" and not spec.is_conv else 1
+    """A cohort's member count is padded to a multiple of this: CUDA_LANES for dense stacks (FC) on a
+    CUDA GPU (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense
+    heads pad their products themselves: filler members would cost whole conv stacks."""
+    return CUDA_LANES if device.type == "cuda" and spec.dense_stack else 1
 
 
 class FlatLayout:
@@ -133,7 +133,7 @@ class CohortState:
             cuda_float32()
         k = self.k = len(starts)
         n = len(spec.layers)
-        self._fast_fc = not spec.is_conv
+        self._fast_fc = spec.dense_stack  # what the net declares, not what its layers look like
         lanes = cohort_lanes(spec, device)
         padded = -(-k // lanes) * lanes
         shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
