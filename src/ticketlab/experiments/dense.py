@@ -57,8 +57,8 @@ def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: An
     (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start)], schedule, config.seed, device, progress)
     wall = time.perf_counter() - t0
     snaps: dict[str, Any] = {}
-    for name, (w, b) in result.snapshots.items():
-        snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/"))
+    for name, (w, b, r) in result.snapshots.items():
+        snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/", buffers=r))
     summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": spec.prunable_weights,
                "snapshot_iterations": result.snapshot_iterations}
     write_run(path, "dense", ident, summary, config=config, device=device, history=result.history,

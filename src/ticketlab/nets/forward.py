@@ -163,8 +163,9 @@ def _layer(spec: NetSpec, i: int, h: torch.Tensor, weights: list[torch.Tensor], 
     if layer.kind == "conv":
         z = F.conv2d(h, weights[i], bias, stride=layer.stride, padding=layer.padding)
     else:
-        h = h.flatten(1)
-        z = torch.mm(h, weights[i]) if bias is None else torch.addmm(bias, h, weights[i])
+        # as nn.Linear holds it, (out, in): a gemm on the transposed layout rounds otherwise, and this
+        # way a ticket in plain torch gives the run's numbers bitwise (a copy of one small layer)
+        z = F.linear(h.flatten(1), weights[i].t().contiguous(), bias)
     if layer.batchnorm:
         bn = layer.batchnorm
         z = F.batch_norm(z, buffers[index[f"{bn}.running_mean"]], buffers[index[f"{bn}.running_var"]],

@@ -20,6 +20,7 @@ def eval_chunk(spec: NetSpec) -> int:
 def evaluate(
     spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
     members: list[int] | None = None, per_member: bool | None = None, sparse: SparseMembers | None = None,
+    buffers: list[torch.Tensor] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Mean cross-entropy and accuracy over a whole set of each member in `members` (default: all).
 
@@ -34,7 +35,10 @@ def evaluate(
 
     sparse: a trainer's sparse members (`CohortState.sparse`): on the CPU each of them evaluates
     through the kernels it trains with (`SparseMembers.logits`), from its own compressed parameters
-    (per_member is then the CPU default whatever is asked)."""
+    (per_member is then the CPU default whatever is asked).
+
+    buffers: the members' state buffers (`NetSpec.buffers`, BatchNorm's running statistics), stacked
+    as the weights; BatchNorm normalises by them (evaluation mode)."""
     chosen = list(range(weights[0].shape[0])) if members is None else list(members)
     lanes = x.device.type == "cuda"
     if lanes:
@@ -59,13 +63,15 @@ def evaluate(
             m = rows[0]
             # a member's weights at the alignment they have in training, whatever stack holds them
             ws, bs = [aligned_members(w[m : m + 1]) for w in weights], [aligned_members(b[m : m + 1]) for b in biases]
+            rs = [aligned_members(r[m : m + 1]) for r in buffers or []]
         elif rows == list(range(weights[0].shape[0])) and not lanes:
-            ws, bs = weights, biases
+            ws, bs, rs = weights, biases, list(buffers or [])
         # on a GPU always fresh contiguous copies: a cohort's own views have other strides (padded
         # blocks) than a subset's copies, and the layout is part of what picks cuBLAS's kernel
         else:
             idx = torch.tensor(rows, device=weights[0].device)
             ws, bs = [w.index_select(0, idx) for w in weights], [b.index_select(0, idx) for b in biases]
+            rs = [r.index_select(0, idx) for r in buffers or []]
         loss = torch.zeros(len(rows), dtype=torch.float64, device=x.device)
         correct = torch.zeros(len(rows), dtype=torch.int64, device=x.device)
         chunk = eval_chunk(spec)
@@ -74,7 +80,7 @@ def evaluate(
             if len(rows) == 1 and rows[0] in precomputed:
                 logits = precomputed[rows[0]][start : start + chunk].unsqueeze(0)
             else:
-                logits = forward(spec, ws, bs, xb, plain_gemm=per_member)
+                logits = forward(spec, ws, bs, xb, plain_gemm=per_member, buffers=rs)
             loss += member_losses(logits, yb).sum(1, dtype=torch.float64)
             correct += (logits.argmax(2) == yb).sum(1)
         loss_out += (loss[: len(group)] / n).tolist()

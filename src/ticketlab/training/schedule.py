@@ -27,10 +27,12 @@ class Schedule:
 
 @dataclass
 class MemberStart:
-    """One member's start kernels (pruned positions already hold their fixed value) and bool masks."""
+    """One member's start kernels (pruned positions already hold their fixed value) and bool masks,
+    and the start of its other parameters (`NetSpec.params`; None: all zero, SPEC §2's biases)."""
 
     weights: list[torch.Tensor]
     masks: list[torch.Tensor] | None = None  # None: dense
+    biases: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -39,9 +41,11 @@ class MemberResult:
 
     history: dict[str, list[float]]
     final_weights: list[torch.Tensor]
-    final_biases: list[torch.Tensor]
-    snapshots: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
+    final_biases: list[torch.Tensor]  # the net's other parameters (`NetSpec.params`)
+    # (weights, biases, buffers) by name
+    snapshots: dict[str, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
     snapshot_iterations: dict[str, int] = field(default_factory=dict)
+    final_buffers: list[torch.Tensor] = field(default_factory=list)  # BatchNorm running statistics (`NetSpec.buffers`)
 
     @property
     def early_stop_index(self) -> int:
