@@ -211,7 +211,12 @@ class NetSpec:
 
 
 class DoesNotFit(TicketlabError):
-    """A net cannot be built for an image shape (e.g. too small for its pooling); the message says why."""
+    """A net cannot be built for an image shape (e.g. too small for its pooling); the message says
+    why, and `reason` is the why alone (a builder raises it with the reason only)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
 
 
 # (image_shape, classes) -> NetSpec; raises DoesNotFit(reason) for a shape it cannot take
@@ -248,7 +253,7 @@ def _built(name: str, image_shape: ImageShape, classes: int) -> NetSpec:
     try:
         return _REGISTRY[name].build(image_shape, classes)
     except DoesNotFit as e:
-        raise DoesNotFit(f"net {name} does not fit {shape_text(image_shape)} images: {e}") from None
+        raise DoesNotFit(f"net {name} does not fit {shape_text(image_shape)} images: {e.reason}", e.reason) from None
 
 
 def get_net(name: str, image_shape: tuple[int, ...] | None = None, classes: int | None = None) -> NetSpec:

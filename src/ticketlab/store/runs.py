@@ -109,22 +109,25 @@ def buffer_arrays(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = ""
 
 @dataclasses.dataclass
 class RunState:
-    """What the next round needs of a finished run: start and final kernels, and the mask."""
+    """What the next round needs of a finished run: start and final kernels, and the mask; and the
+    start of the net's other parameters where the run keeps it (None: zero)."""
 
     start: list[torch.Tensor]
     final: list[torch.Tensor]
     masks: list[torch.Tensor]
+    start_biases: list[torch.Tensor] | None = None
 
 
 def read_state(path: Path, spec: NetSpec) -> RunState:
     """The start and final kernels and the masks (all kept, for a dense run) of a finished run."""
-    start = _kernels(spec, load_arrays(path / "start.npz"))
+    start_arrays = load_arrays(path / "start.npz")
+    start = _kernels(spec, start_arrays)
     final = _kernels(spec, load_arrays(path / "final.npz"))
     if (path / "masks.npz").exists():
         masks = unpack_masks([layer.name for layer in spec.layers], load_arrays(path / "masks.npz"))
     else:
         masks = [torch.ones(layer.weight_shape, dtype=torch.bool) for layer in spec.layers]
-    return RunState(start, final, masks)
+    return RunState(start, final, masks, start_biases(spec, start_arrays))
 
 
 def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], int] | None:

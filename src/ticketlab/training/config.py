@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..data import DATASETS, IMAGE_SHAPES, train_size
+from ..data import classes as data_classes
 from ..core.errors import TicketlabError
-from ..nets.specs import NETS, get_net
+from ..nets.specs import NETS, DoesNotFit, NetSpec, get_net, shape_text
 from .schedule import TEST_EVAL_POLICIES, Schedule
 
 # Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop
@@ -23,26 +24,31 @@ def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def net_spec(net: str, dataset: str) -> NetSpec:
+    """The net built for a registered dataset's images and classes (`nets.specs.DoesNotFit`, one
+    line, if its images are too small for the net's pooling)."""
+    return get_net(net, IMAGE_SHAPES[dataset], data_classes(dataset))
+
+
 def net_fits(net: str, dataset: str) -> bool:
-    """Whether a network takes that dataset's images: FC flattens 28x28 grey, the convs take 32x32 colour."""
-    spec, shape = get_net(net), IMAGE_SHAPES[dataset]
-    return math.prod(spec.input_shape) == math.prod(shape) if spec.dense_stack else spec.input_shape == shape
+    """Whether a network can be built for that dataset's images (every net flattens or convolves any
+    image shape; only pooling that would leave nothing refuses one)."""
+    try:
+        net_spec(net, dataset)
+    except DoesNotFit:
+        return False
+    return True
 
 
-def fit_text() -> str:
-    """Which nets take which datasets, e.g. 'fc takes 28x28 one-channel images (mnist, fashion-mnist); ...'."""
-    parts = []
-    for net in NETS:
-        datasets = [d for d in DATASETS if net_fits(net, d)]
-        c, h, w = IMAGE_SHAPES[datasets[0]]
-        parts.append((net, f"{h}x{w} { {1: 'one-channel', 3: 'colour'}.get(c, f'{c}-channel')} images ({', '.join(datasets)})"))
-    groups: dict[str, list[str]] = {}
-    for net, what in parts:
-        groups.setdefault(what, []).append(net)
-    return "; ".join(f"{', '.join(nets)} take{'s' if len(nets) == 1 else ''} {what}" for what, nets in groups.items())
+def _default_datasets() -> str:
+    """'mnist for fc, cifar10 for conv2, conv4, ...': each net's default dataset, from the registry."""
+    by_dataset: dict[str, list[str]] = {}
+    for name in NETS:
+        by_dataset.setdefault(NETS[name].dataset, []).append(name)
+    return "; ".join(f"{dataset} for {', '.join(nets)}" for dataset, nets in by_dataset.items())
 
 
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+def _f(default: Any, help: str, choices: Any = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
@@ -50,9 +56,9 @@ def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
 class TrainConfig:
     """One training run (SPEC §3). None means 'the SPEC default for this net'."""
 
-    net: str = _f("fc", "network", tuple(NETS))
-    dataset: str | None = _f(None, "dataset: fc takes mnist or fashion-mnist, the conv nets cifar10 (default: mnist for fc, "
-                             "cifar10 for conv nets)", DATASETS)
+    net: str = _f("fc", "network", NETS)
+    dataset: str | None = _f(None, "dataset; every net builds for its images and classes (default: the net's own: "
+                             f"{_default_datasets()})", DATASETS)
     seed: int = _f(0, "run seed, 0 to 2^63-1: init and batch order derive from it")
     epochs: int | None = _f(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with --iterations")
     iterations: int | None = _f(None, "training steps, 1 to 10^8 (default: epochs x floor(N_train / batch))")
@@ -72,10 +78,13 @@ class TrainConfig:
         get_net(self.net)
         if self.dataset is not None and self.dataset not in DATASETS:
             raise TicketlabError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        if not net_fits(self.net, self.resolved_dataset):
-            raise TicketlabError(
-                f"{flag('net')} {self.net} does not fit dataset {self.resolved_dataset}: {fit_text()}"
-            )
+        try:
+            self.net_spec()
+        except DoesNotFit as e:
+            dataset = self.resolved_dataset
+            raise TicketlabError(f"{flag('net')} {self.net} does not fit dataset {dataset} "
+                                 f"({shape_text(IMAGE_SHAPES[dataset])} images): {e.reason}; choose another net or "
+                                 "dataset") from None
         if self.seed < 0:
             raise TicketlabError(f"{flag('seed')} must be >= 0, got {self.seed}")
         if self.seed > MAX_SEED:
@@ -112,6 +121,10 @@ class TrainConfig:
     @property
     def resolved_dataset(self) -> str:
         return self.dataset or get_net(self.net).dataset
+
+    def net_spec(self) -> NetSpec:
+        """The net built for this run's dataset (its image shape and classes)."""
+        return net_spec(self.net, self.resolved_dataset)
 
     def resolved(self) -> "TrainConfig":
         """The same run with every None replaced by its SPEC default (epochs folded into iterations)."""
