@@ -1,5 +1,5 @@
-"""A run's config and its net: every net builds for its dataset's image shape and classes, and a net
-that does not fit is one line."""
+"""A run's config and its net: every net builds for its dataset's image shape and classes, a net
+that does not fit is one line, and the new options leave existing run names alone."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ from test_registry import registry_restored
 from ticketlab.cli import main
 from ticketlab.core.errors import TicketlabError
 from ticketlab.data import load_dataset, register_dataset
+from ticketlab.store.naming import identity, run_name
 from ticketlab.training.config import TrainConfig, net_fits
 
 
@@ -43,3 +44,10 @@ def test_a_net_that_does_not_fit_its_dataset_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "conv6 does not fit dataset toy-6x6 (6x6x1 images): its 3 2x2 max-pools" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_new_fields_at_their_defaults_leave_run_names_unchanged():
+    assert identity(TrainConfig(augment="none")) == identity(TrainConfig()) == {"net": "fc"}
+    assert run_name("train", identity(TrainConfig(augment="crop_flip"))) != run_name("train", identity(TrainConfig()))
+    assert identity(TrainConfig(net="resnet20", augment="crop_flip"))["augment"] == "crop_flip"
+    assert TrainConfig(augment="crop_flip").schedule().augment == "crop_flip"

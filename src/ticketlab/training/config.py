@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..data import DATASETS, IMAGE_SHAPES, train_size
+from ..data.augment import AUGMENTATIONS
 from ..data import classes as data_classes
 from ..core.errors import TicketlabError
 from ..nets.specs import NETS, DoesNotFit, NetSpec, get_net, shape_text
@@ -69,6 +70,9 @@ class TrainConfig:
                         "or at every point (all: the full test curve)", TEST_EVAL_POLICIES)
     eval_train: bool = _f(False, "also evaluate the whole training set at each point (slow)")
     stop_at_val_accuracy: float | None = _f(None, "evaluate val after every step and stop once it reaches this (0-1)")
+    augment: str = _f("none", "training-batch augmentation: crop_flip = random crops of the image padded by 4 pixels "
+                      "and horizontal flips (the CIFAR-10 recipe of ResNets and VGGs), seeded by the run's seed",
+                      AUGMENTATIONS)
 
     def validate(self, flag: Callable[[str], str] = cli_flag) -> None:
         """Refuse nonsense before any work starts, naming the field and the fix.
@@ -149,5 +153,6 @@ class TrainConfig:
             test_eval=r.test_eval,
             eval_train=r.eval_train,
             stop_at_val_accuracy=r.stop_at_val_accuracy,
+            augment=r.augment,
             **extra,
         )

@@ -16,6 +16,7 @@ import torch
 from ..core.numerics import flush_denormals
 from ..core.seeds import generator
 from ..data import Dataset
+from ..data.augment import AUGMENTATIONS, crop_flip
 from ..nets.specs import NetSpec
 from .evaluate import evaluate
 from .schedule import MemberResult, MemberStart, Progress, Schedule
@@ -125,6 +126,9 @@ def train_cohort(
     if steps_per_epoch == 0:
         raise ValueError("batch size exceeds the training set")
     batch_gen = generator(seed, "batch_order")
+    if schedule.augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {schedule.augment!r}: one of {', '.join(AUGMENTATIONS)}")
+    augment_gen = generator(seed, "augment") if schedule.augment == "crop_flip" else None
 
     history: dict[str, list[list[float]]] = {
         key: [[] for _ in range(k)] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -213,6 +217,8 @@ def train_cohort(
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
         x, y = gather_batch(data.train_x, data.train_y, idx)
+        if augment_gen is not None:
+            x = crop_flip(x, spec.image_shape, augment_gen)
         state.step(x, y)
         it += 1
         if it in snapshot_at:

@@ -23,6 +23,7 @@ class Schedule:
     stop_at_val_accuracy: float | None = None  # evaluate val after every step; stop once every member reaches it
     snapshot_iterations: tuple[int, ...] = ()  # keep the weights after these many steps
     snapshot_val_accuracies: tuple[float, ...] = ()  # keep the weights at the first step with val accuracy >= each
+    augment: str = "none"  # "crop_flip": random crops of the 4-padded image and horizontal flips (`data.augment`)
 
 
 @dataclass
