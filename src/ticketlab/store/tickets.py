@@ -201,22 +201,30 @@ def load_ticket(path: str | Path) -> torch.nn.Module:
     if metadata.get("format") != FORMAT:
         raise TicketlabError(f"{path} is not a ticketlab ticket (no format {FORMAT!r} in its metadata): export one "
                              "with ticketlab export")
+    return ticket_module(tensors, metadata).eval()
+
+
+def ticket_module(tensors: dict[str, torch.Tensor], metadata: dict[str, str], masked: bool = True) -> torch.nn.Module:
+    """The nn.Module of a ticket's tensors and metadata (`load_ticket`, in training mode); with
+    masked=False a plain module of the product weights, no pruning hooks (the benchmark's plain loop)."""
     # tickets written before layers declared these keys are of plain nets: the defaults are theirs
     layers = [{**_PLAIN_LAYER, **layer} for layer in json.loads(metadata["layers"])]
     input_shape = tuple(json.loads(metadata.get("input_shape", "[]")))
     plain = all(layer["bias"] and not layer["batchnorm"] and not layer["residual"] and not layer["projection"]
                 and not layer["global_pool"] and layer["stride"] == 1 for layer in layers)
-    net = _sequential(layers, tensors, input_shape) if plain else _TicketNet(layers, tensors, input_shape)
+    net = (_sequential(layers, tensors, input_shape, masked) if plain
+           else _TicketNet(layers, tensors, input_shape, masked))
     net.ticket_metadata = metadata  # type: ignore[attr-defined]
-    return net.eval()
+    return net
 
 
 _PLAIN_LAYER = {"kernel": 3, "stride": 1, "padding": 1, "bias": True, "batchnorm": "", "prunable": True,
                 "residual": "", "shortcut": "", "projection": False, "global_pool": False}
 
 
-def _weight_module(layer: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The layer's nn.Conv2d or nn.Linear with the ticket's weights, mask (and held values) attached."""
+def _weight_module(layer: dict[str, Any], tensors: dict[str, torch.Tensor], masked: bool = True) -> torch.nn.Module:
+    """The layer's nn.Conv2d or nn.Linear with the ticket's weights, mask (and held values) attached;
+    masked=False: the network's weights themselves, no hooks."""
     from torch import nn
     from torch.nn.utils import prune
 
@@ -230,6 +238,10 @@ def _weight_module(layer: dict[str, Any], tensors: dict[str, torch.Tensor]) -> t
         module.weight.copy_(tensors[f"{name}.weight_orig"])
         if layer["bias"]:
             module.bias.copy_(tensors[f"{name}.bias"])
+    if not masked:
+        with torch.no_grad():
+            module.weight.mul_(tensors[f"{name}.weight_mask"]).add_(tensors.get(f"{name}.weight_held", 0))
+        return module
     prune.custom_from_mask(module, "weight", tensors[f"{name}.weight_mask"])
     if f"{name}.weight_held" in tensors:
         _attach_held(module, tensors[f"{name}.weight_held"])
@@ -247,8 +259,8 @@ class _AsInput(torch.nn.Module):
         return x.reshape(len(x), *self.shape)
 
 
-def _sequential(layers: list[dict[str, Any]], tensors: dict[str, torch.Tensor],
-                input_shape: tuple[int, ...]) -> torch.nn.Module:
+def _sequential(layers: list[dict[str, Any]], tensors: dict[str, torch.Tensor], input_shape: tuple[int, ...],
+                masked: bool = True) -> torch.nn.Module:
     """3x3 'same' convolutions, ReLU, 2x2 max-pooling, then dense layers, as an nn.Sequential (FC,
     Conv2/4/6); a conv net's input is first shaped as its images."""
     from torch import nn
@@ -260,7 +272,7 @@ def _sequential(layers: list[dict[str, Any]], tensors: dict[str, torch.Tensor],
         if layer["kind"] != "conv" and not flattened:  # images (or MNIST's 784 pixels) into one row, channel-major
             modules.append(nn.Flatten())
             flattened = True
-        modules.append(_weight_module(layer, tensors))
+        modules.append(_weight_module(layer, tensors, masked))
         if not last:
             modules.append(nn.ReLU())
             if layer["kind"] == "conv" and layer["pool_after"]:
@@ -272,7 +284,8 @@ class _TicketNet(torch.nn.Module):
     """A ticket's net by its declared layers (`nets.specs.Layer`), each conv, dense layer and
     BatchNorm a submodule under its own dotted name (containers made for the prefixes)."""
 
-    def __init__(self, layers: list[dict[str, Any]], tensors: dict[str, torch.Tensor], input_shape: tuple[int, ...]):
+    def __init__(self, layers: list[dict[str, Any]], tensors: dict[str, torch.Tensor], input_shape: tuple[int, ...],
+                 masked: bool = True):
         from torch import nn
 
         super().__init__()
@@ -280,7 +293,7 @@ class _TicketNet(torch.nn.Module):
         self._declared, self._input_shape = layers, input_shape
         self._by_name = {layer["name"]: layer for layer in layers}
         for layer in layers:
-            self._place(layer["name"], _weight_module(layer, tensors))
+            self._place(layer["name"], _weight_module(layer, tensors, masked))
             bn_name = layer["batchnorm"]
             if bn_name:
                 bn = nn.BatchNorm2d(layer["out"], eps=BN_EPS, momentum=BN_MOMENTUM)
