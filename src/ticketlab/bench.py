@@ -51,7 +51,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from .data import load_dataset
 from .core.device import cpu_model, resolve_device
 from .pruning.criteria import CRITERIA
-from .nets.specs import NetSpec, get_net, init_params, init_weights
+from .nets.specs import NETS, NetSpec, get_net, init_params, init_weights, net_title
 from .store.tickets import build_ticket, ticket_module
 from .core.numerics import cuda_float32
 from .core.seeds import generator
@@ -67,7 +67,6 @@ EVAL_EVERY = 100
 N_VAL, N_TEST = 5_000, 10_000
 CRITERIA_SEEDS, CRITERIA_ROUNDS = 5, 24
 SPARSE_ROUNDS = (0, 4, 8, 12, 16, 20)  # SPEC's FC densities 100, 41, 17, 7, 3 and 1%
-CONV_NETS = ("conv2", "conv4", "conv6", "resnet20", "vgg16")
 FLOP_COUNT = (
     "per network and step: forward 2*B*P + backward-weights 2*B*P for every layer + backward-data "
     "2*B*P for every layer but the first (P = the layer's weights; biases, activations, loss and "
@@ -552,7 +551,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     # --- conv nets: a small cohort, a few steps, beside a plain PyTorch loop of the same net (random
     # CIFAR-shaped data: speed does not depend on it)
     conv_k = 2
-    conv_nets = ("conv2",) if quick else CONV_NETS
+    conv_nets = ("conv2",) if quick else tuple(n for n in NETS if not NETS[n].dense_stack)  # every registered conv net
     g = torch.Generator().manual_seed(0)
     cx = (torch.randint(0, 256, (600, 3, 32, 32), generator=g).float() / 255).to(dev)
     cy = torch.randint(0, 10, (600,), generator=g).to(dev)
@@ -610,16 +609,6 @@ _ROWS = [
     ("on_best_test_evals_estimated_cohort13", "of 505", "points with test evaluations, cohort of 13 (on_best, est.)"),
     ("eval_overhead_full_fc_cohort13_on_best", "", "eval time / train time, full FC run, cohort of 13 (on_best)"),
     ("eval_overhead_full_fc_cohort13_all", "", "eval time / train time, full FC run, cohort of 13 (test_eval=all)"),
-    ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
-    ("conv2_plain_samples_per_s", "samples/s", "Conv2 training, plain PyTorch loop"),
-    ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
-    ("conv4_plain_samples_per_s", "samples/s", "Conv4 training, plain PyTorch loop"),
-    ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
-    ("conv6_plain_samples_per_s", "samples/s", "Conv6 training, plain PyTorch loop"),
-    ("resnet20_cohort2_net_samples_per_s", "net-samples/s", "ResNet-20 training, cohort of 2"),
-    ("resnet20_plain_samples_per_s", "samples/s", "ResNet-20 training, plain PyTorch loop"),
-    ("vgg16_cohort2_net_samples_per_s", "net-samples/s", "VGG-16 training, cohort of 2"),
-    ("vgg16_plain_samples_per_s", "samples/s", "VGG-16 training, plain PyTorch loop"),
     ("projected_criteria_full_hours_dense", "h", "criteria preset, full FC (5 seeds x (dense + 24 x 13)), all dense"),
     ("projected_criteria_full_hours", "h", "criteria preset, full FC, the engine's path (sparse below threshold)"),
     ("projected_criteria_sparse_saving", "x", "  dense projection / the engine's"),
@@ -629,9 +618,16 @@ _ROWS = [
 ]
 
 
+_CONV_AFTER = next(row for row in _ROWS if row[0] == "eval_overhead_full_fc_cohort13_all")  # conv rows follow it
+
+
 def _print_table(res: dict) -> None:
     print(f"ticketlab bench{' (quick: rough numbers)' if res['quick'] else ''}")
-    for key, unit, label in _ROWS:
+    conv_rows = [row for n in NETS if not NETS[n].dense_stack for row in (
+        (f"{n}_cohort2_net_samples_per_s", "net-samples/s", f"{net_title(n)} training, cohort of 2"),
+        (f"{n}_plain_samples_per_s", "samples/s", f"{net_title(n)} training, plain PyTorch loop"))]
+    rows = _ROWS[: _ROWS.index(_CONV_AFTER) + 1] + conv_rows + _ROWS[_ROWS.index(_CONV_AFTER) + 1 :]
+    for key, unit, label in rows:
         if key in res and res[key] is not None:
             print(f"  {label:<62} {_fmt(res[key]):>14} {unit}")
     for lv in res.get("sparse_levels", []):
