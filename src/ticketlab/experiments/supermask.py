@@ -27,7 +27,7 @@ from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, js
 from ..store.runs import read_base, run_dir, write_run
 from ..store.tickets import build_ticket
 from ..training.config import TrainConfig
-from ..training.evaluate import evaluate
+from ..training.evaluation import evaluate
 from .dense import dense_identity, ensure_dense
 from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind

@@ -1,5 +1,5 @@
 """Training a cohort (SPEC §3): the schedule, the learner seam, TF1 Adam, evaluation and the loop."""
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .loop import train_cohort
 from .schedule import MemberResult, MemberStart, Schedule
 from .state import CohortLearner, CohortState, Learner, Optimizer, train_weights

@@ -17,7 +17,7 @@ from ..core.numerics import flush_denormals
 from ..core.seeds import generator
 from ..data import Dataset
 from ..nets.specs import NetSpec
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .schedule import MemberResult, MemberStart, Progress, Schedule
 from .state import Learner, train_weights
 
