@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.errors import TicketlabError
+
+if TYPE_CHECKING:  # the specs are data the command line reads before torch loads; init needs torch
+    import torch
 
 # TF1's truncated_normal keeps draws in [-2 sigma, 2 sigma]; the std of that truncated unit
 # normal is this constant, so glorot_normal divides by it to realise the Glorot std.
@@ -113,6 +115,8 @@ def get_net(name: str) -> NetSpec:
 
 def truncated_normal_(t: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
     """Fill `t` from N(0, std^2) truncated to [-2 std, 2 std] by redrawing outliers (TF1 rule)."""
+    import torch
+
     t.normal_(0.0, std, generator=generator)
     bound = 2.0 * std
     while True:
@@ -125,6 +129,8 @@ def truncated_normal_(t: torch.Tensor, std: float, generator: torch.Generator) -
 
 def init_weights(spec: NetSpec, generator: torch.Generator) -> list[torch.Tensor]:
     """One member's kernels, TF1 glorot_normal (SPEC §2), drawn on the CPU so every device agrees."""
+    import torch
+
     return [
         truncated_normal_(torch.empty(layer.weight_shape), layer.glorot_std / TRUNCATED_NORMAL_STD, generator)
         for layer in spec.layers
