@@ -117,9 +117,10 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     _start_torch(ns.threads)
     device = resolve_device(ns.device)
     if ns.mask is not None:
-        read_mask_file(ns.mask, get_net(config.net))  # a bad mask is refused before --out is created
+        read_mask_file(ns.mask, get_net(config.net), ns.allow_empty_layers)  # refused before --out is created
     ensure_writable(ns.out)
-    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair)
+    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair,
+                        allow_empty_layers=ns.allow_empty_layers)
     print(run_dir)
     return 0
 
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (SPEC §3).")
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--mask", type=Path, default=None, help=".npz with one array per layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
+    p.add_argument("--allow-empty-layers", action="store_true",
+                   help="with --mask: train even if the mask keeps no weight of some layer (a warning instead of an error)")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
     _repair_argument(p)
     p.set_defaults(func=_cmd_train)
