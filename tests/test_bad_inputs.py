@@ -68,7 +68,9 @@ def test_out_of_range_numbers(tmp_path, capsys, args, message):
         ("round_step = 0", "field 'round_step' must be >= 1"),
         (f"seeds = {10**12}", "field 'seeds' must be <= 1000"),
         ("eval_every = 0", "field 'eval_every' must be >= 1"),
-        ("learning_rate = -1.0", "field 'learning_rate' must be a positive number"),
+        ("learning_rate = -1.0", "field 'learning_rate' must be > 0, got -1.0"),
+        ("learning_rate = nan", "field 'learning_rate' must be a finite number, got nan"),
+        ("learning_rate = inf", "field 'learning_rate' must be a finite number, got inf"),
         ("first_seed = -1", "field 'first_seed' must be >= 0"),
     ],
 )

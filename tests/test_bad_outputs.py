@@ -56,9 +56,11 @@ def _run(root: Path, kind: str) -> Path:
 def test_results_csv_into_unwritable_places(store, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    refused(["results", str(store), "--csv", str(blocker / "x.csv")], capsys, f"cannot write {blocker / 'x.csv'}: Not a directory")
-    refused(["results", str(store), "--csv", str(tmp_path)], capsys, f"cannot write {tmp_path}: Is a directory")
-    refused(["results", str(store), "--csv", str(tmp_path / "nope" / "x.csv")], capsys, "No such file or directory")
+    refused(["results", str(store), "--csv", str(blocker / "x.csv")], capsys,
+            f"cannot write the --csv file {blocker / 'x.csv'}: folder {blocker} is a file, not a folder")
+    refused(["results", str(store), "--csv", str(tmp_path)], capsys, f"cannot write the --csv file {tmp_path}: it is a folder")
+    refused(["results", str(store), "--csv", str(tmp_path / "nope" / "x.csv")], capsys,
+            f"folder {tmp_path / 'nope'} does not exist")
     assert blocker.read_text() == "not a folder" and not (tmp_path / "nope").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
@@ -107,7 +109,7 @@ def test_plot_and_report_into_unwritable_places(store, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     refused(["plot", str(store), "--out", str(blocker / "figures")], capsys, "Not a directory", str(blocker / "figures"))
-    refused(["report", str(store), "--out", str(blocker)], capsys, "File exists", str(blocker))
+    refused(["report", str(store), "--out", str(blocker)], capsys, f"cannot write output folder {blocker}: it is a file, not a folder")
     assert blocker.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 

@@ -19,7 +19,7 @@ from ticketlab.nets.specs import get_net, init_weights
 from ticketlab.core.numerics import flush_denormals
 from ticketlab.core.seeds import generator
 from ticketlab.training.adam import _adam_step
-from ticketlab.training.evaluate import evaluate
+from ticketlab.training.evaluation import evaluate
 from ticketlab.training.loop import train_cohort
 from ticketlab.training.schedule import MemberStart, Schedule
 from ticketlab.training.state import CohortState

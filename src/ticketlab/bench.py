@@ -3,7 +3,7 @@
 Everything is measured in one process, on one device, with the production code: the FC and conv
 training rates time `training.state.CohortState.step`, the very step `train_cohort` runs (forward, loss,
 backward, TF1 Adam), on batches gathered from the in-memory training set as `train_cohort` gathers
-them; evaluation times `training.evaluate.evaluate`. The cohort step's two phases are also timed alone: the
+them; evaluation times `training.evaluation.evaluate`. The cohort step's two phases are also timed alone: the
 gradients (all the counted FLOPs) and Adam (no counted FLOPs; torch's fused kernel spends two
 divisions and a square root on every parameter, and is bound by them: it runs no faster on data that
 sits in the L2 cache), which shows how far the step could go with these kernels. Then two real
@@ -55,7 +55,7 @@ from .nets.specs import NETS, NetSpec, get_net, init_params, init_weights, net_t
 from .store.tickets import build_ticket, ticket_module
 from .core.numerics import cuda_float32
 from .core.seeds import generator
-from .training.evaluate import evaluate
+from .training.evaluation import evaluate
 from .training.loop import gather_batch, train_cohort
 from .training.schedule import MemberStart, Schedule
 from .training.state import CohortState

@@ -1,18 +1,25 @@
-"""The `ticketlab` command line. Every user error is one line on stderr and exit code 2."""
+"""The `ticketlab` command line. Every user error is one line on stderr and exit code 2.
+
+The arguments are parsed and checked before torch, numba or pandas load (the modules imported here
+are light, and each command imports what it runs only after its checks), so that `--help`,
+`--version` and a bad flag answer at once.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__
-from .core.fields import add_dataclass_arguments, dataclass_from_namespace
-from .nets.specs import NETS
-from .training.config import TrainConfig
 from .core.device import DEVICES
 from .core.errors import TicketlabError
+from .core.fields import add_dataclass_arguments, dataclass_from_namespace, field_problem
+from .core.paths import STDOUT, file_argument, folder_argument
+from .nets.specs import NETS
+from .training.config import TrainConfig
 
 # Far above any machine's cores (threads) or seeds (workers); a typo such as 4294967297 would
 # otherwise overflow torch's C int, or start a pool sized for it.
@@ -29,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _runtime_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
     default = "" if "(default:" in out_help else " (default: ./ticketlab-runs)"
-    p.add_argument("--out", type=Path, default=Path("ticketlab-runs"), help=out_help + default)
+    p.add_argument("--out", type=folder_argument, default=Path("ticketlab-runs"), help=out_help + default)
     p.add_argument("--device", default="auto", choices=DEVICES, help="where to train (default: auto = cuda if available)")
     p.add_argument("--data-dir", default=None, help="directory of a non-shipped dataset (fashion-mnist, cifar10)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 (checksum-verified) if it is missing")
@@ -77,36 +84,49 @@ def _check_count(flag: str, value: int | None, most: int) -> None:
         raise TicketlabError(f"{flag} must be between 1 and {most}, got {value}")
 
 
-def _set_threads(threads: int | None) -> None:
-    import torch
+def _check_flags(ns: argparse.Namespace, fields: dict[str, type]) -> None:
+    """Check flags that override a dataclass's fields against the ranges those fields declare, before
+    anything heavy loads (the same check a sweep file's fields get)."""
+    for name, cls in fields.items():
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        problem = field_problem(field, getattr(ns, name))
+        if problem is not None:
+            raise TicketlabError(f"--{name.replace('_', '-')} {problem}")
 
-    _check_count("--threads", threads, MAX_THREADS)
+
+def _start_torch(threads: int | None) -> None:
+    """Before a command's first torch work: denormals flushed to zero before torch starts its thread
+    pool, so that every thread inherits the mode (`core.numerics`), and the thread count."""
+    from .core.numerics import flush_denormals
+
+    flush_denormals(check=False)
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
+    config = dataclass_from_namespace(TrainConfig, ns)
+    config.validate()
+    _check_count("--threads", ns.threads, MAX_THREADS)
     from .core.device import resolve_device
     from .store.files import ensure_writable
     from .experiments.train import read_mask_file, run_train
 
-    config = dataclass_from_namespace(TrainConfig, ns)
-    config.validate()
-    _set_threads(ns.threads)
+    _start_torch(ns.threads)
     device = resolve_device(ns.device)
     if ns.mask is not None:
-        read_mask_file(ns.mask, config.net_spec())  # a bad mask is refused before --out is created
+        read_mask_file(ns.mask, config.net_spec(), ns.allow_empty_layers)  # refused before --out is created
     ensure_writable(ns.out)
-    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair)
+    run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair,
+                        allow_empty_layers=ns.allow_empty_layers)
     print(run_dir)
     return 0
 
 
 def _cmd_sweep(ns: argparse.Namespace) -> int:
-    from .store.files import ensure_writable
-    from .execution.sweep import run_sweep
-    from .experiments.jobs import Runtime
-    from .experiments.spec import load_sweep, preset_names, preset_text
+    from .experiments.spec import SweepSpec, flag_name, load_sweep, preset_names, preset_text
 
     if ns.list:
         import tomllib
@@ -118,11 +138,18 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     if ns.preset is None:
         raise TicketlabError("name a preset or a .toml file (ticketlab sweep --list shows the presets)")
     _check_count("--workers", ns.workers, MAX_THREADS)
+    _check_count("--threads", ns.threads, MAX_THREADS)
+    _check_flags(ns, {"seeds": SweepSpec, "first_seed": SweepSpec, "iterations": TrainConfig})
+    ray = _ray_runtime(ns)
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
-    spec = load_sweep(ns.preset, ns.scale, overrides)
-    _set_threads(ns.threads)
-    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **_ray_runtime(ns))
+    spec = load_sweep(ns.preset, ns.scale, overrides, flag_name)
     from .core.device import resolve_device
+    from .execution.sweep import run_sweep
+    from .experiments.jobs import Runtime
+    from .store.files import ensure_writable
+
+    _start_torch(ns.threads)
+    runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **ray)
 
     resolve_device(ns.device)
     ensure_writable(ns.out)
@@ -133,15 +160,22 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
 
 
 def _cmd_results(ns: argparse.Namespace) -> int:
+    if not ns.dir.is_dir():
+        raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
+    if ns.parquet == STDOUT:
+        raise TicketlabError("--parquet writes a binary file, not standard output: give a file path")
+    from .core.paths import check_output_file
+
+    for flag, path in (("--csv", ns.csv), ("--parquet", ns.parquet)):
+        if path is not None and path != STDOUT:
+            check_output_file(path, f"the {flag} file")  # before the table is read: nothing is written on a refusal
     from .analysis.table import format_table, incomplete_sweeps, result_rows, to_csv
     from .store.files import write_output
 
-    if not ns.dir.is_dir():
-        raise TicketlabError(f"{ns.dir} is not a directory: give the --out of a sweep")
     rows = result_rows(ns.dir)
     for note in incomplete_sweeps(ns.dir):
         print(f"ticketlab: note: {note}", file=sys.stderr)
-    if ns.csv is not None and str(ns.csv) == "-":
+    if ns.csv == STDOUT:
         sys.stdout.write(to_csv(rows))
     elif ns.csv is not None:
         text = to_csv(rows)
@@ -186,18 +220,23 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(ns: argparse.Namespace) -> int:
+    from .experiments.spec import SweepSpec
+
+    _check_count("--workers", ns.workers, MAX_THREADS)
+    _check_count("--threads", ns.threads, MAX_THREADS)
+    _check_flags(ns, {"seeds": SweepSpec})
+    ray = _ray_runtime(ns)
     from .core.device import resolve_device
     from .reproduce import reproduce, study_specs
     from .store.files import ensure_writable
     from .experiments.jobs import Runtime
 
-    _check_count("--workers", ns.workers, MAX_THREADS)
     specs = study_specs(ns.scale, ns.seeds)
-    _set_threads(ns.threads)
+    _start_torch(ns.threads)
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
     ensure_writable(out)
-    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **_ray_runtime(ns)),
+    html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **ray),
                          ns.workers,
                          ns.executor)
     print(f"report: {md}", file=sys.stderr)
@@ -205,27 +244,45 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     return 0
 
 
+SUPERMASK_FLAGS = ("criterion", "level", "start", "dwr")
+
+
 def _cmd_export(ns: argparse.Namespace) -> int:
+    if ns.out == STDOUT:
+        raise TicketlabError("--out writes a binary file, not standard output: give a .safetensors file path")
+    from .core.paths import check_output_file
+
+    check_output_file(ns.out, "ticket")
     from .store.tickets import export_ticket, run_kind, write_ticket
 
-    if run_kind(ns.run) == "supermask":
+    kind = run_kind(ns.run)
+    if kind == "supermask":
+        if ns.weights is not None:
+            raise TicketlabError(f"--weights is for train, dense and round runs; {ns.run} is a supermask run, whose "
+                                 "networks start untrained: choose its start weights with --start, or drop --weights")
         from .experiments.supermask import supermask_ticket
 
         dwr = None if ns.dwr is None else ns.dwr == "true"
         path = write_ticket(*supermask_ticket(ns.run, ns.criterion, ns.level, ns.start, dwr), ns.out)
         what = f"{ns.criterion}, level {ns.level}, {ns.start} start, DWR {ns.dwr}"
     else:
-        path = export_ticket(ns.run, ns.out, ns.weights)
-        what = f"{ns.weights} weights"
+        given = [f"--{name}" for name in SUPERMASK_FLAGS if getattr(ns, name) is not None]
+        if given:
+            raise TicketlabError(f"{given[0]} is for a supermask run; {ns.run} is a {kind} run, which holds one "
+                                 f"network: drop {', '.join(given)}")
+        weights = ns.weights or "final"
+        path = export_ticket(ns.run, ns.out, weights)
+        what = f"{weights} weights"
     print(f"wrote the ticket of {ns.run} ({what}) to {path}", file=sys.stderr)
     print(path)
     return 0
 
 
 def _cmd_bench(ns: argparse.Namespace) -> int:
+    _check_count("--threads", ns.threads, MAX_THREADS)
     from .bench import run_bench
 
-    _set_threads(ns.threads)
+    _start_torch(ns.threads)
     run_bench(as_json=ns.json, quick=ns.quick, device=ns.device)
     return 0
 
@@ -238,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (SPEC §3).")
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--mask", type=Path, default=None, help=".npz with one array per layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
+    p.add_argument("--allow-empty-layers", action="store_true",
+                   help="with --mask: train even if the mask keeps no weight of some layer (a warning instead of an error)")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
     _repair_argument(p)
     p.set_defaults(func=_cmd_train)
@@ -263,15 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(e.g. head), it stops quietly with exit status {BROKEN_PIPE_EXIT}, as a C tool killed by SIGPIPE.")
     p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--csv", type=Path, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written), or to stdout with -")
-    group.add_argument("--parquet", type=Path, default=None, help="write Parquet to this file (needs pyarrow: pip install \"ticketlab[plot]\")")
+    group.add_argument("--csv", type=file_argument, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written), or to stdout with -")
+    group.add_argument("--parquet", type=file_argument, default=None, help="write Parquet to this file (needs pyarrow: pip install \"ticketlab[plot]\")")
     p.set_defaults(func=_cmd_results)
 
     for name, helptext, func in (("plot", "draw the figures of a sweep directory", _cmd_plot),
                                  ("report", "write figures and an HTML + Markdown reproduction report", _cmd_report)):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce)")
-        p.add_argument("--out", type=Path, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'})")
+        p.add_argument("--out", type=folder_argument, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'})")
         p.add_argument("--band", default="minmax", choices=("minmax", "std"), help="band over seeds: min-max range (default) or mean +- std")
         if name == "plot":
             p.add_argument("--format", nargs="+", default=["png", "svg"], choices=("png", "svg", "pdf"), help="file formats (default: png svg)")
@@ -292,10 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "torch.nn.utils.prune holds them, and its metadata) as a safetensors file; "
                        "ticketlab.load_ticket(FILE) rebuilds it as an nn.Module.")
     p.add_argument("run", type=Path, help="a run directory: OUT/train_<hash>, or OUT/runs/round_<hash> / dense_<hash> of a sweep")
-    p.add_argument("--out", type=Path, required=True, help="the .safetensors file to write (its folder must exist)")
-    p.add_argument("--weights", default="final", choices=("init", "final", "early_stop"),
-                   help="init: the ticket to retrain (the run's start weights, zero biases); final: as trained "
-                        "(default: final)")
+    p.add_argument("--out", type=file_argument, required=True, help="the .safetensors file to write (its folder must exist)")
+    p.add_argument("--weights", default=None, choices=("init", "final"),
+                   help="for a train, dense or round run: init, the ticket to retrain (the run's start weights, zero "
+                        "biases), or final, as trained (default: final); runs keep no weights at the early-stopping "
+                        "iteration")
     p.add_argument("--criterion", default=None, help="for a supermask run: which criterion's mask")
     p.add_argument("--level", type=int, default=None, help="for a supermask run: which one-shot level p")
     p.add_argument("--start", default=None, choices=("init", "signed_constant"), help="for a supermask run: the start weights")
@@ -314,9 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    from .core.numerics import flush_denormals
-
-    flush_denormals(check=False)  # before torch starts its thread pool, so that every thread inherits it
     signal.signal(signal.SIGTERM, _terminated)  # timeout, docker stop, a batch scheduler: stop as on Ctrl-C
     try:
         code = ns.func(ns)

@@ -1,18 +1,20 @@
 """`ticketlab plot`, `report` and `reproduce`: from a sweep directory to figures and a report."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from .training.config import TrainConfig
 from .core.device import environment, resolve_device
+from .analysis.table import seed_ranges
 from .core.errors import TicketlabError
 from .store.files import ensure_writable
 from .execution.sweep import run_sweeps
 from .experiments.jobs import Runtime
 from .experiments.kinds import get_kind
-from .experiments.manifests import read_manifests, spec_from_manifest
+from .experiments.manifests import manifest_seeds, read_manifests, spec_from_manifest
 from .experiments.spec import SweepSpec, load_sweep
 
 # every figure of SPEC §8 that runs on MNIST (the learned supermasks are their own preset), in the order their
@@ -96,10 +98,13 @@ def kinds_of(root: Path) -> dict[str, str]:
 def meta_of(root: Path, extra: dict | None = None) -> dict:
     """What the report says about how its data were made, from the sweep manifests."""
     manifests = read_manifests(root)
-    specs = [spec_from_manifest(m) for m in manifests]
+    seeds = [sorted(manifest_seeds(m)) for m in manifests]
+    # one spec per sweep, counting every seed its slices recorded (what the scale banner judges)
+    specs = [dataclasses.replace(spec_from_manifest(m), seeds=len(s)) for m, s in zip(manifests, seeds)]
     meta: dict = {
         "scale": scale_label(specs),
-        "sweeps": {s.name: f"{s.kind}, net {s.net}, seeds {s.first_seed}..{s.first_seed + s.seeds - 1}" for s in specs},
+        "sweeps": {spec.name: f"{spec.kind}, net {spec.net}, seeds {seed_ranges(s)}" for spec, s in zip(specs, seeds)},
+        # each sweep's own time: the seconds its jobs ran, whatever else its batch ran
         "wall_seconds": {s.name: round(m.get("wall_seconds", float("nan")), 1) for s, m in zip(specs, manifests)},
     }
     if manifests and "environment" in manifests[-1]:

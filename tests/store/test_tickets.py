@@ -144,8 +144,9 @@ def test_bad_exports_are_one_line(masked_train, tmp_path, capsys):
     (half / "config.json").write_text("{}")
     refused(["export", str(half), "--out", str(tmp_path / "t.safetensors")], capsys, "is not a finished run")
     refused(["export", str(masked_train), "--out", str(tmp_path / "no" / "t.safetensors")], capsys, "cannot write")
-    refused(["export", str(masked_train), "--out", str(tmp_path / "t.safetensors"), "--weights", "early_stop"], capsys,
-            "does not keep its weights at the early-stopping iteration")
+    with pytest.raises(SystemExit) as exit_:  # not offered: runs keep no early-stopping weights
+        main(["export", str(masked_train), "--out", str(tmp_path / "t.safetensors"), "--weights", "early_stop"])
+    assert exit_.value.code == 2 and "invalid choice: 'early_stop'" in capsys.readouterr().err
     assert not (tmp_path / "t.safetensors").exists()
     not_a_ticket = tmp_path / "x.safetensors"
     not_a_ticket.write_bytes(b"not a safetensors file")

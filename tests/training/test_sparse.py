@@ -13,7 +13,7 @@ from ticketlab.core.seeds import generator
 from ticketlab.data.dataset import Dataset
 from ticketlab.nets.sparse import SPARSE_BELOW, trains_sparse
 from ticketlab.nets.specs import get_net, init_weights
-from ticketlab.training.evaluate import evaluate
+from ticketlab.training.evaluation import evaluate
 from ticketlab.training.loop import train_cohort
 from ticketlab.training.schedule import MemberStart, Schedule
 from ticketlab.training.state import CohortState

@@ -96,8 +96,9 @@ def experiment_rows(results: pd.DataFrame, experiment: Experiment) -> pd.DataFra
     rows = results[results["experiment"] == experiment.name].copy()
     if rows.empty:
         return rows
-    rows["round"] = rows["round"].astype(int)
-    rows["seed"] = rows["seed"].astype(int)
+    for column in ("round", "seed"):  # a learner's rows have no round: nullable integers then
+        values = pd.to_numeric(rows[column], errors="coerce")
+        rows[column] = values.astype(int) if values.notna().all() else values.astype("Int64")
     for column in experiment.curves.panels:
         read, missing = _PANEL_COLUMNS.get(column, (lambda c: c, None))
         rows[column] = read(rows[column]) if column in rows else missing

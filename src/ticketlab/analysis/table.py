@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.errors import TicketlabError
 from ..experiments.kinds import get_kind, kind_names
-from ..experiments.manifests import read_manifests, spec_from_manifest
+from ..experiments.manifests import manifest_seeds, manifest_specs, read_manifests
 
 # Every row names its experiment and where it ran; each experiment kind adds the columns it fills.
 LEADING_COLUMNS = ("experiment", "net", "dataset", "seed")
@@ -42,13 +42,13 @@ def result_rows(root: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[tuple] = set()
     for record in manifests:
-        spec = spec_from_manifest(record)
-        for found in get_kind(spec.kind).result_rows(spec, root):
-            row = {c: found.get(c) for c in columns}
-            key = tuple(row.values())  # two records of the same runs (a file swept at both scales) list them once
-            if key not in seen:
-                seen.add(key)
-                rows.append(row)
+        for spec in manifest_specs(record):  # every seed any slice recorded
+            for found in get_kind(spec.kind).result_rows(spec, root):
+                row = {c: found.get(c) for c in columns}
+                key = tuple(row.values())  # two records of the same runs (a file swept at both scales) list them once
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
     return rows
 
 
@@ -57,19 +57,35 @@ def incomplete_sweeps(root: Path) -> list[str]:
     table all the same), saying how to finish it."""
     notes = []
     for record in read_manifests(Path(root)):
-        spec = spec_from_manifest(record)
+        specs = manifest_specs(record)
+        spec = specs[0]
         what = f"sweep {spec.name} ({spec.net}, {spec.scale})"
         kind = get_kind(spec.kind)
-        expected = kind.expected_results(spec)
         if record["status"] != "complete":
-            notes.append(f"{what} is {record['status']}, not complete: its finished runs are in the table; run the "
-                         "same `ticketlab sweep` again to finish it")
-        elif expected is not None:
-            found = len(kind.result_rows(spec, Path(root)))
+            open_seeds = [seed for seed, entry in manifest_seeds(record).items() if entry["status"] != "complete"]
+            notes.append(f"{what} is {record['status']}, not complete (seed{'s' if len(open_seeds) != 1 else ''} "
+                         f"{seed_ranges(open_seeds)}): its finished runs are in the table; run the same `ticketlab "
+                         "sweep` again to finish it")
+            continue
+        counts = [kind.expected_results(s) for s in specs]
+        if None not in counts:
+            expected = sum(counts)
+            found = sum(len(kind.result_rows(s, Path(root))) for s in specs)
             if found < expected:
                 notes.append(f"{what} is complete, but {expected - found} of its {expected} runs are missing from the "
                              "store (deleted?): run the same `ticketlab sweep` again to train them")
     return notes
+
+
+def seed_ranges(seeds: list[int]) -> str:
+    """Seeds as ranges: [0, 1, 2, 4] -> '0-2, 4'."""
+    parts: list[list[int]] = []
+    for seed in sorted(seeds):
+        if parts and seed == parts[-1][-1] + 1:
+            parts[-1].append(seed)
+        else:
+            parts.append([seed])
+    return ", ".join(f"{p[0]}-{p[-1]}" if len(p) > 1 else str(p[0]) for p in parts)
 
 
 # Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.

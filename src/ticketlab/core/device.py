@@ -1,15 +1,20 @@
 """Choosing the device a run trains on."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.errors import TicketlabError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     """'auto' is CUDA when available, else CPU; 'cuda' without a GPU is a one-line error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -24,6 +29,8 @@ def resolve_device(name: str) -> torch.device:
 def environment(device: torch.device) -> dict[str, object]:
     """What a result was computed with, recorded beside it."""
     import platform
+
+    import torch
 
     import numpy
 
@@ -65,6 +72,8 @@ def cpu_model() -> str:
 def blas() -> str:
     """The BLAS torch runs its CPU products with, as its build reports it (e.g. 'mkl')."""
     import re
+
+    import torch
 
     found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     return found.group(1) if found else "unknown"

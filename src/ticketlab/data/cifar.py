@@ -180,10 +180,10 @@ def load_cifar10(data_dir: str | os.PathLike | None, download: bool = False) -> 
 def _fetch(url: str, dest: BinaryIO) -> str:
     """Stream `url` into `dest`, showing progress on stderr; return the MD5 hex digest."""
     digest = hashlib.md5(usedforsecurity=False)
+    done = 0
     try:
         with urllib.request.urlopen(url) as response:
             total = int(response.headers.get("Content-Length") or 0)
-            done = 0
             while chunk := response.read(_CHUNK):
                 dest.write(chunk)
                 digest.update(chunk)
@@ -195,7 +195,8 @@ def _fetch(url: str, dest: BinaryIO) -> str:
             f"cannot download {url}: {e}; check the connection, or fetch it by hand and pass --data-dir"
         ) from None
     finally:
-        print(file=sys.stderr, flush=True)
+        if done:  # end the progress line; a failure before any byte arrived is the error's one line alone
+            print(file=sys.stderr, flush=True)
     return digest.hexdigest()
 
 

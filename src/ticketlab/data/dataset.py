@@ -5,11 +5,14 @@ dataset by name (the registry in `ticketlab.data` does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..core.errors import TicketlabError
+
+if TYPE_CHECKING:  # torch loads with the data, not with the registry (the command line parses first)
+    import torch
 
 # One example image as (channels, height, width); the FC net takes it flattened.
 ImageShape = tuple[int, int, int]
@@ -64,6 +67,8 @@ def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.
     if len(test_x) == 0:
         raise TicketlabError(f"{source} has no test images: use the complete dataset")
     train_idx, val_idx = split_indices(len(train_x))
+
+    import torch
 
     def pixels(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / np.float32(255.0))

@@ -1,5 +1,6 @@
 """Execution: how a sweep's jobs run (executors by name) and the sweep runner above them.
 
-Importing the package registers the built-in executors (a new one: one module, imported here).
+The built-in executors register themselves when first asked for (`base.BUILTIN_EXECUTORS`, the
+module of each; a new one: one module, named there), so that the command line lists them without
+loading what they run with.
 """
-from . import cluster, local, pool  # noqa: F401  (they register themselves)

@@ -4,8 +4,8 @@ An executor takes the jobs, a picklable `work(job, report)` callable and a `Prog
 every job, feeds `progress.update(index, fraction)` from the jobs' reports and `progress.done(index)`
 when one finishes, and returns when all are done. The first job to fail stops the rest (its error is
 raised from `run`); so does Ctrl-C. A new way to run jobs (a cluster scheduler, say) is one module
-with such a class that registers itself by name (`register_executor`) and is imported by the
-package's `__init__`; nothing above it changes.
+with such a class that registers itself by name (`register_executor`) and is named in
+`BUILTIN_EXECUTORS` (or imported by the user's code); nothing above it changes.
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class Executor(Protocol):
 # name -> factory(workers, threads per worker) -> Executor
 ExecutorFactory = Callable[[int, int], Executor]
 EXECUTORS: dict[str, ExecutorFactory] = {}
+# The built-in executors and the module that registers each, imported when the executor is made.
+BUILTIN_EXECUTORS = {"local": "local", "processes": "pool", "ray": "cluster"}
 
 
 def register_executor(name: str, factory: ExecutorFactory) -> None:
@@ -38,14 +40,18 @@ def register_executor(name: str, factory: ExecutorFactory) -> None:
 
 
 def executor_names() -> tuple[str, ...]:
-    """The registered executors (built in: local, processes)."""
-    return tuple(EXECUTORS)
+    """The executors by name: the built-in ones (local, processes, ray), then any registered."""
+    return tuple(dict.fromkeys((*BUILTIN_EXECUTORS, *EXECUTORS)))
 
 
 def make_executor(name: str, workers: int, threads: int) -> Executor:
     """The executor `name` for `workers` workers of `threads` torch threads each."""
     from ..core.errors import TicketlabError
 
+    if name not in EXECUTORS and name in BUILTIN_EXECUTORS:
+        import importlib
+
+        importlib.import_module(f"{__package__}.{BUILTIN_EXECUTORS[name]}")
     if name not in EXECUTORS:
-        raise TicketlabError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+        raise TicketlabError(f"unknown executor {name!r}: choose one of {', '.join(executor_names())}")
     return EXECUTORS[name](workers, threads)

@@ -88,6 +88,8 @@ def _connect(ray, address: str | None, cpus: int) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        _probe(address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
     if address is None:
         kwargs["num_cpus"] = max(cpus, 1)
@@ -98,6 +100,28 @@ def _connect(ray, address: str | None, cpus: int) -> bool:
         raise TicketlabError(f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
                              "check --address (start a cluster with: ray start --head)") from None
     return True
+
+
+CONNECT_TIMEOUT = 10.0  # seconds for a cluster's address to answer before the sweep is refused
+
+
+def _probe(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse an address where nothing listens, in one line and within `timeout`: `ray.init` would
+    retry a dead address for a minute or more, deaf to SIGTERM meanwhile. "auto" (Ray's own lookup)
+    and addresses without a port are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = "nothing answered" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise TicketlabError(f"cannot connect to the Ray cluster at {address}: {reason} within {timeout:g} s; check "
+                             "--address (start a cluster with: ray start --head)") from None
 
 
 def _gpus(runtime: Any) -> float:

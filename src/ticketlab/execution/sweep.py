@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core.device import environment, resolve_device
 from ..core.progress import ProgressLine
 from ..experiments.jobs import LOCKS, Job, Runtime, SweepWork
-from ..experiments.manifests import SWEEPS, covered_by_complete_manifest, write_manifest
+from ..experiments.manifests import SWEEPS, record_seeds
 from ..experiments.spec import SweepSpec
 from ..store.files import ensure_writable, remove_stale_temporaries
 from ..store.runs import RUNS
@@ -19,23 +19,32 @@ from .base import Executor, make_executor
 
 
 class _ProgressBar:
-    """The sweep's one progress line, fed by an executor."""
+    """The sweep's one progress line, fed by an executor; it also times each job (from its first report,
+    which `SweepWork` sends as the job starts, to its end)."""
 
     def __init__(self, n_jobs: int, label: str, quiet: bool):
         self.fractions = [0.0] * n_jobs
         self.t0 = time.perf_counter()
+        self.started = [math.nan] * n_jobs  # seconds from the start to each job's first report
         self.finished_after = [math.nan] * n_jobs  # seconds from the start to each job's end
         self.bar = None if quiet else ProgressLine(f"[{label}]")
 
     def update(self, index: int, fraction: float) -> None:
+        if self.started[index] != self.started[index]:
+            self.started[index] = time.perf_counter() - self.t0
         if self.fractions[index] < 1.0:
             self.fractions[index] = min(fraction, 1.0)
-        self._show()
+        if fraction > 0:  # a job's start report says nothing new to show
+            self._show()
 
     def done(self, index: int) -> None:
         self.fractions[index] = 1.0
         self.finished_after[index] = time.perf_counter() - self.t0
         self._show(force=True)
+
+    def durations(self) -> list[float]:
+        """Seconds each job ran (NaN: it did not finish)."""
+        return [end - (start if start == start else 0.0) for start, end in zip(self.started, self.finished_after)]
 
     def _show(self, force: bool = False) -> None:
         if self.bar is not None:
@@ -74,15 +83,18 @@ def executor_for(n_jobs: int, workers: int, runtime: Runtime, name: str = "auto"
 
 
 def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False,
-            executor: Executor | None = None) -> list[float]:
+            executor: Executor | None = None, timing: list[float] | None = None) -> list[float]:
     """Run jobs with `executor` (default: `executor_for`), one progress line; returns the seconds from
-    the start to each job's end."""
+    the start to each job's end. `timing`, if given, gets the seconds each job ran (NaN: unfinished),
+    also when a job fails."""
     executor = executor or executor_for(len(jobs), workers, runtime)
     bar = _ProgressBar(len(jobs), label, quiet)
     try:
         executor.run(jobs, SweepWork(root, runtime), bar)
     finally:
         bar.close()
+        if timing is not None:
+            timing[:] = bar.durations()
     return bar.finished_after
 
 
@@ -104,28 +116,41 @@ def run_sweeps(specs: list[SweepSpec], root: Path, runtime: Runtime, workers: in
     """Run (or resume) several sweeps as one batch of jobs handed to one executor: a cluster is filled
     by sweeps x seeds at once, and a dense run several of them need is trained once (the first job of
     its seed trains it; the others find it in the store). Jobs are ordered sweep by sweep, so that
-    consecutive jobs are of different seeds. Every sweep's manifest says "running" before any work and
-    "complete" after it, with its `wall_seconds`: the time from the batch's start to its last job's end
-    (a sweep run alone: its wall time). Returns the wall time of this invocation."""
+    consecutive jobs are of different seeds. Each sweep's manifest records its seeds "running" before
+    any work and each "complete" after it, with the seconds its job ran (a sweep's own time, whatever
+    else the batch ran); a failed or interrupted batch records its unfinished seeds so. The seeds are
+    added to what the manifest holds: a slice of seeds never hides the others. Returns the wall time
+    of this invocation."""
     ensure_writable(root, (RUNS, SWEEPS, LOCKS))
     remove_stale_temporaries(root / RUNS)
     jobs = [Job(spec, seed) for spec in specs for seed in spec.seed_list]
     env = environment(resolve_device(runtime.device))
     count = workers or default_workers(seed_groups(jobs))
     chosen = executor_for(len(jobs), count, runtime, executor)  # an unknown name is refused before any record
-    # A slice of seeds (--first-seed) run after the whole sweep must not shrink its manifest.
-    recorded = [spec for spec in specs if not covered_by_complete_manifest(root, spec)]
-    for spec in recorded:
-        write_manifest(root, spec, "running", env)
+    for spec in specs:
+        record_seeds(root, spec, {seed: "running" for seed in spec.seed_list}, env)
     name = label or (f"sweep {specs[0].name} ({specs[0].scale})" if len(specs) == 1 else f"{len(specs)} sweeps")
     t0 = time.perf_counter()
+    ran: list[float] = []
     try:
-        ends = execute(jobs, root, runtime, count, name, quiet, chosen)
+        execute(jobs, root, runtime, count, name, quiet, chosen, timing=ran)
     except BaseException as e:
-        for spec in recorded:  # say so, for `results`: their finished runs are kept
-            with contextlib.suppress(OSError):
-                write_manifest(root, spec, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", env)
+        unfinished = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        _record(root, specs, jobs, ran, env, unfinished)
         raise
-    for spec in recorded:
-        write_manifest(root, spec, "complete", env, max(t for job, t in zip(jobs, ends) if job.spec is spec))
+    _record(root, specs, jobs, ran, env, "complete")
     return time.perf_counter() - t0
+
+
+def _record(root: Path, specs: list[SweepSpec], jobs: list[Job], ran: list[float], env: dict, unfinished: str) -> None:
+    """Each sweep's seeds as the batch left them: complete with its job's seconds, else `unfinished`."""
+    for spec in specs:
+        statuses, walls = {}, {}
+        for job, seconds in zip(jobs, ran or [math.nan] * len(jobs)):
+            if job.spec is spec:
+                done = seconds == seconds
+                statuses[job.seed] = "complete" if done else unfinished
+                if done:
+                    walls[job.seed] = seconds
+        with contextlib.suppress(OSError):  # say so, for `results`: the finished runs are kept either way
+            record_seeds(root, spec, statuses, env, walls)

@@ -29,6 +29,13 @@ def dense_identity(config: TrainConfig) -> dict[str, Any]:
     return {**identity(config), "snapshots": "v1"}
 
 
+def dense_bases() -> tuple[str, ...]:
+    """The names of every base a dense run can give a supermask sweep: its snapshots and `converged`
+    (a snapshot at or past a run's length is not taken: `experiments.supermask.bases_of`)."""
+    return (*(f"iterations_{i}" for i in BASE_ITERATIONS), *(f"val_accuracy_{a:g}" for a in VAL_ACCURACY_BASES),
+            "converged")
+
+
 def dense_snapshots(iterations: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The snapshots a dense run of `iterations` steps keeps: the log-spaced iterations below its
     length, and the val-accuracy targets."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..core.device import resolve_device
+from ..core.fields import ranged
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
@@ -26,7 +27,7 @@ from ..training import MemberResult, MemberStart, train_cohort
 from ..training.config import TrainConfig
 from .dense import dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind
+from .kinds import Curves, ExperimentKind, Report, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .spec import SweepSpec
 
 Fraction = Callable[[float], None]  # reports progress of the current job in [0, 1]
+_ROUNDS_WHY = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class IterativeParams:
     criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
     mask1: tuple[str, ...] = names_field(("rewind",), MASK1_ACTIONS, "mask-1 actions (SPEC §6)")
     mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (SPEC §6)")
-    rounds: int = 24  # SPEC rounds covered
-    round_step: int = 1  # SPEC rounds of pruning per trained round (quick scale: > 1)
+    rounds: int = ranged(SPEC_ROUNDS, "SPEC rounds covered", low=0, high=SPEC_ROUNDS, why=_ROUNDS_WHY)
+    round_step: int = ranged(1, "SPEC rounds of pruning per trained round (quick scale: > 1)", low=1,
+                             high=SPEC_ROUNDS, why=_ROUNDS_WHY)
 
     @property
     def round_list(self) -> list[int]:
@@ -200,11 +203,6 @@ class IterativeKind(ExperimentKind):
                     ylabel="test accuracy at early stop (%)")
     columns = ("criterion", "mask1", "mask0", "round", "remaining_weights", "remaining_percent", "early_stop_iteration",
                "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy")
-
-    def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
-        why = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
-        check_range(spec.params, "rounds", 0, SPEC_ROUNDS, blame, why)
-        check_range(spec.params, "round_step", 1, SPEC_ROUNDS, blame, why)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         run_chains(root, spec.train_config(seed), chains_of(spec.params), spec.params.round_list,

@@ -82,4 +82,5 @@ class SweepWork:
     runtime: Runtime
 
     def __call__(self, job: Job, report: Report) -> None:
+        report(0.0)  # the job starts: the sweep times each job from here
         run_job(job, self.root, self.runtime, report)

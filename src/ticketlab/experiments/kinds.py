@@ -105,10 +105,27 @@ def check_params_class(params: type) -> None:
 
 
 KINDS: dict[str, ExperimentKind] = {}
+# The built-in kinds' modules, in registration order (the results table's column order). They are
+# imported at the registry's first use, not with the package: a sweep file is parsed and checked, and
+# the command line answers, before torch loads.
+BUILTIN_KIND_MODULES = ("iterative", "supermask", "learned")
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True  # first: each module registers itself through register_kind
+    import importlib
+
+    for module in BUILTIN_KIND_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def register_kind(kind: ExperimentKind) -> ExperimentKind:
     """Add a kind to the registry (its name must be new); returns it."""
+    _load_builtins()
     if kind.name in KINDS and type(KINDS[kind.name]) is not type(kind):
         raise ValueError(f"experiment kind {kind.name!r} is registered twice")
     check_params_class(kind.params)
@@ -123,6 +140,7 @@ def unregister_kind(name: str) -> None:
 
 def get_kind(name: str) -> ExperimentKind:
     """The registered kind `name`, or a one-line error listing the kinds."""
+    _load_builtins()
     try:
         return KINDS[name]
     except KeyError:
@@ -130,5 +148,6 @@ def get_kind(name: str) -> ExperimentKind:
 
 
 def kind_names() -> tuple[str, ...]:
-    """The registered kinds, in registration order (built in: iterative, supermask)."""
+    """The registered kinds, in registration order (built in: iterative, supermask, learned_supermask)."""
+    _load_builtins()
     return tuple(KINDS)

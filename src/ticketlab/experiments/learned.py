@@ -20,6 +20,7 @@ import torch
 
 from ..core.device import resolve_device
 from ..core.errors import TicketlabError
+from ..core.fields import ranged
 from ..core.numerics import NUMERICS
 from ..core.seeds import generator
 from ..data import train_size
@@ -28,10 +29,11 @@ from ..pruning.criteria import criterion_names
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
 from ..store.runs import run_dir, write_run
 from ..training import MemberStart, Schedule, evaluate, train_cohort
+from ..training.config import MAX_ITERATIONS
 from ..training.masks import LEARNERS, MaskLearner, MaskVariant, kept_count, sampled_masks
 from .dense import ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind
+from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
 from .spec import SPEC_ROUNDS, names_field
 from .supermask import STARTS, run_supermask, signed_constant, supermask_identity
 
@@ -53,18 +55,23 @@ class LearnedParams:
     learners: tuple[str, ...] = names_field(LEARNERS, LEARNERS, "mask learners")
     starts: tuple[str, ...] = names_field(("init", "signed_constant"), STARTS, "frozen weights")
     dwr: tuple[bool, ...] = (False, True)  # Bernoulli: dynamic weight rescaling per sampled mask
-    kept_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)  # edge-popup's k
-    logit_init: float = 0.0
-    mask_epochs: int | None = None  # default: MASK_EPOCHS of the net
-    mask_iterations: int | None = None  # overrides mask_epochs
-    mask_batch: int = 250
-    bernoulli_lr: float = BERNOULLI_LR
-    edge_popup_lr: float = EDGE_POPUP_LR
-    momentum: float = 0.9
-    mask_eval_every: int = 1000
-    eval_samples: int = 10
+    kept_fractions: tuple[float, ...] = ranged((0.1, 0.3, 0.5, 0.7), "edge-popup's kept fraction k per layer",
+                                               above=0, high=1)
+    logit_init: float = ranged(0.0, "the Bernoulli logits' start value")
+    mask_epochs: int | None = ranged(None, "epochs of mask training (default: MASK_EPOCHS of the net)", low=1,
+                                     high=MAX_ITERATIONS)
+    mask_iterations: int | None = ranged(None, "steps of mask training (replaces mask_epochs)", low=1,
+                                         high=MAX_ITERATIONS)
+    mask_batch: int = ranged(250, "examples per mask-training step", low=1, high=MAX_ITERATIONS)
+    bernoulli_lr: float = ranged(BERNOULLI_LR, "the Bernoulli learner's SGD learning rate", above=0)
+    edge_popup_lr: float = ranged(EDGE_POPUP_LR, "edge-popup's SGD learning rate (cosine to 0)", above=0)
+    momentum: float = ranged(0.9, "SGD momentum of both learners", low=0, below=1)
+    mask_eval_every: int = ranged(1000, "evaluate the deterministic mask every this many steps", low=1,
+                                  high=MAX_ITERATIONS)
+    eval_samples: int = ranged(10, "sampled masks averaged for the reported accuracy", low=1, high=MAX_ITERATIONS)
     heuristic_criteria: tuple[str, ...] = names_field(HEURISTIC_CRITERIA, criterion_names, "criteria of the heuristic supermasks drawn beside")
-    level_step: int = 1
+    level_step: int = ranged(1, "the heuristic supermasks' level step", low=1, high=SPEC_ROUNDS,
+                             why=f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}")
 
 
 def mask_iterations(p: LearnedParams, net: str, dataset: str) -> int:
@@ -180,14 +187,16 @@ class LearnedSupermaskKind(ExperimentKind):
         p: LearnedParams = spec.params
         if spec.net not in MASK_EPOCHS:
             raise TicketlabError(f"{blame('net')}: learned supermasks run on {', '.join(MASK_EPOCHS)}, not {spec.net}")
-        for k in p.kept_fractions:
-            if not 0.0 < k <= 1.0:
-                raise TicketlabError(f"{where('kept_fractions')}: a kept fraction must be in (0, 1], got {k}")
-        for key in ("mask_batch", "mask_eval_every", "eval_samples"):
-            check_range(p, key, 1, 10**8, blame)
-        if p.mask_iterations is not None:
-            check_range(p, "mask_iterations", 1, 10**8, blame)
-        check_range(p, "level_step", 1, SPEC_ROUNDS, blame)
+        dataset = spec.train_config(spec.first_seed).resolved_dataset
+        size = train_size(dataset)
+        if size is not None and p.mask_batch > size:
+            raise TicketlabError(f"{blame('mask_batch')} must be at most the {size:,} training images of {dataset}, "
+                                 f"got {p.mask_batch}")
+        if p.mask_iterations is None and size is not None:
+            steps = mask_iterations(p, spec.net, dataset)
+            if steps > MAX_ITERATIONS:
+                raise TicketlabError(f"{blame('mask_epochs')} {p.mask_epochs} means {steps:,} steps: at most "
+                                     f"{MAX_ITERATIONS:,} are allowed")
 
     def _heuristic(self, spec: "SweepSpec", seed: int) -> tuple[Any, list[int]]:
         p: LearnedParams = spec.params

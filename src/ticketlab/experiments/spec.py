@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import TicketlabError
+from ..core.fields import MAX_SEED, check_fields, ranged
 from ..data import DATASETS
 from ..nets.specs import NETS
-from ..training.config import MAX_SEED, TrainConfig
+from ..training.config import TrainConfig
 from .kinds import ExperimentKind, field_shape, get_kind, kind_names
 
 SCALES = ("quick", "full")
@@ -37,8 +38,8 @@ class SweepSpec:
     description: str = ""
     net: str = "fc"
     dataset: str | None = None
-    seeds: int = 5
-    first_seed: int = 0
+    seeds: int = ranged(5, "number of seeds", low=1, high=MAX_SEEDS)
+    first_seed: int = ranged(0, "first seed", low=0, high=MAX_SEED)
     # training of every run (None = SPEC §3 defaults for the net)
     epochs: int | None = None
     iterations: int | None = None
@@ -114,37 +115,54 @@ def _where(source: str, text: str, key: str) -> str:
     return f"{source}:{line}" if line else source
 
 
-def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind | None) -> Any:
-    """Check a TOML value's type against the field of the shared spec or of the kind; lists become tuples."""
+def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind | None,
+            where: Callable[[str], str] | None = None) -> Any:
+    """Check a TOML value's type against the field of the shared spec or of the kind; lists become tuples.
+    Errors name the value's place: `where(key)` if given (an override), else the file and line."""
+    if where is None:
+        def where(k: str) -> str:
+            return _where(source, text, k)
     user_fields = _COMMON_USER | (set(_fields_of(kind)) if kind is not None else set())
     if key not in user_fields:
-        raise TicketlabError(f"{_where(source, text, key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
+        raise TicketlabError(f"{where(key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
     shape, want_types = field_shape(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
     if shape == "list":
         meta = _fields_of(kind)[key].metadata
         if value == "all" and meta.get("all"):
             return tuple(meta["all"])
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, (list, tuple)) or not value:
             what = ' (or "all")' if meta.get("all") else ""
-            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must be a non-empty list{what}")
+            raise TicketlabError(f"{where(key)}: field {key!r} must be a non-empty list{what}")
         want = want_types[0]
         if not all(isinstance(v, want) and (want is bool or not isinstance(v, bool)) for v in value):
-            raise TicketlabError(f"{_where(source, text, key)}: field {key!r} must list {want.__name__} values")
+            raise TicketlabError(f"{where(key)}: field {key!r} must list {want.__name__} values")
         return tuple(value)
     if (isinstance(value, bool) and bool not in want_types) or not isinstance(value, want_types):
         raise TicketlabError(
-            f"{_where(source, text, key)}: field {key!r} must be {' or '.join(t.__name__ for t in want_types)}, got {value!r}"
+            f"{where(key)}: field {key!r} must be {' or '.join(t.__name__ for t in want_types)}, got {value!r}"
         )
     return value
 
 
-def _blamer(source: str, text: str, overrides: dict[str, Any]) -> Callable[[str], str]:
-    """How an error names a field: the command-line flag if one set it, else the file, line and field."""
+def flag_name(key: str) -> str:
+    """How the command line's overrides are named in errors: the flag that set them."""
+    return "--" + key.replace("_", "-")
+
+
+def python_override(key: str) -> str:
+    """How a Python caller's overrides (`load_sweep(..., overrides)`) are named in errors."""
+    return f"override {key!r}"
+
+
+def _blamer(source: str, text: str, overrides: dict[str, Any],
+            override_name: Callable[[str], str] = python_override) -> Callable[[str], str]:
+    """How an error names a field: the override that set it (`override_name`: a flag, or the Python
+    argument), else the file, line and field."""
 
     def blame(key: str) -> str:
         key = {"seed": "first_seed"}.get(key, key)  # TrainConfig's seed is the sweep's first_seed
         if overrides.get(key) is not None:
-            return "--" + key.replace("_", "-")
+            return override_name(key)
         return f"{_where(source, text, key)}: field {key!r}"
 
     return blame
@@ -167,15 +185,10 @@ def _check(source: str, text: str, spec: SweepSpec, kind: ExperimentKind, blame:
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
             if repeated is not None:
                 raise TicketlabError(f"{_where(source, text, f.name)}: field {f.name!r} lists {repeated!r} twice")
-    checks = [
-        ("seeds", spec.seeds >= 1, "must be >= 1"),
-        ("seeds", spec.seeds <= MAX_SEEDS, f"must be <= {MAX_SEEDS}"),
-        ("first_seed", spec.first_seed >= 0, "must be >= 0"),
-        ("first_seed", spec.first_seed + spec.seeds - 1 <= MAX_SEED, "+ seeds - 1 must be at most 2^63-1"),
-    ]
-    for key, ok, what in checks:
-        if not ok:
-            raise TicketlabError(f"{blame(key)} {what}, got {getattr(spec, key)}")
+    check_fields(spec, blame)
+    if spec.first_seed + spec.seeds - 1 > MAX_SEED:
+        raise TicketlabError(f"{blame('first_seed')} + seeds - 1 must be at most 2^63-1, got {spec.first_seed}")
+    check_fields(spec.params, blame)  # each kind declares its fields' ranges beside their types
     kind.check(spec, lambda key: _where(source, text, key), blame)
     if spec.epochs is not None and spec.iterations is not None:
         raise TicketlabError(f"{source}: give epochs or iterations, not both")
@@ -187,7 +200,8 @@ def _check_names(source: str, text: str, key: str, values: tuple, valid: tuple) 
             raise TicketlabError(f"{_where(source, text, key)}: unknown {key} {v!r}; valid: {', '.join(valid)}")
 
 
-def _build(values: dict[str, Any], where: str, text: str, overrides: dict[str, Any], **extra: Any) -> SweepSpec:
+def _build(values: dict[str, Any], where: str, text: str, overrides: dict[str, Any],
+           override_name: Callable[[str], str] = python_override, **extra: Any) -> SweepSpec:
     """A checked SweepSpec from coerced flat values (the kind's fields split off into `params`)."""
     for key in ("name", "kind"):
         if key not in values:
@@ -196,7 +210,7 @@ def _build(values: dict[str, Any], where: str, text: str, overrides: dict[str, A
     own = _fields_of(kind)
     params = kind.params(**{k: v for k, v in values.items() if k in own})
     spec = SweepSpec(**{k: v for k, v in values.items() if k in _COMMON}, params=params, **extra)
-    blame = _blamer(where, text, overrides)
+    blame = _blamer(where, text, overrides, override_name)
     _check(where, text, spec, kind, blame)
     spec.train_config(spec.first_seed).validate(blame)
     return spec
@@ -214,11 +228,14 @@ def _kind_of(source: str, text: str, doc: dict[str, Any]) -> ExperimentKind | No
     return get_kind(value)
 
 
-def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
-    """A validated SweepSpec from TOML text at a scale, with command-line overrides applied last.
+def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | None = None,
+               override_name: Callable[[str], str] = python_override) -> SweepSpec:
+    """A validated SweepSpec from TOML text at a scale, with overrides (None: not given) applied last,
+    each checked as a sweep-file field is.
 
     An `iterations` override replaces the file's training length, whether the file gave it as
-    iterations or as epochs. Errors name the flag for an overridden value, else file, line and field."""
+    iterations or as epochs. Errors name an overridden value by `override_name` (the flag, for the
+    command line; the argument, for Python), any other by file, line and field."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -244,10 +261,12 @@ def parse_spec(text: str, source: str, scale: str, overrides: dict[str, Any] | N
     for key, value in scales.get(scale, {}).items():
         values[key] = _coerce(source, text, key, value, kind)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key, value in given.items():
+        given[key] = _coerce(source, text, key, value, kind, where=override_name)
     if "iterations" in given:
         values["epochs"] = None
     values.update(given)
-    return _build(values, source, text, given, scale=scale, source=source)
+    return _build(values, source, text, given, override_name, scale=scale, source=source)
 
 
 # Fields of the one flat spec that sweeps had before each kind declared its own (manifests written
@@ -299,12 +318,14 @@ def preset_text(name: str) -> str:
     return (resources.files("ticketlab.experiments") / "presets" / f"{name}.toml").read_text()
 
 
-def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None = None) -> SweepSpec:
-    """A preset by name, or a user's TOML file by path."""
+def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None = None,
+               override_name: Callable[[str], str] = python_override) -> SweepSpec:
+    """A preset by name, or a user's TOML file by path, with `overrides` (checked as its fields are,
+    errors naming them by `override_name`)."""
     if scale not in SCALES:
         raise TicketlabError(f"unknown scale {scale!r}: choose quick or full")
     if name_or_file in preset_names():
-        return parse_spec(preset_text(name_or_file), f"preset {name_or_file}", scale, overrides)
+        return parse_spec(preset_text(name_or_file), f"preset {name_or_file}", scale, overrides, override_name)
     path = Path(name_or_file)
     if path.suffix == ".toml" or path.exists():
         try:
@@ -318,7 +339,7 @@ def load_sweep(name_or_file: str, scale: str, overrides: dict[str, Any] | None =
             raise TicketlabError(
                 f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}): TOML files are UTF-8; save it as UTF-8"
             ) from None
-        return parse_spec(text, str(path), scale, overrides)
+        return parse_spec(text, str(path), scale, overrides, override_name)
     raise TicketlabError(f"unknown preset {name_or_file!r}: choose one of {', '.join(preset_names())}, or give a .toml file")
 
 

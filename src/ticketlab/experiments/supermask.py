@@ -18,6 +18,7 @@ import torch
 
 from ..core.device import resolve_device
 from ..core.errors import TicketlabError
+from ..core.fields import ranged
 from ..core.seeds import derive_seed
 from ..nets.specs import NETS, NetSpec, get_net
 from ..pruning.actions import density_multiplier
@@ -27,10 +28,10 @@ from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, js
 from ..store.runs import read_base, run_dir, write_run
 from ..store.tickets import build_ticket
 from ..training.config import TrainConfig, net_spec
-from ..training.evaluate import evaluate
-from .dense import dense_identity, ensure_dense
+from ..training.evaluation import evaluate
+from .dense import dense_bases, dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, check_range, register_kind
+from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .spec import SweepSpec
 
 STARTS = ("init", "signed_constant")
+_LEVELS_WHY = f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds"
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class SupermaskParams:
     bases: tuple[str, ...] = ("converged",)  # converged, val_accuracy_0.NN or iterations_N
     starts: tuple[str, ...] = names_field(("init",), STARTS, "start weights of the kept weights")
     dwr: tuple[bool, ...] = (False,)  # dynamic weight rescaling
-    levels: int = 24  # one-shot levels p = 0..levels
-    level_step: int = 1
+    levels: int = ranged(SPEC_ROUNDS, "one-shot levels p = 0..levels", low=0, high=SPEC_ROUNDS, why=_LEVELS_WHY)
+    level_step: int = ranged(1, "one-shot levels between evaluated ones", low=1, high=SPEC_ROUNDS, why=_LEVELS_WHY)
 
     @property
     def level_list(self) -> list[int]:
@@ -222,14 +224,12 @@ class SupermaskKind(ExperimentKind):
     def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
         check_no_batchnorm(spec, blame, "supermask")
         p: SupermaskParams = spec.params
+        known = dense_bases()
         for base in p.bases:
-            if not (base == "converged" or re.fullmatch(r"val_accuracy_0\.\d+", base) or re.fullmatch(r"iterations_\d+", base)):
+            if base not in known:
                 raise TicketlabError(
-                    f"{where('bases')}: unknown base {base!r}; use converged, val_accuracy_0.NN or iterations_N"
+                    f"{where('bases')}: base {base!r} is not one a dense run keeps; the bases are {', '.join(known)}"
                 )
-        why = f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds"
-        check_range(p, "levels", 0, SPEC_ROUNDS, blame, why)
-        check_range(p, "level_step", 1, SPEC_ROUNDS, blame, why)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         p: SupermaskParams = spec.params
@@ -312,6 +312,9 @@ def supermask_ticket(run_dir: Path, criterion: str | None, level: int | None, st
                                  f"one of {', '.join(str(v).lower() if isinstance(v, bool) else str(v) for v in valid)} "
                                  f"({given})")
     dense_path = run_dir.parent / dense_name
+    if not finished(dense_path):
+        raise TicketlabError(f"the dense run {dense_path} that supermask run {run_dir} was made from is not in the "
+                             "store: rerun the sweep that made it")
     with reading_run(dense_path):
         found = read_base(dense_path, spec, base)
     if found is None:

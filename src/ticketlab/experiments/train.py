@@ -21,12 +21,14 @@ from ..training import MemberStart, train_cohort
 from ..training.config import TrainConfig
 
 
-def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:
+def read_mask_file(path: Path, spec: NetSpec, allow_empty_layers: bool = False) -> tuple[list[torch.Tensor], str]:
     """Bool masks from an .npz with one array per prunable layer name (e.g. fc1, fc2, fc3), and its sha256.
 
     An array may be bool, or integer or float with every value exactly 0 or 1 (1 = keep); anything
     else (strings, 0.3, NaN, ...) is refused rather than cast, since a cast would keep every weight.
-    A layer the net does not prune (VGG-16's output layer) may be left out (all kept) or given all ones."""
+    A layer the net does not prune (VGG-16's output layer) may be left out (all kept) or given all ones.
+    A layer that keeps no weight cuts the network in two (it trains to chance accuracy): refused,
+    unless `allow_empty_layers` (`empty_layers` names them, for a warning)."""
     layers = ", ".join(layer.name for layer in spec.layers if layer.prunable)
     expected = f"give an .npz (numpy.savez) with one bool or 0/1 array per prunable layer: {layers}"
     if path.is_dir():
@@ -58,7 +60,16 @@ def read_mask_file(path: Path, spec: NetSpec) -> tuple[list[torch.Tensor], str]:
             raise TicketlabError(f"mask {layer.name} in {path} prunes weights of a layer net {spec.name} does not "
                                  f"prune: leave it out of the file (or give it all ones)")
         masks.append(mask)
+    empty = empty_layers(spec, masks)
+    if empty and not allow_empty_layers:
+        raise TicketlabError(f"mask file {path} keeps no weight of layer {', '.join(empty)}: such a network can only "
+                             "guess; fix the mask, or pass --allow-empty-layers to train it anyway")
     return masks, hashlib.sha256(raw).hexdigest()
+
+
+def empty_layers(spec: NetSpec, masks: list[torch.Tensor]) -> list[str]:
+    """The layers whose mask keeps no weight."""
+    return [layer.name for layer, m in zip(spec.layers, masks) if not bool(m.any())]
 
 
 def _as_bool_mask(a: np.ndarray, what: str) -> np.ndarray:
@@ -84,6 +95,7 @@ def run_train(
     mask_file: Path | None = None,
     quiet: bool = False,
     repair: bool = False,
+    allow_empty_layers: bool = False,
 ) -> Path:
     """Train (or find already trained) the run of `config`; return its directory. A finished run whose
     files no longer match their checksums is an error, or with `repair` trained again."""
@@ -93,7 +105,11 @@ def run_train(
     ident = identity(config)
     masks, mask_digest = (None, None)
     if mask_file is not None:
-        masks, mask_digest = read_mask_file(mask_file, spec)
+        masks, mask_digest = read_mask_file(mask_file, spec, allow_empty_layers)
+        empty = empty_layers(spec, masks)
+        if empty:
+            print(f"ticketlab: warning: mask file {mask_file} keeps no weight of layer {', '.join(empty)}: the network "
+                  "can only guess (chance accuracy)", file=sys.stderr, flush=True)
         ident["mask_sha256"] = mask_digest
     run_dir = out_root / run_name("train", ident)
     remove_stale_temporaries(out_root)  # what killed earlier runs of this host left

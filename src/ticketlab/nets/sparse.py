@@ -32,13 +32,50 @@ measured with `ticketlab bench`, never a timing decision at run time.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Sequence
 
+import numba
 import numpy as np
 import torch
 from numba import njit
+
+
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _kernel_cache() -> bool:
+    """Whether numba may cache the compiled kernels, choosing where first. numba caches beside this
+    file, or in a user-wide folder it picks; in a shared or system install that no user can write
+    (and with no writable home) it finds neither and raises at import. Then the kernels go to
+    $XDG_CACHE_HOME/ticketlab/numba (or ~/.cache/..., else the temporary folder, per user), and with
+    no writable folder at all they are compiled at each start instead of cached. The cache holds
+    compiled code only; the numbers are the same either way."""
+    if numba.config.CACHE_DIR:  # the user chose (NUMBA_CACHE_DIR)
+        return True
+    here = Path(__file__).parent
+    if os.access(here, os.W_OK) and _writable_folder(here / "__pycache__"):
+        return True
+    home_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    for folder in (Path(home_cache) / "ticketlab" / "numba", Path(tempfile.gettempdir()) / f"ticketlab-numba-{uid}"):
+        if _writable_folder(folder):
+            numba.config.CACHE_DIR = str(folder)  # read when each kernel below is decorated
+            return True
+    return False
+
+
+_CACHE = _kernel_cache()
 
 # Kernel shapes of a network -> the density (kept fraction of all its kernel weights) below which a
 # member trains sparse. Measured on a 2-core AMD EPYC (torch 2.13.0 CPU, numba 0.68.1), the 13-member
@@ -247,7 +284,7 @@ class SparseMembers:
         return blocks
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _denormal_product(a, b):  # pragma: no cover - compiled
     return a * b
 
@@ -260,7 +297,7 @@ def _flushes() -> bool:
 EVAL_BLOCK = 250  # examples per forward block in evaluation: the activations stay in the L2 cache
 
 
-@njit(cache=True, nogil=True, fastmath=_AXPY)
+@njit(cache=_CACHE, nogil=True, fastmath=_AXPY)
 def _layer_forward(hin, cols, rows, w, bias, out, relu):  # pragma: no cover - compiled
     n_out, b = out.shape
     for j in range(n_out):
@@ -288,7 +325,7 @@ def _layer_forward(hin, cols, rows, w, bias, out, relu):  # pragma: no cover - c
                     out[j, t] = 0
 
 
-@njit(cache=True, nogil=True, fastmath=_DOT)
+@njit(cache=_CACHE, nogil=True, fastmath=_DOT)
 def _layer_weight_grads(hin, dz, cols, rows, g, gb):  # pragma: no cover - compiled
     n_out, b = dz.shape
     for j in range(n_out):
@@ -304,7 +341,7 @@ def _layer_weight_grads(hin, dz, cols, rows, g, gb):  # pragma: no cover - compi
             g[k] = s
 
 
-@njit(cache=True, nogil=True, fastmath=_AXPY)
+@njit(cache=_CACHE, nogil=True, fastmath=_AXPY)
 def _layer_input_grads(dz, cols, rows, w, hin, din):  # pragma: no cover - compiled
     n_out, b = dz.shape
     din[:, :] = 0
@@ -320,7 +357,7 @@ def _layer_input_grads(dz, cols, rows, w, hin, din):  # pragma: no cover - compi
                 din[i, t] = 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _loss_grads(z, labels, dz):  # pragma: no cover - compiled
     # d(mean softmax cross-entropy)/dz: (softmax - onehot) / batch, per example (a column)
     c, b = z.shape
@@ -340,7 +377,7 @@ def _loss_grads(z, labels, dz):  # pragma: no cover - compiled
         dz[labels[t], t] -= inv
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _forward(xt, s, out_sizes, col_off, w_off, b_off, cols, rows, params, acts):  # pragma: no cover - compiled
     n = len(out_sizes)
     h = xt
@@ -353,7 +390,7 @@ def _forward(xt, s, out_sizes, col_off, w_off, b_off, cols, rows, params, acts):
         h = acts[i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _grads(xt, labels, share, out_sizes, col_off, w_off, b_off, cols, rows, params, grads, acts,
            dacts):  # pragma: no cover - compiled
     n = len(out_sizes)
@@ -372,7 +409,7 @@ def _grads(xt, labels, share, out_sizes, col_off, w_off, b_off, cols, rows, para
                                    dacts[i - 1])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _adam(share, p_off, w, g, m, v, beta1, beta2, lr_t, eps):  # pragma: no cover - compiled
     one = np.float32(1)
     for s in share:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..core.errors import TicketlabError
+from ..core.paths import check_output_file, check_output_folder
 
 SUMMARY = "summary.json"
 
@@ -37,6 +38,7 @@ TMP_PREFIX = ".tmp-"
 
 def ensure_writable(root: Path, subdirs: tuple[str, ...] = ()) -> None:
     """Create `root` (and `subdirs` of it) if needed and prove we can write there, before any work starts."""
+    check_output_folder(root)
     for folder in (root, *(root / d for d in subdirs)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -69,25 +71,44 @@ def damaged_files(run_dir: Path, names: tuple[str, ...] | None = None) -> list[s
             if (names is None or name in names) and _sha256(run_dir / name) != digest]
 
 
-def finished(run_dir: Path, repair: bool = False, names: tuple[str, ...] | None = None) -> bool:
-    """Whether a run is done and may be reused: complete, and its files (or those of `names`: what a
-    reader needs) match their checksums.
+CONFIG = "config.json"
 
-    A complete run whose files do not match is a one-line error naming it and the remedy; with
-    `repair` it is removed instead (and False returned, so that the caller trains it again)."""
+
+def finished(run_dir: Path, repair: bool = False, names: tuple[str, ...] | None = None) -> bool:
+    """Whether a run is done and may be reused or read: every command reads a run only after this.
+
+    It is complete (its summary exists); its files (or those of `names`, what a reader needs, and its
+    `config.json` always) match the checksums recorded when it was written; and that config belongs
+    to this directory (`naming.name_problem`: the name it records, and the hash of its identity).
+    A run that fails is a one-line error naming it and the remedy; with `repair` it is removed
+    instead (and False returned, so that the caller trains it again)."""
     if not is_complete(run_dir):
         return False
-    bad = damaged_files(run_dir, names)
-    if not bad:
+    bad = damaged_files(run_dir, None if names is None else tuple(dict.fromkeys((*names, CONFIG))))
+    if bad:
+        problem = (f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not match the checksums recorded when it "
+                   "was written")
+    else:
+        problem = _identity_problem(run_dir)
+    if problem is None:
         return True
     if not repair:
         raise TicketlabError(
-            f"run {run_dir} is damaged ({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not match the "
-            "checksums recorded when it was written); rerun the sweep (or train) with --repair to retrain it, or "
-            "delete that directory"
+            f"run {run_dir} is damaged ({problem}); rerun the sweep (or train) with --repair to retrain it, or delete "
+            "that directory"
         )
     _remove(run_dir)
     return False
+
+
+def _identity_problem(run_dir: Path) -> str | None:
+    from .naming import name_problem
+
+    try:
+        record = read_json(run_dir / CONFIG)
+    except UnreadableFile as e:
+        return str(e)
+    return name_problem(run_dir.name, record)
 
 
 def _sha256(path: Path) -> str | None:
@@ -211,12 +232,15 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_output(path: Path, write: Callable[[Path], Any]) -> None:
+def write_output(path: Path, write: Callable[[Path], Any], what: str = "output file") -> None:
     """Write a file the user asked for: `write(tmp)` writes a hidden sibling, renamed onto `path` only
-    once complete, so a failed or interrupted write never leaves a partial file under that name.
-    An OSError becomes one line naming `path` and the system's reason. A path that exists and is not
-    a regular file (a FIFO, /dev/stdout) is written in place: renaming over it would replace it."""
-    path = Path(path)
+    once complete, so a failed or interrupted write never leaves a partial file under that name. The
+    path is checked first (`core.paths.check_output_file`: not empty, not a folder, its folder there,
+    not write-protected). The file gets the permissions a plain open() gives (0666 less the umask),
+    whatever the writer's temporary file had. An OSError becomes one line naming `path` and the
+    system's reason. A path that exists and is not a regular file (a FIFO, /dev/stdout) is written in
+    place: renaming over it would replace it."""
+    path = check_output_file(path, what)
     if path.exists() and not path.is_file() and not path.is_dir():
         target = tmp = path
     else:
@@ -225,6 +249,7 @@ def write_output(path: Path, write: Callable[[Path], Any]) -> None:
     try:
         write(tmp)
         if tmp is not target:
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, target)
     except OSError as e:
         raise TicketlabError(f"cannot write {path}: {e.strerror or e}; give a file path in a folder you can write to") from None

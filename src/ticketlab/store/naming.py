@@ -29,15 +29,34 @@ def identity(config: Any) -> dict[str, Any]:
     return out
 
 
-def content_hash(kind: str, fields: dict[str, Any]) -> str:
+def content_hash(kind: str, fields: dict[str, Any], numerics: int = NUMERICS) -> str:
     """A short stable hash of a canonical JSON form (and of the numerics version, when not the first)."""
     record = {"kind": kind, **fields}
-    if NUMERICS > 1:
-        record["numerics"] = NUMERICS
+    if numerics > 1:
+        record["numerics"] = numerics
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_name(kind: str, ident: dict[str, Any]) -> str:
-    """The directory name of a run of `kind` identified by `ident` (e.g. `identity(config)` plus what else makes it)."""
-    return f"{kind}_{content_hash(kind, ident)}"
+def run_name(kind: str, ident: dict[str, Any], numerics: int = NUMERICS) -> str:
+    """The directory name of a run of `kind` identified by `ident` (e.g. `identity(config)` plus what else
+    makes it), as this release names it (or as the release of `numerics` did)."""
+    return f"{kind}_{content_hash(kind, ident, numerics)}"
+
+
+def name_problem(dir_name: str, record: Any) -> str | None:
+    """Why a run's `config.json` (`record`) does not belong to the directory `dir_name`, or None if
+    it does: the name it records must be the directory's, and its kind and identity must hash to it
+    (under the numerics version it records; a run that records none, under any version up to this
+    one). A directory renamed, or swapped with another run's, is caught here: its files match their
+    own checksums, but not the name they are found under."""
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict) or not isinstance(record.get("kind"), str):
+        return "its config.json records no kind and identity"
+    recorded = record.get("name")
+    if recorded is not None and recorded != dir_name:
+        return f"its config.json is that of run {recorded}: the directory was renamed or swapped with another run's"
+    numerics = record.get("numerics", (record.get("environment") or {}).get("numerics"))
+    versions = [numerics] if isinstance(numerics, int) else range(1, NUMERICS + 1)
+    if not any(run_name(record["kind"], record["identity"], v) == dir_name for v in versions):
+        return "the identity its config.json records does not hash to its name: the directory was renamed or its config edited"
+    return None

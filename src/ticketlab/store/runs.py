@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..core.device import environment
+from ..core.numerics import NUMERICS
 from ..nets.specs import NetSpec
 from .files import SUMMARY, building, load_arrays, pack_masks, read_json, save_arrays, unpack_masks, write_json
 from .naming import run_name
@@ -66,7 +67,7 @@ def write_run(
     (where given) and `extra_config`; `arrays` are `.npz` files (those named in `compress` deflated:
     pruned kernels are mostly exact zeros, which shrink to about their density); `records` are JSON
     files; `summary` is written last (its presence marks the run finished)."""
-    record: dict[str, Any] = {"kind": kind, "name": run_dir.name, "identity": ident}
+    record: dict[str, Any] = {"kind": kind, "name": run_dir.name, "identity": ident, "numerics": NUMERICS}
     if config is not None:
         record["config"] = dataclasses.asdict(config.resolved())
     if device is not None:

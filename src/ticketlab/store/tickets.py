@@ -19,6 +19,7 @@ builds one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from ..nets.specs import BN_EPS, BN_MOMENTUM, NETS, NetSpec, get_net, init_buffe
 from .files import SUMMARY, UnreadableFile, finished, load_arrays, read_json, unpack_masks, write_output
 from .runs import buffer_arrays, start_biases
 
-WEIGHTS = ("init", "final", "early_stop")
+WEIGHTS = ("init", "final")  # runs keep no weights at the early-stopping iteration
 FORMAT = "ticketlab-ticket-1"
 # run kinds that hold one network (a supermask run holds one per row: experiments.supermask.supermask_ticket)
 _EXPORTABLE = ("train", "dense", "round")
@@ -70,9 +71,6 @@ def ticket_tensors(run_dir: Path, weights: str = "final") -> tuple[dict[str, tor
     if kind not in _EXPORTABLE:
         raise TicketlabError(f"run {run_dir} is a {kind} run, which holds no single network: export a train, "
                              "dense or round run (a supermask run with --criterion, --level, --start and --dwr)")
-    if weights == "early_stop":
-        raise TicketlabError(f"run {run_dir} does not keep its weights at the early-stopping iteration: export "
-                             "--weights init (the ticket to retrain) or --weights final")
     if net_name not in NETS:
         raise TicketlabError(f"run {run_dir} is of net {net_name!r}, unknown to this ticketlab")
     dataset = str(record.get("config", {}).get("dataset", identity.get("dataset") or get_net(net_name).dataset))
@@ -136,7 +134,19 @@ def build_ticket(spec: NetSpec, run: str, kernels: list[torch.Tensor], masks: li
         "density": repr(spec.kept_weights(masks) / spec.prunable_weights),
         "layer_density": json.dumps({layer.name: k / layer.size for layer, k in zip(spec.layers, kept)}),
     }
+    metadata["sha256"] = tensors_digest(tensors)
     return tensors, metadata
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a ticket's tensors (names, dtypes, shapes and bytes, in name order): recorded at export,
+    checked by `load_ticket`, so that a damaged or altered file is refused rather than loaded."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def write_ticket(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> Path:
@@ -150,19 +160,17 @@ def write_ticket(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out
         except Exception as e:  # safetensors reports I/O failures as its own error type
             raise OSError(str(e).split(": ")[-1] if str(e) else type(e).__name__) from None
 
-    if not out.parent.is_dir():
-        raise TicketlabError(f"cannot write {out}: folder {out.parent} does not exist; give a file path in a folder "
-                             "you can write to")
-    write_output(out, save)
+    write_output(out, save, "ticket")
     return out
 
 
 def run_kind(run_dir: Path) -> str:
-    """The kind of a finished run (`train`, `dense`, `round`, `supermask`), or a one-line error."""
+    """The kind of a finished run (`train`, `dense`, `round`, `supermask`), or a one-line error. Every
+    file of the run is checked first (`files.finished`): what is exported is what was trained."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TicketlabError(f"{run_dir} is not a run directory: give one run's folder, e.g. OUT/runs/round_<hash>")
-    if not finished(run_dir, names=(SUMMARY, "config.json")):
+    if not finished(run_dir):
         raise TicketlabError(f"{run_dir} is not a finished run (no summary.json): finish it with the command that "
                              "started it, or give another run")
     try:
@@ -201,6 +209,9 @@ def load_ticket(path: str | Path) -> torch.nn.Module:
     if metadata.get("format") != FORMAT:
         raise TicketlabError(f"{path} is not a ticketlab ticket (no format {FORMAT!r} in its metadata): export one "
                              "with ticketlab export")
+    if "sha256" in metadata and tensors_digest(tensors) != metadata["sha256"]:
+        raise TicketlabError(f"ticket {path} is damaged (its tensors do not match the checksum recorded at export): "
+                             "export it again with ticketlab export")
     return ticket_module(tensors, metadata).eval()
 
 

@@ -1,8 +1,24 @@
-"""Training a cohort (SPEC §3): the schedule, the learner seam, TF1 Adam, evaluation and the loop."""
-from .evaluate import evaluate
-from .loop import train_cohort
-from .schedule import MemberResult, MemberStart, Schedule
-from .state import CohortLearner, CohortState, Learner, Optimizer, train_weights
+"""Training a cohort (SPEC §3): the schedule, the learner seam, TF1 Adam, evaluation and the loop.
 
-__all__ = ["CohortLearner", "CohortState", "Learner", "MemberResult", "MemberStart", "Optimizer", "Schedule",
-           "evaluate", "train_cohort", "train_weights"]
+The names below load on first use, so that `training.config` (what the command line parses flags
+with) imports without torch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "evaluation", "train_cohort": "loop", "MemberResult": "schedule", "MemberStart": "schedule",
+    "Schedule": "schedule", "CohortLearner": "state", "CohortState": "state", "Learner": "state",
+    "Optimizer": "state", "train_weights": "state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..data import DATASETS, IMAGE_SHAPES, train_size
-from ..data.augment import AUGMENTATIONS
-from ..data import classes as data_classes
 from ..core.errors import TicketlabError
+from ..core.fields import MAX_SEED, check_fields, described, ranged
+from ..data import DATASETS, IMAGE_SHAPES, train_size
+from ..data import classes as data_classes
+from ..data.augment import AUGMENTATIONS
 from ..nets.specs import NETS, DoesNotFit, NetSpec, get_net, shape_text
 from .schedule import TEST_EVAL_POLICIES, Schedule
 
-# Upper bounds that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stop
-# a typo from starting a run of centuries, and keep every number within int64 (JSON, Parquet).
+# An upper bound that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stops
+# a typo from starting a run of centuries, and keeps every number within int64 (JSON, Parquet).
 MAX_ITERATIONS = 10**8
-MAX_SEED = 2**63 - 1
 
 
 def cli_flag(name: str) -> str:
@@ -49,30 +49,31 @@ def _default_datasets() -> str:
     return "; ".join(f"{dataset} for {', '.join(nets)}" for dataset, nets in by_dataset.items())
 
 
-def _f(default: Any, help: str, choices: Any = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run (SPEC §3). None means 'the SPEC default for this net'."""
+    """One training run (SPEC §3). None means 'the SPEC default for this net'. Each numeric field
+    declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike."""
 
-    net: str = _f("fc", "network", NETS)
-    dataset: str | None = _f(None, "dataset; every net builds for its images and classes (default: the net's own: "
-                             f"{_default_datasets()})", DATASETS)
-    seed: int = _f(0, "run seed, 0 to 2^63-1: init and batch order derive from it")
-    epochs: int | None = _f(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with --iterations")
-    iterations: int | None = _f(None, "training steps, 1 to 10^8 (default: epochs x floor(N_train / batch))")
-    learning_rate: float | None = _f(None, "Adam learning rate (default: SPEC's per net)")
-    batch_size: int = _f(60, "examples per step")
-    eval_every: int = _f(100, "evaluate val and test every this many steps (and at 0 and the end), 1 to 10^8")
-    test_eval: str = _f("on_best", "evaluate test only where val loss reaches a new minimum (and at 0 and the end), "
-                        "or at every point (all: the full test curve)", TEST_EVAL_POLICIES)
-    eval_train: bool = _f(False, "also evaluate the whole training set at each point (slow)")
-    stop_at_val_accuracy: float | None = _f(None, "evaluate val after every step and stop once it reaches this (0-1)")
-    augment: str = _f("none", "training-batch augmentation: crop_flip = random crops of the image padded by 4 pixels "
-                      "and horizontal flips (the CIFAR-10 recipe of ResNets and VGGs), seeded by the run's seed",
-                      AUGMENTATIONS)
+    net: str = described("fc", "network", NETS)
+    dataset: str | None = described(None, "dataset; every net builds for its images and classes (default: the net's "
+                                    f"own: {_default_datasets()})", DATASETS)
+    seed: int = ranged(0, "run seed: init and batch order derive from it", low=0, high=MAX_SEED)
+    epochs: int | None = ranged(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with "
+                                "--iterations", low=1)
+    iterations: int | None = ranged(None, "training steps (default: epochs x floor(N_train / batch))", low=1,
+                                    high=MAX_ITERATIONS)
+    learning_rate: float | None = ranged(None, "Adam learning rate (default: SPEC's per net)", above=0)
+    batch_size: int = ranged(60, "examples per step", low=1)
+    eval_every: int = ranged(100, "evaluate val and test every this many steps (and at 0 and the end)", low=1,
+                             high=MAX_ITERATIONS)
+    test_eval: str = described("on_best", "evaluate test only where val loss reaches a new minimum (and at 0 and the "
+                               "end), or at every point (all: the full test curve)", TEST_EVAL_POLICIES)
+    eval_train: bool = described(False, "also evaluate the whole training set at each point (slow)")
+    stop_at_val_accuracy: float | None = ranged(None, "evaluate val after every step and stop once it reaches this "
+                                                "fraction", above=0, high=1)
+    augment: str = described("none", "training-batch augmentation: crop_flip = random crops of the image padded by 4 "
+                             "pixels and horizontal flips (the CIFAR-10 recipe of ResNets and VGGs), seeded by the "
+                             "run's seed", AUGMENTATIONS)
 
     def validate(self, flag: Callable[[str], str] = cli_flag) -> None:
         """Refuse nonsense before any work starts, naming the field and the fix.
@@ -89,20 +90,9 @@ class TrainConfig:
             raise TicketlabError(f"{flag('net')} {self.net} does not fit dataset {dataset} "
                                  f"({shape_text(IMAGE_SHAPES[dataset])} images): {e.reason}; choose another net or "
                                  "dataset") from None
-        if self.seed < 0:
-            raise TicketlabError(f"{flag('seed')} must be >= 0, got {self.seed}")
-        if self.seed > MAX_SEED:
-            raise TicketlabError(f"{flag('seed')} must be <= 2^63-1, got {self.seed}")
+        check_fields(self, flag)
         if self.epochs is not None and self.iterations is not None:
             raise TicketlabError(f"give {flag('epochs')} or {flag('iterations')}, not both")
-        for name in ("epochs", "iterations", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise TicketlabError(f"{flag(name)} must be >= 1, got {value}")
-        if self.eval_every > MAX_ITERATIONS:
-            raise TicketlabError(f"{flag('eval_every')} must be <= {MAX_ITERATIONS:,}, got {self.eval_every}")
-        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise TicketlabError(f"{flag('learning_rate')} must be a positive number, got {self.learning_rate}")
         size = train_size(self.resolved_dataset)
         if size is None and self.iterations is None:
             raise TicketlabError(
@@ -112,15 +102,10 @@ class TrainConfig:
         if size is not None and self.batch_size > size:
             raise TicketlabError(f"{flag('batch_size')} {self.batch_size} exceeds the training set of {self.resolved_dataset}")
         steps = self.resolved().iterations
-        if self.iterations is not None and steps > MAX_ITERATIONS:
-            raise TicketlabError(f"{flag('iterations')} must be <= {MAX_ITERATIONS:,}, got {self.iterations}")
         if steps > MAX_ITERATIONS:
             raise TicketlabError(
                 f"{flag('epochs')} {self.epochs} means {steps:,} training steps: at most {MAX_ITERATIONS:,} are allowed"
             )
-        target = self.stop_at_val_accuracy
-        if target is not None and not (0 < target <= 1):
-            raise TicketlabError(f"{flag('stop_at_val_accuracy')} is a fraction in (0, 1], got {target}")
 
     @property
     def resolved_dataset(self) -> str:

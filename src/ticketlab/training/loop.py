@@ -18,7 +18,7 @@ from ..core.seeds import generator
 from ..data import Dataset
 from ..data.augment import AUGMENTATIONS, crop_flip
 from ..nets.specs import NetSpec
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .schedule import MemberResult, MemberStart, Progress, Schedule
 from .state import Learner, train_weights
 

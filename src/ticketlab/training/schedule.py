@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only the type hints need torch: TrainConfig, which the command line parses with, imports this
+    import torch
 
 TEST_EVAL_POLICIES = ("all", "on_best")
 
