@@ -15,14 +15,13 @@ from .execution.sweep import run_sweeps
 from .experiments.jobs import Runtime
 from .experiments.kinds import get_kind
 from .experiments.manifests import manifest_seeds, read_manifests, spec_from_manifest
-from .experiments.spec import SweepSpec, load_sweep
+from .experiments.spec import PAPER_SEEDS, SweepSpec, load_sweep, scale_name, what_ran
 
 # every figure of SPEC §8 that runs on MNIST (the learned supermasks are their own preset), in the order their
 # jobs run: the study's own figures first (criteria, whose runs the two sign presets reuse, then the supermasks),
 # the mask actions last, so that a long full-scale run that is stopped has the headline results
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training",
                  "supermask-vs-training", "mask1-actions", "mask0-actions")
-PAPER_SEEDS = 5
 # The quick reproduction's seeds: a claim's paired interval needs 2 or more, and 3 give it a width worth reading.
 QUICK_SEEDS = 3
 
@@ -52,26 +51,6 @@ def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str,
     return make_figures(frame, out, band=band, formats=formats, kinds=kinds_of(root))
 
 
-def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
-    """Whether one sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and what it ran."""
-    ran = spec.train_config(spec.first_seed).resolved()
-    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
-    schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
-    parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
-    if schedule:
-        parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
-    else:
-        parts.append(f"{ran.iterations:,} training steps per run (SPEC §3: {paper.iterations:,})")
-        if ran.learning_rate != paper.learning_rate:
-            parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
-        if ran.eval_every != paper.eval_every:
-            parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
-    pruning, what = get_kind(spec.kind).protocol(spec)
-    if what:
-        parts.append(what)
-    return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
-
-
 def scale_label(specs: list[SweepSpec]) -> str:
     """The report's scale banner, from what the sweeps actually ran (seeds, rounds, steps), not from
     the name of their scale: "the paper protocol" only when every sweep ran it."""
@@ -80,11 +59,11 @@ def scale_label(specs: list[SweepSpec]) -> str:
     groups: dict[str, list[str]] = {}
     paper = True
     for spec in specs:
-        is_paper, text = _sweep_scale(spec)
+        is_paper, text = what_ran(spec)
         paper = paper and is_paper
         groups.setdefault(text, []).append(spec.name)
     ran = "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
-    scales = "/".join(sorted({s.scale for s in specs}))
+    scales = "/".join(sorted({scale_name(s) for s in specs}))
     if paper:
         return f"{scales}: the paper protocol. {ran}."
     return f"{scales}: not the paper protocol, qualitative only (compare shapes, not numbers). {ran}."

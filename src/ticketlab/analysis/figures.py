@@ -502,7 +502,32 @@ def make_figures(
     paths: list[Path] = []
     for stem, fig in draw_figures(results, band, kinds):
         paths += _save(fig, out_dir, stem, formats)
+    _forget_stale(out_dir, paths)
     return paths
+
+
+FIGURES_RECORD = ".ticketlab-figures.json"  # in a figures folder: the files the last drawing wrote
+
+
+def _forget_stale(out_dir: Path, paths: list[Path]) -> None:
+    """Delete the figures an earlier drawing into `out_dir` wrote that this one did not (an
+    experiment gone from the store, a format no longer asked for), so that no stale figure sits
+    beside the new ones; files ticketlab did not write are never touched."""
+    import json
+
+    record = out_dir / FIGURES_RECORD
+    try:
+        earlier = json.loads(record.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    now = {p.name for p in paths}
+    for name in earlier if isinstance(earlier, list) else []:
+        if isinstance(name, str) and name not in now and "/" not in name and not name.startswith("."):
+            (out_dir / name).unlink(missing_ok=True)
+    try:
+        record.write_text(json.dumps(sorted(now)))
+    except OSError:
+        pass
 
 
 def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[float], ylabel: str, title: str,
