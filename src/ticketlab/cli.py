@@ -205,16 +205,18 @@ def _cmd_results(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_dir(path: Path) -> Path:
-    if not path.is_dir():
-        raise TicketlabError(f"{path} is not a directory: give the --out of a sweep")
-    return path
+def _results_source(path: Path) -> Path:
+    """A sweep directory, or a results table (`ticketlab results --csv`, .csv or .csv.gz)."""
+    if path.is_dir() or (path.is_file() and path.name.endswith((".csv", ".csv.gz"))):
+        return path
+    raise TicketlabError(f"{path} is neither a sweep directory nor a results table (.csv or .csv.gz): give the --out "
+                         "of a sweep, or a file written by ticketlab results --csv")
 
 
 def _cmd_plot(ns: argparse.Namespace) -> int:
     from .reproduce import plot
 
-    files = plot(_sweep_dir(ns.dir), ns.out, ns.band, tuple(ns.format))
+    files = plot(_results_source(ns.dir), ns.out, ns.band, tuple(ns.format))
     for f in files:
         print(f)
     return 0
@@ -223,7 +225,7 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     from .reproduce import report
 
-    html, md = report(_sweep_dir(ns.dir), ns.out, ns.band)
+    html, md = report(_results_source(ns.dir), ns.out, ns.band, reference=ns.reference)
     print(md)
     print(html)
     return 0
@@ -346,8 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext, func in (("plot", "draw the figures of a sweep directory", _cmd_plot),
                                  ("report", "write figures and an HTML + Markdown reproduction report", _cmd_report)):
         p = sub.add_parser(name, help=helptext, description=helptext)
-        p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce)")
-        p.add_argument("--out", type=folder_argument, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'})")
+        p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce), or a results "
+                                              "table written by ticketlab results --csv (.csv or .csv.gz)")
+        p.add_argument("--out", type=folder_argument, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'}, or beside a table)")
+        if name == "report":
+            p.add_argument("--reference", nargs="?", const="packaged", default=None, metavar="TABLE",
+                           help="set the results beside a reference results table: the full-scale results that ship "
+                                "with ticketlab (no value), or a table of your own (.csv or .csv.gz)")
         p.add_argument("--band", default="minmax", choices=("minmax", "std"), help="band over seeds: min-max range (default) or mean +- std")
         if name == "plot":
             p.add_argument("--format", nargs="+", default=["png", "svg"], choices=("png", "svg", "pdf"), help="file formats (default: png svg)")

@@ -26,10 +26,44 @@ STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "s
 QUICK_SEEDS = 3
 
 
+def is_table(source: Path) -> bool:
+    """Whether a source of results is a results table (a CSV file) rather than a store."""
+    return Path(source).is_file()
+
+
 def _frame(root: Path):
+    """The results of a store, or of a results table (`ticketlab results --csv`, gzipped or not)."""
+    if is_table(root):
+        from .analysis.compare import read_results_csv
+
+        return read_results_csv(root)
     from .analysis.table import rows_frame
 
     return rows_frame(root)
+
+
+def _kinds(root: Path) -> dict[str, str]:
+    return {} if is_table(root) else kinds_of(root)  # a table's experiments: by preset name, else by their rows
+
+
+def _default_out(root: Path, name: str) -> Path:
+    return root.parent / name if is_table(root) else root / name
+
+
+def reference_of(reference: Path | str | None):
+    """The reference results table as a frame: `reference` a CSV file, or "packaged" for the one this
+    release ships (`analysis.compare.packaged_reference`)."""
+    from .analysis.compare import packaged_reference, read_results_csv
+
+    if reference is None:
+        return None
+    if reference == "packaged":
+        path = packaged_reference()
+        if path is None:
+            raise TicketlabError("this release ships no reference results yet (the full-scale run is still going: "
+                                 "docs/results/fc-mnist-full/ says how far it got); give a table with --reference FILE")
+        return path, read_results_csv(path)
+    return Path(reference), read_results_csv(Path(reference))
 
 
 def _need_plotting() -> None:
@@ -46,9 +80,9 @@ def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str,
     from .analysis.figures import make_figures
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
-    out = out or root / "figures"
+    out = out or _default_out(root, "figures")
     ensure_writable(out)
-    return make_figures(frame, out, band=band, formats=formats, kinds=kinds_of(root))
+    return make_figures(frame, out, band=band, formats=formats, kinds=_kinds(root))
 
 
 def scale_label(specs: list[SweepSpec]) -> str:
@@ -92,19 +126,26 @@ def meta_of(root: Path, extra: dict | None = None) -> dict:
     return meta
 
 
-def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict | None = None) -> tuple[Path, Path]:
-    """Figures plus the HTML and Markdown report of a sweep directory."""
+def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict | None = None,
+           reference: Path | str | None = None) -> tuple[Path, Path]:
+    """Figures plus the HTML and Markdown report of a sweep directory or of a results table; with
+    `reference` (a results table, or "packaged"), a section setting the results beside it."""
     _need_plotting()
     from .analysis.figures import make_figures
     from .analysis.report import write_report
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
-    meta = meta_of(root, extra_meta)
-    out = out or root / "report"
+    ref = reference_of(reference)
+    if is_table(root):
+        meta = {"scale": f"as the rows of the results table {root} show (a table holds no sweep records)",
+                "source": str(root), **(extra_meta or {})}
+    else:
+        meta = meta_of(root, extra_meta)
+    out = out or _default_out(root, "report")
     ensure_writable(out)
-    kinds = kinds_of(root)
+    kinds = _kinds(root)
     figures = make_figures(frame, out / "figures", band=band, kinds=kinds)
-    return write_report(frame, out, meta, figures, kinds=kinds)
+    return write_report(frame, out, meta, figures, kinds=kinds, reference=ref)
 
 
 def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:
