@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,10 @@ sys.path[:0] = sorted(str(p) for p in Path(__file__).parent.iterdir() if p.is_di
 
 # As the command line does: before any torch work starts the thread pool, so every thread flushes.
 flush_denormals(check=False)
+
+# The per-machine cost measurement of sweeps (`training.cost`) is cached under XDG_CACHE_HOME: the
+# suite keeps its own, out of the user's home, measured once per run of the suite.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ticketlab-test-cache-")
 
 
 _NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .data import load_dataset
-from .core.device import cpu_model, resolve_device
+from .core.device import background_between, background_cpu_load, cpu_model, cpu_ticks, resolve_device
 from .pruning.criteria import CRITERIA
 from .nets.specs import NETS, NetSpec, get_net, init_params, init_weights, net_title
 from .store.tickets import build_ticket, ticket_module
@@ -134,33 +134,6 @@ def _time_interleaved(fns: dict[str, tuple[Callable[[], None], int]], sync: Call
             times[name].append((time.perf_counter() - t0) / calls)
         rounds += 1
     return {name: (min(t), statistics.median(t)) for name, t in times.items()}
-
-
-def _cpu_ticks() -> tuple[float, float, float] | None:
-    """(seconds all cores were busy, seconds this process ran, wall clock), Linux /proc; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-        ticks = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-    t = os.times()
-    return (sum(fields) - idle) / ticks, t.user + t.system, time.perf_counter()
-
-
-def background_between(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
-    """Cores kept busy by other processes between two `_cpu_ticks` snapshots."""
-    if a is None or b is None or b[2] <= a[2]:
-        return None
-    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
-
-
-def background_cpu_load(seconds: float = 0.5) -> float | None:
-    """Cores kept busy by other processes while this one sleeps (Linux /proc; None elsewhere)."""
-    a = _cpu_ticks()
-    time.sleep(seconds)
-    return background_between(a, _cpu_ticks())
 
 
 def gemm_gflops(device: torch.device, sizes: tuple[int, ...], reps: int) -> float:
@@ -392,7 +365,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         "quick": quick,
         "background_cpu_load_start": background_cpu_load(0.2 if quick else 0.5),
     }
-    ticks0 = _cpu_ticks()
+    ticks0 = cpu_ticks()
     fc = get_net("fc")
     sync = _sync(dev)
 
@@ -569,7 +542,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
         res[f"{name}_cohort{conv_k}_vs_plain"] = conv_k * plain_s / best
 
     sync()
-    res["background_cpu_load_during"] = background_between(ticks0, _cpu_ticks())
+    res["background_cpu_load_during"] = background_between(ticks0, cpu_ticks())
     res["background_cpu_load_end"] = background_cpu_load(0.2 if quick else 0.5)
     res["bench_seconds"] = time.perf_counter() - t_start
     _print_table(res)

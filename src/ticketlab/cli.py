@@ -78,6 +78,12 @@ def _repair_argument(p: argparse.ArgumentParser) -> None:
                    help="retrain finished runs whose files no longer match the checksums recorded when they were written")
 
 
+def _dry_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what is to do (runs, cohorts, member steps) and the projected time on this machine, "
+                        "then exit without training or writing anything")
+
+
 def _check_count(flag: str, value: int | None, most: int) -> None:
     """Refuse a count flag outside 1..most (None = not given)."""
     if value is not None and not 1 <= value <= most:
@@ -126,7 +132,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(ns: argparse.Namespace) -> int:
-    from .experiments.spec import SweepSpec, flag_name, load_sweep, preset_names, preset_text
+    from .experiments.spec import SweepSpec, flag_name, load_sweep, preset_names, preset_text, scale_name
 
     if ns.list:
         import tomllib
@@ -144,17 +150,21 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
     spec = load_sweep(ns.preset, ns.scale, overrides, flag_name)
     from .core.device import resolve_device
-    from .execution.sweep import run_sweep
+    from .execution.sweep import dry_run, run_sweep
     from .experiments.jobs import Runtime
     from .store.files import ensure_writable
 
     _start_torch(ns.threads)
     runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **ray)
+    if ns.dry_run:
+        print("\n".join(dry_run([spec], ns.out, runtime, ns.workers, ns.executor)))
+        return 0
 
     resolve_device(ns.device)
     ensure_writable(ns.out)
     wall = run_sweep(spec, ns.out, runtime, ns.workers, executor=ns.executor)
-    print(f"sweep {spec.name} ({spec.scale}) complete in {wall:.0f} s; see: ticketlab results {ns.out}", file=sys.stderr)
+    print(f"sweep {spec.name} ({scale_name(spec)}) complete in {wall:.0f} s; see: ticketlab results {ns.out}",
+          file=sys.stderr)
     print(ns.out)
     return 0
 
@@ -195,16 +205,18 @@ def _cmd_results(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_dir(path: Path) -> Path:
-    if not path.is_dir():
-        raise TicketlabError(f"{path} is not a directory: give the --out of a sweep")
-    return path
+def _results_source(path: Path) -> Path:
+    """A sweep directory, or a results table (`ticketlab results --csv`, .csv or .csv.gz)."""
+    if path.is_dir() or (path.is_file() and path.name.endswith((".csv", ".csv.gz"))):
+        return path
+    raise TicketlabError(f"{path} is neither a sweep directory nor a results table (.csv or .csv.gz): give the --out "
+                         "of a sweep, or a file written by ticketlab results --csv")
 
 
 def _cmd_plot(ns: argparse.Namespace) -> int:
     from .reproduce import plot
 
-    files = plot(_sweep_dir(ns.dir), ns.out, ns.band, tuple(ns.format))
+    files = plot(_results_source(ns.dir), ns.out, ns.band, tuple(ns.format))
     for f in files:
         print(f)
     return 0
@@ -213,7 +225,7 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     from .reproduce import report
 
-    html, md = report(_sweep_dir(ns.dir), ns.out, ns.band)
+    html, md = report(_results_source(ns.dir), ns.out, ns.band, reference=ns.reference)
     print(md)
     print(html)
     return 0
@@ -235,6 +247,12 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
     _start_torch(ns.threads)
     resolve_device(ns.device)
     out = ns.out if ns.out != Path("ticketlab-runs") else Path(f"ticketlab-reproduce-{ns.scale}")
+    if ns.dry_run:
+        from .execution.sweep import dry_run
+
+        runtime = Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **ray)
+        print("\n".join(dry_run(specs, out, runtime, ns.workers, ns.executor)))
+        return 0
     ensure_writable(out)
     html, md = reproduce(specs, out, Runtime(ns.device, ns.data_dir, ns.download, ns.threads, ns.repair, **ray),
                          ns.workers,
@@ -315,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_argument(p)
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")
     _repair_argument(p)
+    _dry_run_argument(p)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("results", help="print or export the results table of a sweep directory",
@@ -329,8 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext, func in (("plot", "draw the figures of a sweep directory", _cmd_plot),
                                  ("report", "write figures and an HTML + Markdown reproduction report", _cmd_report)):
         p = sub.add_parser(name, help=helptext, description=helptext)
-        p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce)")
-        p.add_argument("--out", type=folder_argument, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'})")
+        p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep or reproduce), or a results "
+                                              "table written by ticketlab results --csv (.csv or .csv.gz)")
+        p.add_argument("--out", type=folder_argument, default=None, help=f"folder to write into, created if needed (default: DIR/{'figures' if name == 'plot' else 'report'}, or beside a table)")
+        if name == "report":
+            p.add_argument("--reference", nargs="?", const="packaged", default=None, metavar="TABLE",
+                           help="set the results beside a reference results table: the full-scale results that ship "
+                                "with ticketlab (no value), or a table of your own (.csv or .csv.gz)")
         p.add_argument("--band", default="minmax", choices=("minmax", "std"), help="band over seeds: min-max range (default) or mean +- std")
         if name == "plot":
             p.add_argument("--format", nargs="+", default=["png", "svg"], choices=("png", "svg", "pdf"), help="file formats (default: png svg)")
@@ -344,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_argument(p)
     _runtime_arguments(p, "sweep directory (default: ./ticketlab-reproduce-SCALE)")
     _repair_argument(p)
+    _dry_run_argument(p)
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("export", help="write one run's ticket as a safetensors file for plain PyTorch",

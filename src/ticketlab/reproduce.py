@@ -15,22 +15,55 @@ from .execution.sweep import run_sweeps
 from .experiments.jobs import Runtime
 from .experiments.kinds import get_kind
 from .experiments.manifests import manifest_seeds, read_manifests, spec_from_manifest
-from .experiments.spec import SweepSpec, load_sweep
+from .experiments.spec import PAPER_SEEDS, SweepSpec, load_sweep, scale_name, what_ran
 
 # every figure of SPEC §8 that runs on MNIST (the learned supermasks are their own preset), in the order their
 # jobs run: the study's own figures first (criteria, whose runs the two sign presets reuse, then the supermasks),
 # the mask actions last, so that a long full-scale run that is stopped has the headline results
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training",
                  "supermask-vs-training", "mask1-actions", "mask0-actions")
-PAPER_SEEDS = 5
 # The quick reproduction's seeds: a claim's paired interval needs 2 or more, and 3 give it a width worth reading.
 QUICK_SEEDS = 3
 
 
+def is_table(source: Path) -> bool:
+    """Whether a source of results is a results table (a CSV file) rather than a store."""
+    return Path(source).is_file()
+
+
 def _frame(root: Path):
+    """The results of a store, or of a results table (`ticketlab results --csv`, gzipped or not)."""
+    if is_table(root):
+        from .analysis.compare import read_results_csv
+
+        return read_results_csv(root)
     from .analysis.table import rows_frame
 
     return rows_frame(root)
+
+
+def _kinds(root: Path) -> dict[str, str]:
+    return {} if is_table(root) else kinds_of(root)  # a table's experiments: by preset name, else by their rows
+
+
+def _default_out(root: Path, name: str) -> Path:
+    return root.parent / name if is_table(root) else root / name
+
+
+def reference_of(reference: Path | str | None):
+    """The reference results table as a frame: `reference` a CSV file, or "packaged" for the one this
+    release ships (`analysis.compare.packaged_reference`)."""
+    from .analysis.compare import packaged_reference, read_results_csv
+
+    if reference is None:
+        return None
+    if reference == "packaged":
+        path = packaged_reference()
+        if path is None:
+            raise TicketlabError("this release ships no reference results yet (the full-scale run is still going: "
+                                 "docs/results/fc-mnist-full/ says how far it got); give a table with --reference FILE")
+        return path, read_results_csv(path)
+    return Path(reference), read_results_csv(Path(reference))
 
 
 def _need_plotting() -> None:
@@ -47,29 +80,9 @@ def plot(root: Path, out: Path | None, band: str = "minmax", formats: tuple[str,
     from .analysis.figures import make_figures
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
-    out = out or root / "figures"
+    out = out or _default_out(root, "figures")
     ensure_writable(out)
-    return make_figures(frame, out, band=band, formats=formats, kinds=kinds_of(root))
-
-
-def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
-    """Whether one sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and what it ran."""
-    ran = spec.train_config(spec.first_seed).resolved()
-    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
-    schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
-    parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
-    if schedule:
-        parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
-    else:
-        parts.append(f"{ran.iterations:,} training steps per run (SPEC §3: {paper.iterations:,})")
-        if ran.learning_rate != paper.learning_rate:
-            parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
-        if ran.eval_every != paper.eval_every:
-            parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
-    pruning, what = get_kind(spec.kind).protocol(spec)
-    if what:
-        parts.append(what)
-    return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
+    return make_figures(frame, out, band=band, formats=formats, kinds=_kinds(root))
 
 
 def scale_label(specs: list[SweepSpec]) -> str:
@@ -80,11 +93,11 @@ def scale_label(specs: list[SweepSpec]) -> str:
     groups: dict[str, list[str]] = {}
     paper = True
     for spec in specs:
-        is_paper, text = _sweep_scale(spec)
+        is_paper, text = what_ran(spec)
         paper = paper and is_paper
         groups.setdefault(text, []).append(spec.name)
     ran = "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
-    scales = "/".join(sorted({s.scale for s in specs}))
+    scales = "/".join(sorted({scale_name(s) for s in specs}))
     if paper:
         return f"{scales}: the paper protocol. {ran}."
     return f"{scales}: not the paper protocol, qualitative only (compare shapes, not numbers). {ran}."
@@ -113,19 +126,26 @@ def meta_of(root: Path, extra: dict | None = None) -> dict:
     return meta
 
 
-def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict | None = None) -> tuple[Path, Path]:
-    """Figures plus the HTML and Markdown report of a sweep directory."""
+def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict | None = None,
+           reference: Path | str | None = None) -> tuple[Path, Path]:
+    """Figures plus the HTML and Markdown report of a sweep directory or of a results table; with
+    `reference` (a results table, or "packaged"), a section setting the results beside it."""
     _need_plotting()
     from .analysis.figures import make_figures
     from .analysis.report import write_report
 
     frame = _frame(root)  # a damaged store is reported before any output folder is made
-    meta = meta_of(root, extra_meta)
-    out = out or root / "report"
+    ref = reference_of(reference)
+    if is_table(root):
+        meta = {"scale": f"as the rows of the results table {root} show (a table holds no sweep records)",
+                "source": str(root), **(extra_meta or {})}
+    else:
+        meta = meta_of(root, extra_meta)
+    out = out or _default_out(root, "report")
     ensure_writable(out)
-    kinds = kinds_of(root)
+    kinds = _kinds(root)
     figures = make_figures(frame, out / "figures", band=band, kinds=kinds)
-    return write_report(frame, out, meta, figures, kinds=kinds)
+    return write_report(frame, out, meta, figures, kinds=kinds, reference=ref)
 
 
 def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:

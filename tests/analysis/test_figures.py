@@ -9,7 +9,7 @@ from matplotlib.colors import to_hex
 
 from synthetic import png_size, synthetic_results, toy_iterative, toy_supermask
 from ticketlab.analysis import figures, style
-from ticketlab.analysis.figures import draw_figures, make_figures
+from ticketlab.analysis.figures import FIGURES_RECORD, draw_figures, make_figures
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.kinds import get_kind
 from ticketlab.pruning.criteria import complementary_pairs, criterion_colors
@@ -47,17 +47,29 @@ def test_missing_experiments_are_skipped(tmp_path):
     results = synthetic_results(seeds=(0, 1), experiments=("large-final-signs", "supermask-vs-training"))
     paths = make_figures(results, tmp_path, formats=("png",))
     assert {p.name for p in paths} == {"large-final-signs.png", "supermask-vs-training.png"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != FIGURES_RECORD) == sorted(p.name for p in paths)
 
 
 def test_empty_table_draws_nothing(tmp_path):
     assert make_figures(synthetic_results().iloc[0:0], tmp_path) == []
 
 
-def test_several_nets_put_the_net_in_the_name(tmp_path):
-    results = synthetic_results(seeds=(0,), nets=("fc", "conv2"), experiments=("mask0-actions",))
-    paths = make_figures(results, tmp_path, band="std", formats=("png",))
-    assert {p.name for p in paths} == {"mask0-actions_fc.png", "mask0-actions_conv2.png"}
+def test_a_figure_keeps_its_name_when_another_net_joins(tmp_path):
+    alone = synthetic_results(seeds=(0,), nets=("fc",), experiments=("mask0-actions",))
+    assert {p.name for p in make_figures(alone, tmp_path, formats=("png",))} == {"mask0-actions.png"}
+    both = synthetic_results(seeds=(0,), nets=("fc", "conv2"), experiments=("mask0-actions",))
+    paths = make_figures(both, tmp_path, band="std", formats=("png",))
+    assert {p.name for p in paths} == {"mask0-actions.png", "mask0-actions_conv2.png"}
+
+
+def test_stale_figures_are_removed_and_other_files_kept(tmp_path):
+    two = synthetic_results(seeds=(0, 1), experiments=("large-final-signs", "supermask-vs-training"))
+    make_figures(two, tmp_path, formats=("png", "svg"))
+    (tmp_path / "my-notes.txt").write_text("mine")
+    one = synthetic_results(seeds=(0, 1), experiments=("large-final-signs",))
+    make_figures(one, tmp_path, formats=("png",))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != FIGURES_RECORD) == ["large-final-signs.png",
+                                                                                      "my-notes.txt"]
 
 
 def test_bad_band_is_refused(tmp_path):

@@ -37,7 +37,7 @@ class _Recorder:
         self.updates: list[tuple[int, float]] = []
         self.finished: list[int] = []
 
-    def update(self, index: int, fraction: float) -> None:
+    def update(self, index: int, fraction: float, note: str = "") -> None:
         self.updates.append((index, fraction))
 
     def done(self, index: int) -> None:

@@ -31,6 +31,7 @@ from .stats import (
     drawn_rows,
     experiments,
     net_groups,
+    net_tag,
     net_tags,
     ordered_groups,
     over_seeds,
@@ -502,7 +503,32 @@ def make_figures(
     paths: list[Path] = []
     for stem, fig in draw_figures(results, band, kinds):
         paths += _save(fig, out_dir, stem, formats)
+    _forget_stale(out_dir, paths)
     return paths
+
+
+FIGURES_RECORD = ".ticketlab-figures.json"  # in a figures folder: the files the last drawing wrote
+
+
+def _forget_stale(out_dir: Path, paths: list[Path]) -> None:
+    """Delete the figures an earlier drawing into `out_dir` wrote that this one did not (an
+    experiment gone from the store, a format no longer asked for), so that no stale figure sits
+    beside the new ones; files ticketlab did not write are never touched."""
+    import json
+
+    record = out_dir / FIGURES_RECORD
+    try:
+        earlier = json.loads(record.read_text())
+    except (OSError, ValueError):
+        earlier = []
+    now = {p.name for p in paths}
+    for name in earlier if isinstance(earlier, list) else []:
+        if isinstance(name, str) and name not in now and "/" not in name and not name.startswith("."):
+            (out_dir / name).unlink(missing_ok=True)
+    try:
+        record.write_text(json.dumps(sorted(now)))
+    except OSError:
+        pass
 
 
 def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[float], ylabel: str, title: str,
@@ -521,3 +547,55 @@ def _finish_panels(fig: "Figure", axes, used: int, ncols: int, levels: list[floa
     fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's curves over the reference's bands (`compare.compare`)
+
+
+def reference_figures(comparison: pd.DataFrame, found: Mapping[str, Experiment]) -> Iterator[Drawn]:
+    """Per experiment and (net, dataset) of a comparison: the reference's seed range as a band and its
+    mean dashed, the user's seed mean as a line with markers, one colour per curve; points outside the
+    band are ringed. One panel per panel combination of the kind."""
+    for name, rows in comparison.groupby("experiment", sort=False):
+        experiment = found[name]
+        panels = [p for p in experiment.curves.panels if p in rows]
+        main = experiment.main or next((k for k in experiment.curves.keys if k in rows and rows[k].nunique() > 1),
+                                       experiment.curves.keys[0])
+        others = [k for k in experiment.curves.keys if k in rows and k != main]
+        for (net, dataset), g in rows.groupby(["net", "dataset"], sort=False):
+            groups = list(ordered_groups(g, panels)) if panels else [((), g)]
+            nrows, ncols = _panel_grid(len(groups))
+            fig = _new_figure(4.6 * ncols + 2.6, 3.5 * nrows + 0.6)
+            axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+            levels: list[float] = []
+            for ax, (key, panel) in zip(axes, groups):
+                for curve, c in ordered_groups(panel, [main, *others]):
+                    c = c.sort_values("remaining_percent", ascending=False)
+                    style = curve_style(main, str(curve[0]))
+                    x = c["remaining_percent"].to_numpy(dtype=float)
+                    levels += list(x)
+                    ax.fill_between(x, c["reference_min"], c["reference_max"], color=style["color"], alpha=0.15, lw=0)
+                    ax.plot(x, c["reference_mean"], color=style["color"], lw=0.9, ls="--")
+                    ax.plot(x, c["ours_mean"], lw=1.4, ms=3.5, color=style["color"], marker=style["marker"],
+                            label=style["label"])
+                    out = c[c["outside"]]
+                    ax.plot(out["remaining_percent"], out["ours_mean"], ls="none", marker="o", ms=8, mfc="none",
+                            mec="black", mew=0.8, label="outside the reference's range")
+                if panels:
+                    ax.set_title(panel_label(dict(zip(panels, key))), fontsize=8.5)
+            title = (f"{name} — {net_label(str(net))}: yours (line) over the reference (band: min–max over its "
+                     "seeds; dashed: its mean)")
+            fig = _finish_panels(fig, axes, len(groups), ncols, levels, experiment.curves.ylabel, title, label_size=8.5)
+            yield _stem(f"reference_{name}", "", net_tag(str(net), str(dataset))), fig
+
+
+def make_reference_figures(comparison: pd.DataFrame, found: Mapping[str, Experiment], out_dir: Path,
+                           formats: Sequence[str] = ("png",)) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for stem, fig in reference_figures(comparison, found):
+        paths += _save(fig, out_dir, stem, formats)
+    _forget_stale(out_dir, paths)
+    return paths

@@ -215,8 +215,56 @@ def explanations(experiment: Experiment, results: pd.DataFrame) -> list[Notice]:
 # The document
 
 
+REFERENCE_ROWS_SHOWN = 60  # the points outside the reference's range listed in the page; the CSV has all
+
+
+def reference_blocks(comparison: pd.DataFrame, source: str, missing: Sequence[str], figures: Sequence[Path],
+                     found: Mapping[str, Experiment]) -> tuple:
+    """The section setting a user's results beside a reference table (`compare.compare`)."""
+    blocks: list = [Paragraph(
+        f"Your seed means beside the reference results ({source}): at each point (experiment, curve, level) the "
+        "reference's mean and its min–max range over its seeds. A point is flagged when your mean lies outside "
+        "that range; with fewer seeds, or another scale, more points fall outside by chance or by design "
+        "(quick-scale runs train 1,000 steps, not the paper's 50,380). The whole comparison is in "
+        "reference-comparison.csv beside this report.")]
+    if comparison.empty:
+        blocks.append(Paragraph("No point of these results is in the reference."))
+    else:
+        headers = ["experiment", "net", "points compared", "outside the range", "mean |yours − reference| (pp)"]
+        body = []
+        for (name, net), g in comparison.groupby(["experiment", "net"], sort=False):
+            body.append(tuple(Cell(t) for t in (name, net_label(str(net)), str(len(g)), str(int(g["outside"].sum())),
+                                                f"{(g['ours_mean'] - g['reference_mean']).abs().mean():.2f}")))
+        blocks.append(Table(tuple(headers), tuple(body)))
+        outside = comparison[comparison["outside"]]
+        if not outside.empty:
+            keys = [c for c in comparison.columns if c not in ("experiment", "net", "dataset", "remaining_percent",
+                                                               "ours_mean", "ours_seeds", "reference_mean",
+                                                               "reference_min", "reference_max", "reference_seeds",
+                                                               "outside")]
+            headers = ["experiment", *(KEY_HEADERS.get(k, k) for k in keys), "% remaining", "yours (%)",
+                       "reference mean (%)", "reference range (%)"]
+            body = []
+            for r in outside.head(REFERENCE_ROWS_SHOWN).to_dict("records"):
+                body.append((Cell(r["experiment"]), *(Cell(key_text(k, r[k])) for k in keys),
+                             Cell(f"{r['remaining_percent']:.3g}"), Cell(fmt_pct(r["ours_mean"])),
+                             Cell(fmt_pct(r["reference_mean"])),
+                             Cell(f"{r['reference_min']:.2f} – {r['reference_max']:.2f}")))
+            more = len(outside) - REFERENCE_ROWS_SHOWN
+            blocks += [Heading("Points outside the reference's range"), Table(tuple(headers), tuple(body))]
+            if more > 0:
+                blocks.append(Paragraph(f"… and {more} more (reference-comparison.csv)."))
+    if missing:
+        blocks.append(Paragraph(f"Not in the reference: {', '.join(missing)}."))
+    blocks += [Figure(Path(f), f"{Path(f).stem.removeprefix('reference_')}: your seed mean (line) over the "
+                               "reference's min–max band and its mean (dashed); ringed points lie outside.")
+               for f in figures if Path(f).suffix.lower() == ".png"]
+    return tuple(blocks)
+
+
 def build_document(
-    results: pd.DataFrame, meta: dict, figures: Sequence[Path], kinds: Mapping[str, str] | None = None
+    results: pd.DataFrame, meta: dict, figures: Sequence[Path], kinds: Mapping[str, str] | None = None,
+    reference: tuple | None = None,
 ) -> Document:
     """The whole report as data: the scale, the run's metadata, the figures (PNG files of `figures`),
     one results section per experiment (a user's own included), the published numbers and the claims."""
@@ -244,26 +292,28 @@ def build_document(
                   "interval lies entirely on the claimed side, and needs at least 2 seeds."),
         claims_display(claims) if claims else Paragraph("No claim could be checked on these rows."),
     )
-    return Document(
-        title=str(meta.get("title", DEFAULT_TITLE)),
-        intro=intro,
-        sections=(
-            Section("Run configuration and environment", (KeyValues(tuple(flatten_meta(meta))),)),
-            Section("Figures", shown),
-            Section("Results by experiment", tuple(results_blocks)),
-            Section("Comparison with the published numbers", (comparison_display(comparison),)),
-            Section("The papers' claims, checked", claim_blocks),
-        ),
-    )
+    sections = [
+        Section("Run configuration and environment", (KeyValues(tuple(flatten_meta(meta))),)),
+        Section("Figures", shown),
+        Section("Results by experiment", tuple(results_blocks)),
+        Section("Comparison with the published numbers", (comparison_display(comparison),)),
+        Section("The papers' claims, checked", claim_blocks),
+    ]
+    if reference is not None:
+        sections.append(Section("Beside the reference results", reference_blocks(*reference, found)))
+    return Document(title=str(meta.get("title", DEFAULT_TITLE)), intro=intro, sections=tuple(sections))
 
 
 def write_report(
-    results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path], kinds: Mapping[str, str] | None = None
+    results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path], kinds: Mapping[str, str] | None = None,
+    reference: tuple[Path, pd.DataFrame] | None = None,
 ) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths.
 
     `kinds` maps experiment names to kind names (see `stats.experiments`): every experiment gets a
-    section of the results, a user's own included.
+    section of the results, a user's own included. `reference`: (its path, its table): a section
+    setting the results beside it (`compare.compare`), its figures in `out_dir/reference/` and the
+    whole comparison in `out_dir/reference-comparison.csv`.
     """
     from ..store.files import write_output  # the run store pulls in torch: only when writing
 
@@ -272,7 +322,19 @@ def write_report(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TicketlabError(f"cannot create the report folder {out_dir}: {e.strerror or e}; pass a writable --out") from None
-    doc = build_document(results, meta, figures, kinds)
+    section = None
+    if reference is not None:
+        from .compare import compare
+        from .figures import make_reference_figures
+
+        path, table = reference
+        comparison = compare(results, table, kinds)
+        drawn = make_reference_figures(comparison, experiments(results, kinds), out_dir / "reference")
+        write_output(out_dir / "reference-comparison.csv", lambda tmp: comparison.to_csv(tmp, index=False))
+        compared = set(comparison["experiment"])
+        missing = [name for name in experiments(results, kinds) if name not in compared]
+        section = (comparison, str(path), missing, drawn)
+    doc = build_document(results, meta, figures, kinds, section)
     page = render_html(doc)  # before any file is written: a missing jinja2 leaves no half report
     markdown = render_markdown(doc, out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"

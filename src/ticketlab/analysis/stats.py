@@ -228,14 +228,24 @@ def supermask_combos(rows: pd.DataFrame) -> list[tuple[str, bool]]:
     return known + sorted(present - set(known))
 
 
+DEFAULT_PAIR = ("fc", "mnist")  # the papers' main network and data: figures of it carry no tag
+
+
+def net_tag(net: str, dataset: str) -> str:
+    """A figure's file-name tag for (net, dataset), fixed whatever else the store holds (so that a
+    figure keeps its name when another net or data set joins): none for FC on MNIST, the net on its
+    own data set (conv2: CIFAR-10), else net-dataset."""
+    from ..nets.specs import NETS
+
+    if (net, dataset) == DEFAULT_PAIR:
+        return ""
+    return net if net in NETS and NETS[net].dataset == dataset else f"{net}-{dataset}"
+
+
 def net_tags(results: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """File-name tag per (net, dataset): empty when the table holds a single one."""
+    """File-name tag per (net, dataset) in `results` (`net_tag`)."""
     pairs = results[["net", "dataset"]].dropna().drop_duplicates()
-    combos = [(str(n), str(d)) for n, d in pairs.itertuples(index=False)]
-    if len(combos) <= 1:
-        return {c: "" for c in combos}
-    nets_unique = pairs["net"].nunique() == len(pairs)
-    return {(n, d): (n if nets_unique else f"{n}-{d}") for n, d in combos}
+    return {(str(n), str(d)): net_tag(str(n), str(d)) for n, d in pairs.itertuples(index=False)}
 
 
 def converged_only(rows: pd.DataFrame) -> pd.DataFrame:

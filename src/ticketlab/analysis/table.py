@@ -17,18 +17,23 @@ from ..core.errors import TicketlabError
 from ..experiments.kinds import get_kind, kind_names
 from ..experiments.manifests import manifest_seeds, manifest_specs, read_manifests
 
-# Every row names its experiment and where it ran; each experiment kind adds the columns it fills.
+# Every row names its experiment and where it ran; each experiment kind adds the columns it fills;
+# the last column names the run (its folder in the store) each row was read from.
 LEADING_COLUMNS = ("experiment", "net", "dataset", "seed")
+TRAILING_COLUMNS = ("run_dir",)
 
 
 def table_columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     """The results table's columns: the leading ones, then each registered kind's new ones in
-    registration order (built in: iterative, then supermask). Given `rows`, a kind marked
-    `columns_when_present` adds its new columns only if some row fills one of them."""
+    registration order (built in: iterative, supermask, learned_supermask), then `run_dir`. Given
+    `rows`, only the columns some row fills: a store of one kind gets no blank columns of the others."""
     always = [c for name in kind_names() if not get_kind(name).columns_when_present for c in get_kind(name).columns]
     extra = [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns
-             if c not in always and (rows is None or any(r.get(c) is not None for r in rows))]
-    return tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(extra)))
+             if c not in always]
+    columns = tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(extra) + TRAILING_COLUMNS))
+    if rows is None:
+        return columns
+    return tuple(c for c in columns if c in LEADING_COLUMNS or any(r.get(c) is not None for r in rows))
 
 
 def result_rows(root: Path) -> list[dict[str, Any]]:
@@ -105,7 +110,8 @@ def _pandas():
 def rows_frame(root: Path):
     """The results table as a DataFrame of plain object/float columns, as the figures and the report
     read it (their numbers do not depend on pandas' dtype rules)."""
-    return _pandas().DataFrame(result_rows(root), columns=list(table_columns()))
+    rows = result_rows(root)
+    return _pandas().DataFrame(rows, columns=list(table_columns(rows)))
 
 
 def results_frame(root: Path):

@@ -77,3 +77,37 @@ def blas() -> str:
 
     found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     return found.group(1) if found else "unknown"
+
+
+def cpu_ticks(count_niced: bool = True) -> tuple[float, float, float] | None:
+    """(seconds all cores were busy, seconds this process ran, wall clock), Linux /proc; None elsewhere.
+    Without `count_niced`, time spent in niced processes (which yield the cores to anyone who wants
+    them) does not count as busy."""
+    import os
+    import time
+
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0) + (0.0 if count_niced else fields[1])
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    t = os.times()
+    return (sum(fields) - idle) / ticks, t.user + t.system, time.perf_counter()
+
+
+def background_between(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None) -> float | None:
+    """Cores kept busy by other processes between two `cpu_ticks` snapshots."""
+    if a is None or b is None or b[2] <= a[2]:
+        return None
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+
+
+def background_cpu_load(seconds: float = 0.5, count_niced: bool = True) -> float | None:
+    """Cores kept busy by other processes while this one sleeps (Linux /proc; None elsewhere)."""
+    import time
+
+    a = cpu_ticks(count_niced)
+    time.sleep(seconds)
+    return background_between(a, cpu_ticks(count_niced))

@@ -55,13 +55,16 @@ def _protected(path: Path) -> bool:
     return not os.access(path, os.W_OK) or not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
 
 
+def _syntax_checked(path: Path | str, what: str, file: bool) -> Path:
+    problem = _syntax_problem(str(path), file)
+    if problem:
+        raise TicketlabError(f"cannot write {what} {str(path)!r}: the path {problem}")
+    return Path(path)
+
+
 def check_output_file(path: Path | str, what: str = "output file") -> Path:
     """`path` as a file to write, or a one-line `TicketlabError` saying why not (see the module)."""
-    text = str(path)
-    problem = _syntax_problem(text, file=True)
-    if problem:
-        raise TicketlabError(f"cannot write {what} {text!r}: the path {problem}")
-    path = Path(path)
+    path = _syntax_checked(path, what, file=True)
     if path.is_dir():
         raise TicketlabError(f"cannot write {what} {path}: it is a folder; give a file path inside it")
     parent = path.parent
@@ -76,11 +79,7 @@ def check_output_file(path: Path | str, what: str = "output file") -> Path:
 
 def check_output_folder(path: Path | str, what: str = "output folder") -> Path:
     """`path` as a folder to write into (made if missing), or a one-line `TicketlabError`."""
-    text = str(path)
-    problem = _syntax_problem(text, file=False)
-    if problem:
-        raise TicketlabError(f"cannot write {what} {text!r}: the path {problem}")
-    path = Path(path)
+    path = _syntax_checked(path, what, file=False)
     if path.exists() and not path.is_dir():
         raise TicketlabError(f"cannot write {what} {path}: it is a file, not a folder; give a folder path")
     return path

@@ -1,8 +1,11 @@
-"""One progress line on stderr: rewritten in place on a terminal, throttled lines in logs."""
+"""One progress line on stderr: a live bar rewritten in place on a terminal, a line every `every`
+seconds in a log (not a TTY)."""
 from __future__ import annotations
 
 import sys
 import time
+
+BAR_WIDTH = 24
 
 
 def format_seconds(s: float) -> str:
@@ -13,13 +16,17 @@ def format_seconds(s: float) -> str:
 
 
 class ProgressLine:
-    """Shows `label done/total (pct) extra, elapsed, ETA`; at most one log line per `every` s off a tty."""
+    """Shows `label [bar] done/total (pct) extra, elapsed, ETA`: on a terminal at most five times a
+    second, in a log at most one line per `every` seconds (a caller that wants a line at least that
+    often calls `update` on a timer). The ETA is the elapsed time scaled by what is left over what is
+    done, shown once `min_done` of the total is done."""
 
-    def __init__(self, label: str, every: float = 10.0, stream=None) -> None:
+    def __init__(self, label: str, every: float = 15.0, stream=None, min_done: float = 0.01) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every
+        self.min_done = min_done
         self.start = time.monotonic()
         self.last = -1e9
         self.width = 0
@@ -30,11 +37,16 @@ class ProgressLine:
             return
         self.last = now
         elapsed = now - self.start
-        eta = elapsed / done * (total - done) if done > 0 else float("nan")
+        share = done / total if total else 1.0
+        eta = elapsed / done * (total - done) if done > 0 and share >= self.min_done else float("nan")
         eta_text = format_seconds(eta) if eta == eta else "?"
-        pct = 100.0 * done / total if total else 100.0
-        count = f"{done:g}/{total:g} " if float(done).is_integer() else ""
-        text = f"{self.label} {count}({pct:.0f}%) {extra} elapsed {format_seconds(elapsed)}, ETA {eta_text}"
+        count = f"{done:g}/{total:g} " if float(done).is_integer() and total != 1 else ""
+        bar = ""
+        if self.tty:
+            filled = min(BAR_WIDTH, int(BAR_WIDTH * share))
+            bar = "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "] "
+        extra = f" {extra}" if extra else ""
+        text = f"{self.label} {bar}{count}{100.0 * share:.0f}%{extra}, elapsed {format_seconds(elapsed)}, ETA {eta_text}"
         if self.tty:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)

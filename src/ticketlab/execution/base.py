@@ -1,7 +1,7 @@
 """Executors: how a list of independent jobs gets run, and the registry that names them.
 
 An executor takes the jobs, a picklable `work(job, report)` callable and a `Progress` object, runs
-every job, feeds `progress.update(index, fraction)` from the jobs' reports and `progress.done(index)`
+every job, feeds `progress.update(index, fraction, note)` from the jobs' `report(fraction, note="")` and `progress.done(index)`
 when one finishes, and returns when all are done. The first job to fail stops the rest (its error is
 raised from `run`); so does Ctrl-C. A new way to run jobs (a cluster scheduler, say) is one module
 with such a class that registers itself by name (`register_executor`) and is named in
@@ -15,9 +15,9 @@ Work = Callable[[Any, Callable[[float], None]], None]
 
 
 class Progress(Protocol):
-    """Where executors report: a job's fraction done in [0, 1], and its end."""
+    """Where executors report: a job's fraction done in [0, 1] with a note of what it runs, and its end."""
 
-    def update(self, index: int, fraction: float) -> None: ...
+    def update(self, index: int, fraction: float, note: str = "") -> None: ...
 
     def done(self, index: int) -> None: ...
 

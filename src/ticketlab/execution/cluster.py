@@ -43,6 +43,12 @@ class RayExecutor:
     def __init__(self, workers: int, threads: int, poll_seconds: float = 0.5, max_retries: int = MAX_RETRIES):
         self.workers, self.threads, self.poll_seconds, self.max_retries = workers, threads, poll_seconds, max_retries
 
+    def check(self, runtime: Any) -> None:
+        """Refuse, at once, a cluster address where nothing listens (`_probe`)."""
+        address = getattr(runtime, "address", None) or os.environ.get("RAY_ADDRESS") or None
+        if address is not None:
+            _probe(address)
+
     def run(self, jobs: Sequence[Any], work: Work, progress: Progress) -> None:
         import ray
 
@@ -62,8 +68,8 @@ class RayExecutor:
                 pending.append(ref)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_seconds)
-                for index, fraction in ray.get(sink.drain.remote()):
-                    progress.update(index, fraction)
+                for index, fraction, note in ray.get(sink.drain.remote()):
+                    progress.update(index, fraction, note)
                 for ref in ready:
                     index = refs[ref]
                     packed = _result(ray, ref, jobs[index])
@@ -163,8 +169,8 @@ def _task(job: Any, index: int, work: Work, threads: int, sink: Any, token: Path
     flush_denormals(check=False)  # a fresh process: before its first parallel op, like the command line
     torch.set_num_threads(threads)
 
-    def report(fraction: float) -> None:
-        sink.update.remote(index, fraction)
+    def report(fraction: float, note: str = "") -> None:
+        sink.update.remote(index, fraction, note)
 
     if not isinstance(work, SweepWork):
         work(job, report)
@@ -242,17 +248,17 @@ def _result(ray, ref: Any, job: Any) -> bytes | None:
 
 
 def _sink_class(ray):
-    """The progress actor: tasks add (job index, fraction) pairs, the driver drains them."""
+    """The progress actor: tasks add (job index, fraction, note) reports, the driver drains them."""
 
     @ray.remote(num_cpus=0)
     class ProgressSink:
         def __init__(self) -> None:
-            self.events: list[tuple[int, float]] = []
+            self.events: list[tuple[int, float, str]] = []
 
-        def update(self, index: int, fraction: float) -> None:
-            self.events.append((index, fraction))
+        def update(self, index: int, fraction: float, note: str = "") -> None:
+            self.events.append((index, fraction, note))
 
-        def drain(self) -> list[tuple[int, float]]:
+        def drain(self) -> list[tuple[int, float, str]]:
             events, self.events = self.events, []
             return events
 

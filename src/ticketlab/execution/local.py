@@ -21,7 +21,7 @@ class InProcess:
             torch.set_num_threads(self.threads)
         try:
             for index, job in enumerate(jobs):
-                work(job, lambda fraction, index=index: progress.update(index, fraction))
+                work(job, lambda fraction, note="", index=index: progress.update(index, fraction, note))
                 progress.done(index)
         finally:
             torch.set_num_threads(before)

@@ -62,7 +62,7 @@ class ProcessPool:
                     if kind == "start":
                         running[receiver] = index
                     elif kind == "progress":
-                        progress.update(index, value)
+                        progress.update(index, *value)
                     elif kind == "done":
                         running.pop(receiver, None)
                         remaining.discard(index)
@@ -123,7 +123,7 @@ def _worker_main(tasks, results, work: Work, threads: int, parent: int) -> None:
         index, job = item
         results.send(("start", index, None))
         try:
-            work(job, lambda fraction: results.send(("progress", index, fraction)))
+            work(job, lambda fraction, note="": results.send(("progress", index, (fraction, note))))
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             results.send(("error", index, _pickle_error(e)))
             return

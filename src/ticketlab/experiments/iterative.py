@@ -19,22 +19,22 @@ from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
 from ..pruning.criteria import CRITERIA, criterion_names
-from ..pruning.prune import prune_count, prune_n
-from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
+from ..pruning.prune import prune_count, prune_n, pruning_schedule
+from ..store.files import NUMBER, SUMMARY, checked, finished, is_complete, read_json, reading_run
 from ..store.naming import identity
 from ..store.runs import RunState, mask_arrays, read_state, run_dir, weight_arrays, write_run
 from ..training import MemberResult, MemberStart, train_cohort
 from ..training.config import TrainConfig
+from ..training.cost import CohortWork, trains_sparse_at
 from .dense import dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
     from .jobs import Runtime
     from .spec import SweepSpec
 
-Fraction = Callable[[float], None]  # reports progress of the current job in [0, 1]
 _ROUNDS_WHY = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
 
 
@@ -102,6 +102,38 @@ def next_start(
     return starts, masks
 
 
+def chain_work(root: Path, config: TrainConfig, chains: list[Chain], rounds: list[int], done: Callable[[Path], bool],
+               claimed: set[str], on_cpu: bool, label: str) -> list[tuple[int, list[Chain], CohortWork]]:
+    """The cohorts one seed's chains still need, in training order: (round, members, work), round 0
+    standing for the dense run. A run is needed unless `done(path)` or its name is in `claimed`; the
+    names of the needed runs are added to `claimed`."""
+    net = config.net_spec()
+    resolved = config.resolved()
+    step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
+    out: list[tuple[int, list[Chain], CohortWork]] = []
+
+    def needed(path: Path) -> bool:
+        if path.name in claimed or done(path):
+            return False
+        claimed.add(path.name)
+        return True
+
+    if needed(run_dir(root, "dense", dense_identity(config))):
+        out.append((0, [], CohortWork(f"{label}, dense run", (1.0,), (False,), resolved.iterations, resolved.eval_every,
+                                      snapshots=True)))
+    counts = pruning_schedule(net, rounds[-1]) if len(rounds) > 1 else []
+    for r in rounds[1:]:
+        members = [c for c in chains
+                   if needed(run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)))]
+        if members:
+            density = sum(c for c, layer in zip(counts[r], net.layers) if layer.prunable) / net.prunable_weights
+            sparse = tuple(on_cpu and trains_sparse_at(net, density, c.mask0 == "zero") for c in members)
+            out.append((r, members, CohortWork(f"{label}, round {r}/{rounds[-1]} ({len(members)} "
+                                               f"chain{'s' if len(members) != 1 else ''})", (density,) * len(members),
+                                               sparse, resolved.iterations, resolved.eval_every, runs=len(members))))
+    return out
+
+
 def run_chains(
     root: Path,
     config: TrainConfig,
@@ -109,10 +141,13 @@ def run_chains(
     rounds: list[int],
     device: torch.device,
     data: Any,
-    report: Fraction | None = None,
+    report: Report | None = None,
     repair: bool = False,
+    label: str = "",
 ) -> None:
     """Train every missing round of `chains` for one seed; `rounds` are SPEC rounds 0, s, 2s, ...
+    `report(fraction, note)` gets the share of the job's predicted cost done and what trains (`label`
+    starts each note).
 
     The chains missing a round train as one cohort, whichever they are: a member's numbers do not
     depend on its cohort (forward.py), so a round resumed with some of its members already done
@@ -123,30 +158,23 @@ def run_chains(
     resolved = config.resolved()
     step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
     paths = {(c, r): run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)) for c in chains for r in rounds[1:]}
-    done_runs = {key: finished(p, repair) for key, p in paths.items()}  # checked once: it reads every file
-    todo_rounds = sorted({r for c, r in paths if not done_runs[(c, r)]})
     dense_path = run_dir(root, "dense", dense_identity(config))
-    dense_done = finished(dense_path, repair)
-    units = len(todo_rounds) + (0 if dense_done else 1)
-    done = 0
-
-    def sub(fraction: float) -> None:
-        if report is not None and units:
-            report((done + fraction) / units)
-
-    if not dense_done:
-        ensure_dense(root, config, device, data, sub)
-        done += 1
-    if not todo_rounds:
+    # every run checked once (it reads every file); the rounds to train, in order, with their members
+    work = chain_work(root, config, chains, rounds, lambda path: finished(path, repair), set(), device.type == "cpu",
+                      label)
+    progress = JobProgress(report, [w for _, _, w in work])
+    if work and work[0][0] == 0:
+        part = progress.next()
+        ensure_dense(root, config, device, data, part)
+        work = work[1:]
+    if not work:
         return
     with reading_run(dense_path):
         dense = read_state(dense_path, spec)
     state: dict[Chain, RunState] = {}
-    for r_index, r in enumerate(rounds[1:], start=1):
-        members = [c for c in chains if not done_runs[(c, r)]]
-        if not members:
-            continue
-        prev_round = rounds[r_index - 1]
+    for r, members, _ in work:
+        part = progress.next()
+        prev_round = rounds[rounds.index(r) - 1]
         inputs = []
         for c in members:
             if c not in state:
@@ -164,15 +192,13 @@ def run_chains(
             config.schedule(),
             config.seed,
             device,
-            lambda it, total, _: sub(it / total),
+            lambda it, total, _: part(it / total),
         )
         wall = (time.perf_counter() - t0) / len(members)
         for c, (s, m), result in zip(members, inputs, results):
             ident = round_identity(config, c.criterion, c.mask1, c.mask0, r, step)
             _write_round(paths[(c, r)], spec, config, ident, s, m, result, wall, device, dense.start_biases)
             state[c] = RunState(s, result.final_weights, m)
-        done += 1
-        sub(0.0)
 
 
 def _write_round(path: Path, spec: NetSpec, config: TrainConfig, ident: dict, start: list[torch.Tensor],
@@ -202,12 +228,21 @@ class IterativeKind(ExperimentKind):
     curves = Curves("test_accuracy_at_early_stop", ("criterion", "mask1", "mask0"),
                     ylabel="test accuracy at early stop (%)")
     columns = ("criterion", "mask1", "mask0", "round", "remaining_weights", "remaining_percent", "early_stop_iteration",
-               "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy")
+               "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy", "test_accuracy_at_init")
+
+    def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
+        p: IterativeParams = spec.params
+        check_steps(p.rounds, p.round_step, "rounds", "round_step", blame)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         run_chains(root, spec.train_config(seed), chains_of(spec.params), spec.params.round_list,
                    resolve_device(runtime.device), DataCache(runtime.data_dir, runtime.download), report,
-                   repair=runtime.repair)
+                   repair=runtime.repair, label=f"{spec.name} seed {seed}")
+
+    def plan(self, spec: SweepSpec, seed: int, root: Path, claimed: set[str], device: str, done: Any = is_complete) -> list[CohortWork]:
+        return [w for _, _, w in chain_work(root, spec.train_config(seed), chains_of(spec.params),
+                                           spec.params.round_list, done, claimed, device == "cpu",
+                                           f"{spec.name} seed {seed}")]
 
     def result_rows(self, spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         p: IterativeParams = spec.params
@@ -236,6 +271,8 @@ class IterativeKind(ExperimentKind):
                         test_accuracy_at_early_stop=s["test_accuracy_at_early_stop"],
                         val_loss_at_early_stop=s["val_loss_at_early_stop"],
                         final_test_accuracy=s["final_test_accuracy"],
+                        test_accuracy_at_init=s.get("test_accuracy_at_init"),
+                        run_dir=str(path.relative_to(root)),
                     ))
         return rows
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .spec import SweepSpec
     from .jobs import Runtime
 
-Report = Callable[[float], None]  # a job's fraction done, in [0, 1]
+Report = Callable[..., None]  # report(fraction of the job done in [0, 1], note: what runs now = "")
 Blame = Callable[[str], str]  # how an error names a spec field (its flag, or its file and line)
 
 
@@ -35,6 +35,33 @@ class Curves:
     keys: tuple[str, ...]
     panels: tuple[str, ...] = ()
     ylabel: str = "test accuracy (%)"
+
+
+class JobProgress:
+    """A job's progress as the share of its work's predicted cost (`training.cost`) done, each report
+    with a note of what runs: the sweep's progress line weighs jobs and rounds by what they cost."""
+
+    def __init__(self, report: Report | None, work: list[Any]):
+        from ..training.cost import relative_cost
+
+        self.report, self.work = report, work
+        self.costs = [relative_cost(w) for w in work]
+        self.total = sum(self.costs)
+        self.done, self.index = 0.0, -1
+
+    def next(self) -> Callable[[float], None]:
+        """Start the next work item (in the order of `work`): its fraction-done callback."""
+        if self.index >= 0:
+            self.done += self.costs[self.index]
+        self.index += 1
+        cost, note = self.costs[self.index], self.work[self.index].label
+
+        def part(fraction: float) -> None:
+            if self.report is not None and self.total > 0:
+                self.report(min(1.0, (self.done + fraction * cost) / self.total), note)
+
+        part(0.0)
+        return part
 
 
 class ExperimentKind:
@@ -65,6 +92,15 @@ class ExperimentKind:
         """How many rows a complete sweep gives, where that is known in advance (else None)."""
         return None
 
+    def plan(self, spec: "SweepSpec", seed: int, root: Path, claimed: set[str], device: str,
+             done: Callable[[Path], bool] | None = None) -> list[Any] | None:
+        """The work one seed's job has left (`training.cost` items), in the order it does it, leaving out
+        runs `done(path)` says are finished (default: their summary exists) or named in `claimed`
+        (planned by an earlier job of the batch), and
+        adding the names of the runs it plans to `claimed`. None: not known (the progress line then
+        counts the job by its reports alone)."""
+        return None
+
     def protocol(self, spec: "SweepSpec") -> tuple[bool, str]:
         """Whether the kind's own schedule (rounds, levels) is the paper's, and a phrase saying what ran."""
         return True, ""
@@ -77,6 +113,16 @@ def check_range(params: Any, key: str, low: int, high: int, blame: Blame, why: s
         raise TicketlabError(f"{blame(key)} must be >= {low}, got {value}")
     if value > high:
         raise TicketlabError(f"{blame(key)} must be <= {high}{f' ({why})' if why else ''}, got {value}")
+
+
+def check_steps(last: int, step: int, last_name: str, step_name: str, blame: Blame) -> None:
+    """Refuse a step that does not reach `last` (rounds = 24 in steps of 5 would stop at round 20 and
+    leave 21-24 out without a word), naming both fields and the values that would."""
+    if last % step:
+        lower, upper = last - last % step, last - last % step + step
+        raise TicketlabError(f"{blame(step_name)} {step} does not divide {last_name} {last}: the last trained would be "
+                             f"{lower}, leaving {lower + 1}-{last} out; choose {last_name} = {lower}"
+                             f"{f' or {upper}' if upper <= 24 else ''}, or a {step_name} that divides {last}")
 
 
 _SCALARS = (int, float, str, bool)
@@ -148,6 +194,9 @@ def get_kind(name: str) -> ExperimentKind:
 
 
 def kind_names() -> tuple[str, ...]:
-    """The registered kinds, in registration order (built in: iterative, supermask, learned_supermask)."""
+    """The registered kinds: the built-in ones in `BUILTIN_KIND_MODULES` order (iterative, supermask,
+    learned_supermask: the results table's column order), then the others in registration order."""
     _load_builtins()
-    return tuple(KINDS)
+    builtin = [kind.name for kind in KINDS.values() if type(kind).__module__.rsplit(".", 1)[-1] in BUILTIN_KIND_MODULES]
+    builtin.sort(key=lambda name: BUILTIN_KIND_MODULES.index(type(KINDS[name]).__module__.rsplit(".", 1)[-1]))
+    return (*builtin, *(name for name in KINDS if name not in builtin))

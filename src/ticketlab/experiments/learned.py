@@ -26,16 +26,17 @@ from ..core.seeds import generator
 from ..data import train_size
 from ..nets.specs import init_weights
 from ..pruning.criteria import criterion_names
-from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
+from ..store.files import NUMBER, SUMMARY, checked, finished, is_complete, read_json, reading_run
 from ..store.runs import run_dir, write_run
 from ..training import MemberStart, Schedule, evaluate, train_cohort
 from ..training.config import MAX_ITERATIONS
+from ..training.cost import CohortWork
 from ..training.masks import LEARNERS, MaskLearner, MaskVariant, kept_count, sampled_masks
 from .dense import ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
 from .spec import SPEC_ROUNDS, names_field
-from .supermask import STARTS, run_supermask, signed_constant, supermask_identity
+from .supermask import STARTS, run_supermask, signed_constant, supermask_identity, supermask_work
 
 if TYPE_CHECKING:
     from .jobs import Runtime
@@ -187,6 +188,7 @@ class LearnedSupermaskKind(ExperimentKind):
         p: LearnedParams = spec.params
         if spec.net not in MASK_EPOCHS:
             raise TicketlabError(f"{blame('net')}: learned supermasks run on {', '.join(MASK_EPOCHS)}, not {spec.net}")
+        check_steps(SPEC_ROUNDS, p.level_step, "the heuristic supermasks' levels", "level_step", blame)
         dataset = spec.train_config(spec.first_seed).resolved_dataset
         size = train_size(dataset)
         if size is not None and p.mask_batch > size:
@@ -206,23 +208,39 @@ class LearnedSupermaskKind(ExperimentKind):
         p: LearnedParams = spec.params
         device = resolve_device(runtime.device)
         data = DataCache(runtime.data_dir, runtime.download)
-        units = len(p.learners) + 2
-        done = [0]
-
-        def sub(fraction: float) -> None:
-            if report is not None:
-                report((done[0] + fraction) / units)
-
         config, levels = self._heuristic(spec, seed)
-        ensure_dense(root, config, device, data, sub, repair=runtime.repair)
-        done[0] += 1
-        run_supermask(root, config, "converged", list(p.heuristic_criteria), levels, list(p.starts), list(p.dwr),
-                      device, data, sub, repair=runtime.repair)
-        done[0] += 1
+        work = self._work(spec, seed, root, lambda path: finished(path, runtime.repair), set())
+        progress = JobProgress(report, [w for _, w in work])
+        for step, _ in work:
+            part = progress.next()
+            if step == "dense":
+                ensure_dense(root, config, device, data, part, repair=runtime.repair)
+            elif step == "heuristic":
+                run_supermask(root, config, "converged", list(p.heuristic_criteria), levels, list(p.starts),
+                              list(p.dwr), device, data, part, repair=runtime.repair)
+            else:
+                run_learned(root, spec, p, seed, step, device, data, part, repair=runtime.repair)
+
+    def _work(self, spec: "SweepSpec", seed: int, root: Path, done: Any, claimed: set[str]) -> list[tuple[str, Any]]:
+        """What one seed still needs, in order: ("dense" | "heuristic" | a learner, its work)."""
+        p: LearnedParams = spec.params
+        config, levels = self._heuristic(spec, seed)
+        label = f"{spec.name} seed {seed}"
+        out: list[tuple[str, Any]] = [("heuristic" if base else "dense", w) for base, w in supermask_work(
+            root, config, p.heuristic_criteria, levels, p.starts, p.dwr, ["converged"], done, claimed, label)]
+        dataset = config.resolved_dataset
         for learner in p.learners:
-            run_learned(root, spec, p, seed, learner, device, data, sub, repair=runtime.repair)
-            done[0] += 1
-        sub(0.0)
+            path = run_dir(root, "learned", learned_identity(spec, p, seed, learner))
+            if path.name not in claimed and not done(path):
+                claimed.add(path.name)
+                members = len(variants(p, learner))
+                out.append((learner, CohortWork(f"{label}, {learner} masks ({members} variants)", (1.0,) * members,
+                                                (False,) * members, mask_iterations(p, spec.net, dataset),
+                                                p.mask_eval_every, batch=p.mask_batch)))
+        return out
+
+    def plan(self, spec: "SweepSpec", seed: int, root: Path, claimed: set[str], device: str, done: Any = is_complete) -> list[Any]:
+        return [w for _, w in self._work(spec, seed, root, done, claimed)]
 
     def result_rows(self, spec: "SweepSpec", root: Path) -> list[dict[str, Any]]:
         p: LearnedParams = spec.params
@@ -241,7 +259,8 @@ class LearnedSupermaskKind(ExperimentKind):
                         checked(e, ROW_FIELDS, "rows.json")
                 for e in entries:
                     rows.append(dict(common, **{c: e.get(c) for c in self.columns if c in e},
-                                     remaining_percent=100.0 * e["realised_density"]))
+                                     remaining_percent=100.0 * e["realised_density"],
+                                     run_dir=str(path.relative_to(root))))
             # the best heuristic supermask at init of each level, and the trained dense net
             path = run_dir(root, "supermask", supermask_identity(config, "converged", p.heuristic_criteria, levels,
                                                                  p.starts, p.dwr))
@@ -256,7 +275,8 @@ class LearnedSupermaskKind(ExperimentKind):
                     rows.append(dict(common, learner=f"heuristic_best", start=e["start"], dwr=e["dwr"], round=level,
                                      remaining_percent=100.0 * e["remaining_weights"] / net.prunable_weights,
                                      test_accuracy=e["test_accuracy_at_init"],
-                                     base_test_accuracy=summary["base_test_accuracy"]))
+                                     base_test_accuracy=summary["base_test_accuracy"],
+                                     run_dir=str(path.relative_to(root))))
         return rows
 
     def expected_results(self, spec: "SweepSpec") -> int | None:

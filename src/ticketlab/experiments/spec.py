@@ -309,6 +309,40 @@ def spec_from_record(values: Any, source: str) -> SweepSpec:
     return _build(fields, source, "", {}, **extra)
 
 
+PAPER_SEEDS = 5  # the papers' figures average 5 seeds
+
+
+def what_ran(spec: SweepSpec) -> tuple[bool, str]:
+    """Whether a sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and a phrase saying what it ran."""
+    ran = spec.train_config(spec.first_seed).resolved()
+    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
+    schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
+    parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
+    if schedule:
+        parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
+    else:
+        parts.append(f"{ran.iterations:,} training steps per run (SPEC §3: {paper.iterations:,})")
+        if ran.learning_rate != paper.learning_rate:
+            parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
+        if ran.eval_every != paper.eval_every:
+            parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
+    pruning, what = get_kind(spec.kind).protocol(spec)
+    if what:
+        parts.append(what)
+    return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
+
+
+def scale_name(spec: SweepSpec) -> str:
+    """How a sweep is labelled: "quick" at the quick scale, "full" when its runs are the paper
+    protocol's (whatever its seeds), else "custom": a sweep file's own schedule is never called full."""
+    if spec.scale == "quick":
+        return "quick"
+    ran = spec.train_config(spec.first_seed).resolved()
+    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
+    same = (ran.iterations, ran.learning_rate, ran.eval_every) == (paper.iterations, paper.learning_rate, paper.eval_every)
+    return "full" if same and get_kind(spec.kind).protocol(spec)[0] else "custom"
+
+
 def preset_names() -> list[str]:
     folder = resources.files("ticketlab.experiments") / "presets"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))

@@ -24,14 +24,15 @@ from ..nets.specs import NETS, NetSpec, get_net
 from ..pruning.actions import density_multiplier
 from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import oneshot_masks, oneshot_prune_count
-from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, json_type, read_json, reading_run
+from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, is_complete, json_type, read_json, reading_run
 from ..store.runs import read_base, run_dir, write_run
 from ..store.tickets import build_ticket
 from ..training.config import TrainConfig, net_spec
+from ..training.cost import CohortWork, EvalWork
 from ..training.evaluation import evaluate
 from .dense import dense_bases, dense_identity, ensure_dense
 from .jobs import DataCache
-from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -200,6 +201,30 @@ def run_supermask(
     return path
 
 
+def supermask_work(root: Path, config: TrainConfig, criteria, levels, starts, dwrs, bases: list[str],
+                   done: Callable[[Path], bool], claimed: set[str], label: str) -> list[tuple[str | None, Any]]:
+    """What a seed's supermask runs still need, in order: (None, the dense run) if it is missing, then
+    (base, the networks to evaluate) per missing base. Runs that `done` or `claimed` names are left
+    out; the others are added to `claimed`."""
+    out: list[tuple[str | None, Any]] = []
+
+    def needed(path: Path) -> bool:
+        if path.name in claimed or done(path):
+            return False
+        claimed.add(path.name)
+        return True
+
+    resolved = config.resolved()
+    if needed(run_dir(root, "dense", dense_identity(config))):
+        out.append((None, CohortWork(f"{label}, dense run", (1.0,), (False,), resolved.iterations, resolved.eval_every,
+                                     snapshots=True)))
+    networks = len(criteria) * len(levels) * len(starts) * len(dwrs) + 1  # and the base itself
+    for base in bases:
+        if needed(run_dir(root, "supermask", supermask_identity(config, base, criteria, levels, starts, dwrs))):
+            out.append((base, EvalWork(f"{label}, supermasks of base {base}", networks)))
+    return out
+
+
 def read_rows(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return read_json(path / SUMMARY), read_json(path / "rows.json")
 
@@ -230,27 +255,30 @@ class SupermaskKind(ExperimentKind):
                 raise TicketlabError(
                     f"{where('bases')}: base {base!r} is not one a dense run keeps; the bases are {', '.join(known)}"
                 )
+        check_steps(p.levels, p.level_step, "levels", "level_step", blame)
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         p: SupermaskParams = spec.params
         config = spec.train_config(seed)
         device = resolve_device(runtime.device)
         data = DataCache(runtime.data_dir, runtime.download)
-        bases = bases_of(p, config.resolved().iterations)
-        units = len(bases) + 1
-        done = [0]
+        work = supermask_work(root, config, p.criteria, p.level_list, p.starts, p.dwr, bases_of(p, config.resolved().iterations),
+                              lambda path: finished(path, runtime.repair), set(), f"{spec.name} seed {seed}")
+        progress = JobProgress(report, [w for _, w in work])
+        for base, _ in work:
+            part = progress.next()
+            if base is None:
+                ensure_dense(root, config, device, data, part, repair=runtime.repair)
+            else:
+                run_supermask(root, config, base, list(p.criteria), p.level_list, list(p.starts), list(p.dwr), device,
+                              data, part, repair=runtime.repair)
 
-        def sub(fraction: float) -> None:
-            if report is not None:
-                report((done[0] + fraction) / units)
-
-        ensure_dense(root, config, device, data, sub, repair=runtime.repair)
-        done[0] += 1
-        for base in bases:
-            run_supermask(root, config, base, list(p.criteria), p.level_list, list(p.starts), list(p.dwr), device,
-                          data, sub, repair=runtime.repair)
-            done[0] += 1
-        sub(0.0)
+    def plan(self, spec: SweepSpec, seed: int, root: Path, claimed: set[str], device: str, done: Any = is_complete) -> list[Any]:
+        p: SupermaskParams = spec.params
+        config = spec.train_config(seed)
+        return [w for _, w in supermask_work(root, config, p.criteria, p.level_list, p.starts, p.dwr,
+                                             bases_of(p, config.resolved().iterations), done, claimed,
+                                             f"{spec.name} seed {seed}")]
 
     def result_rows(self, spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         p: SupermaskParams = spec.params
@@ -277,7 +305,7 @@ class SupermaskKind(ExperimentKind):
                         remaining_percent=100.0 * e["remaining_weights"] / net.prunable_weights,
                         test_accuracy_at_init=e["test_accuracy_at_init"], base=base,
                         base_iterations=summary["base_iterations"], base_test_accuracy=summary["base_test_accuracy"],
-                        start=e["start"], dwr=e["dwr"],
+                        start=e["start"], dwr=e["dwr"], run_dir=str(path.relative_to(root)),
                     ))
         return rows
 
