@@ -36,7 +36,8 @@ REQUIRED = (
     "fc_cohort13_grads_ms", "fc_cohort13_adam_ms", "fc_cohort13_adam_gparams_per_s", "fraction_of_peak_cohort13_grads",
     "fraction_of_peak_cohort13_phases", "vmap_cohort13_net_samples_per_s", "cohort_speedup_vs_vmap",
     "vmap_cohort13_step_ms", "projected_criteria_full_hours_dense", "projected_criteria_sparse_saving",
-    "fc_cohort13_r12_dense_step_ms", "fc_cohort13_r12_chosen_step_ms",
+    "fc_cohort13_r12_dense_step_ms", "fc_cohort13_r12_chosen_step_ms", "conv2_plain_samples_per_s",
+    "conv2_cohort2_vs_plain",
 )
 
 
@@ -103,6 +104,10 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     assert res["projected_criteria_sparse_saving"] == pytest.approx(
         res["projected_criteria_full_hours_dense"] / res["projected_criteria_full_hours"])
     assert "round 12" in "\n".join(out[:-1])
+    # the conv net's cohort beside a plain loop of the same net: the ratio of the two reported rates
+    assert res["conv2_cohort2_vs_plain"] == pytest.approx(
+        res["conv2_cohort2_net_samples_per_s"] / res["conv2_plain_samples_per_s"])
+    assert "Conv2 training, plain PyTorch loop" in "\n".join(out[:-1])
 
 
 def _reference_grads(member: MemberStart, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -441,7 +446,7 @@ def test_evaluate_a_member_alone_in_a_subset_or_in_the_cohort(mnist, net, per_me
     g = torch.Generator().manual_seed(3)
     for b in state.biases:
         b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-    if spec.is_conv:
+    if not spec.dense_stack:
         x = torch.rand(300, 3, 32, 32, generator=g).to(device)
         y = torch.randint(0, 10, (300,), generator=g).to(device)
     else:

@@ -12,7 +12,11 @@ rounds) of a few thousand steps, timed by phase (training steps, val and test ev
 per-step and per-evaluation costs of a real run; the full-schedule evaluation overheads and the
 projected sweep time come from them.
 
-Two peers run beside the cohort step: a plain per-network PyTorch loop, and PyTorch's own recipe for
+The conv nets (Conv2/4/6, ResNet-20, VGG-16) are timed as a cohort of 2 beside a plain PyTorch loop
+of the same net (its nn.Module, torch.optim.Adam, batch 60; `conv*_cohort2_vs_plain`: the cohort's
+net-samples/s over the loop's samples/s).
+
+Two peers run beside the FC cohort step: a plain per-network PyTorch loop, and PyTorch's own recipe for
 training N same-shape models at once (`VmapCohort`: `torch.func.stack_module_state` + `vmap` of
 `grad` over `functional_call`, gradients masked, torch's fused Adam on the stacked parameters) over
 the same 13 masked FC networks and batches.
@@ -47,7 +51,8 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from .data import load_dataset
 from .core.device import background_between, background_cpu_load, cpu_model, cpu_ticks, resolve_device
 from .pruning.criteria import CRITERIA
-from .nets.specs import NetSpec, get_net, init_weights
+from .nets.specs import NETS, NetSpec, get_net, init_params, init_weights, net_title
+from .store.tickets import build_ticket, ticket_module
 from .core.numerics import cuda_float32
 from .core.seeds import generator
 from .training.evaluation import evaluate
@@ -145,18 +150,21 @@ def gemm_gflops(device: torch.device, sizes: tuple[int, ...], reps: int) -> floa
 
 
 def _masked_members(spec: NetSpec, k: int, densities: list[float], seed: int = 0) -> list[MemberStart]:
-    """k members of one architecture: different inits, random masks of the given densities
-    (1.0 = dense, no mask); pruned weights zeroed as the `zero` mask-0 action does."""
+    """k members of one architecture: different inits, random masks of the given densities of the
+    prunable layers (1.0 = dense, no mask); pruned weights zeroed as the `zero` mask-0 action does;
+    the other parameters at their init (BatchNorm's scales drawn)."""
     g = torch.Generator().manual_seed(seed)
     members = []
     for m in range(k):
         init = init_weights(spec, generator(seed + m, "init"))
+        params = init_params(spec, generator(seed + m, "init_params")) if spec.random_param_init else None
         d = densities[m % len(densities)]
         if d >= 1.0:
-            members.append(MemberStart(init))
+            members.append(MemberStart(init, None, params))
             continue
-        masks = [torch.rand(w.shape, generator=g) < d for w in init]
-        members.append(MemberStart([w * mk for w, mk in zip(init, masks)], masks))
+        masks = [torch.rand(w.shape, generator=g) < d if layer.prunable else torch.ones(w.shape, dtype=torch.bool)
+                 for layer, w in zip(spec.layers, init)]
+        members.append(MemberStart([w * mk for w, mk in zip(init, masks)], masks, params))
     return members
 
 
@@ -262,6 +270,29 @@ def _plain_loop_fn(train_x: torch.Tensor, train_y: torch.Tensor, device: torch.d
 
     def step() -> None:
         idx = torch.randint(0, n, (BATCH,), device=device)
+        loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _plain_net_loop_fn(spec: NetSpec, member: MemberStart, train_x: torch.Tensor, train_y: torch.Tensor,
+                       device: torch.device) -> Callable[[], None]:
+    """A plain PyTorch loop of any registered net: its nn.Module (`store.tickets.ticket_module`, the
+    member's weights, no masking hooks, BatchNorm in training mode) and torch.optim.Adam, a random
+    batch each step."""
+    masks = member.masks or [torch.ones(w.shape, dtype=torch.bool) for w in member.weights]
+    params = member.biases or init_params(spec, generator(0, "init_params"))
+    model = ticket_module(*build_ticket(spec, "bench", member.weights, masks, params, {}), masked=False).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    n = len(train_x)
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, n, (BATCH,), device=device, generator=g)
         loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -490,19 +521,25 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     res["projected_criteria_sparse_saving"] = (res["projected_criteria_full_hours_dense"]
                                                / res["projected_criteria_full_hours_chosen"])
 
-    # --- conv nets: a small cohort, a few steps (random CIFAR-shaped data: speed does not depend on it)
+    # --- conv nets: a small cohort, a few steps, beside a plain PyTorch loop of the same net (random
+    # CIFAR-shaped data: speed does not depend on it)
     conv_k = 2
-    conv_nets = ("conv2",) if quick else ("conv2", "conv4", "conv6")
+    conv_nets = ("conv2",) if quick else tuple(n for n in NETS if not NETS[n].dense_stack)  # every registered conv net
     g = torch.Generator().manual_seed(0)
     cx = (torch.randint(0, 256, (600, 3, 32, 32), generator=g).float() / 255).to(dev)
     cy = torch.randint(0, 10, (600,), generator=g).to(dev)
     for name in conv_nets:
         spec = get_net(name)
-        cs = 1 if quick else 2
-        fn, _ = _step_fn(spec, _masked_members(spec, conv_k, [1.0, 0.8]), cx, cy, dev)
-        best, _ = _time_blocks(fn, sync, calls=cs, blocks=1 if quick else 2, warmup=1, budget_s=0.0)
+        cs = 1 if quick or name == "vgg16" else 2  # a VGG-16 step takes seconds on 2 cores
+        members = _masked_members(spec, conv_k, [1.0, 0.8])
+        fn, _ = _step_fn(spec, members, cx, cy, dev)
+        plain = _plain_net_loop_fn(spec, members[0], cx, cy, dev)
+        timed = _time_interleaved({"cohort": (fn, cs), "plain": (plain, cs)}, sync, 1 if quick else 2, 0.0)
+        best, plain_s = timed["cohort"][0], timed["plain"][0]
         res[f"{name}_cohort{conv_k}_net_samples_per_s"] = conv_k * BATCH / best
         res[f"{name}_cohort{conv_k}_step_ms"] = best * 1e3
+        res[f"{name}_plain_samples_per_s"] = BATCH / plain_s
+        res[f"{name}_cohort{conv_k}_vs_plain"] = conv_k * plain_s / best
 
     sync()
     res["background_cpu_load_during"] = background_between(ticks0, cpu_ticks())
@@ -545,9 +582,6 @@ _ROWS = [
     ("on_best_test_evals_estimated_cohort13", "of 505", "points with test evaluations, cohort of 13 (on_best, est.)"),
     ("eval_overhead_full_fc_cohort13_on_best", "", "eval time / train time, full FC run, cohort of 13 (on_best)"),
     ("eval_overhead_full_fc_cohort13_all", "", "eval time / train time, full FC run, cohort of 13 (test_eval=all)"),
-    ("conv2_cohort2_net_samples_per_s", "net-samples/s", "Conv2 training, cohort of 2"),
-    ("conv4_cohort2_net_samples_per_s", "net-samples/s", "Conv4 training, cohort of 2"),
-    ("conv6_cohort2_net_samples_per_s", "net-samples/s", "Conv6 training, cohort of 2"),
     ("projected_criteria_full_hours_dense", "h", "criteria preset, full FC (5 seeds x (dense + 24 x 13)), all dense"),
     ("projected_criteria_full_hours", "h", "criteria preset, full FC, the engine's path (sparse below threshold)"),
     ("projected_criteria_sparse_saving", "x", "  dense projection / the engine's"),
@@ -557,9 +591,16 @@ _ROWS = [
 ]
 
 
+_CONV_AFTER = next(row for row in _ROWS if row[0] == "eval_overhead_full_fc_cohort13_all")  # conv rows follow it
+
+
 def _print_table(res: dict) -> None:
     print(f"ticketlab bench{' (quick: rough numbers)' if res['quick'] else ''}")
-    for key, unit, label in _ROWS:
+    conv_rows = [row for n in NETS if not NETS[n].dense_stack for row in (
+        (f"{n}_cohort2_net_samples_per_s", "net-samples/s", f"{net_title(n)} training, cohort of 2"),
+        (f"{n}_plain_samples_per_s", "samples/s", f"{net_title(n)} training, plain PyTorch loop"))]
+    rows = _ROWS[: _ROWS.index(_CONV_AFTER) + 1] + conv_rows + _ROWS[_ROWS.index(_CONV_AFTER) + 1 :]
+    for key, unit, label in rows:
         if key in res and res[key] is not None:
             print(f"  {label:<62} {_fmt(res[key]):>14} {unit}")
     for lv in res.get("sparse_levels", []):

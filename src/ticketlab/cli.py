@@ -18,6 +18,7 @@ from .core.device import DEVICES
 from .core.errors import TicketlabError
 from .core.fields import add_dataclass_arguments, dataclass_from_namespace, field_problem
 from .core.paths import STDOUT, file_argument, folder_argument
+from .nets.specs import NETS
 from .training.config import TrainConfig
 
 # Far above any machine's cores (threads) or seeds (workers); a typo such as 4294967297 would
@@ -116,14 +117,13 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     config.validate()
     _check_count("--threads", ns.threads, MAX_THREADS)
     from .core.device import resolve_device
-    from .nets.specs import get_net
     from .store.files import ensure_writable
     from .experiments.train import read_mask_file, run_train
 
     _start_torch(ns.threads)
     device = resolve_device(ns.device)
     if ns.mask is not None:
-        read_mask_file(ns.mask, get_net(config.net), ns.allow_empty_layers)  # refused before --out is created
+        read_mask_file(ns.mask, config.net_spec(), ns.allow_empty_layers)  # refused before --out is created
     ensure_writable(ns.out)
     run_dir = run_train(config, ns.out, device, ns.data_dir, ns.download, ns.mask, repair=ns.repair,
                         allow_empty_layers=ns.allow_empty_layers)
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, 1 to 1000 (default: the preset's)")
     p.add_argument("--first-seed", type=int, default=None,
                    help="first seed (default: the preset's, 0); with --seeds, a slice of the seeds, e.g. one per machine")
-    p.add_argument("--net", default=None, choices=("fc", "conv2", "conv4", "conv6"), help="network (default: the preset's)")
+    p.add_argument("--net", default=None, choices=NETS, help="network (default: the preset's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _executor_argument(p)

@@ -58,6 +58,20 @@ def test_pinned_run_hashes():
     assert run_name("train", TrainConfig(test_eval="all")) != run_name("train", TrainConfig())
 
 
+@pytest.mark.parametrize("net, train, dense, round_", [
+    ("conv2", "train_8adcae60c8c9fb13", "dense_97ce37de3852cf0c", "round_251749951b1a6f8e"),
+    ("conv4", "train_b74959cc1c8cf3a2", "dense_a986b1725d4beb8d", "round_b99780246dce9c7c"),
+    ("conv6", "train_71db580ef579ad5b", "dense_7edbdf074552764f", "round_2e8483caf2c7433a"),
+])
+def test_pinned_conv_run_names(net, train, dense, round_):
+    # the conv nets' names from before nets were plug-ins (and before --augment): a registry must not rename them
+    config = TrainConfig(net=net)
+    assert run_name("train", config) == train
+    assert run_dir(Path("."), "dense", dense_identity(config)).name == dense
+    assert run_dir(Path("."), "round", round_identity(config, "large_final", "rewind", "zero", 3, 3)).name == round_
+    assert run_name("train", TrainConfig(dataset="fashion-mnist")) == "train_1d0d2537dabf22b3"
+
+
 def test_pinned_manifest_names():
     # A sweep's manifest keeps the name it had when every field of every kind was in one flat spec,
     # so that a finished sweep of an existing store is still found finished.

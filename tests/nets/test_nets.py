@@ -44,3 +44,81 @@ def test_init_is_seeded():
     c = init_weights(spec, generator(1, "init"))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], c[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry keeps FC and Conv2/4/6 as they were: their layers, and their numbers
+
+# SPEC §2 as declared before the registry (name, kind, in, out, keep, pool after) for their default data sets
+SPEC_LAYERS = {
+    "fc": [("fc1", "fc", 784, 300, 0.8, False), ("fc2", "fc", 300, 100, 0.8, False), ("fc3", "fc", 100, 10, 0.9, False)],
+    "conv2": [("conv1", "conv", 3, 64, 0.9, False), ("conv2", "conv", 64, 64, 0.9, True),
+              ("fc1", "fc", 16384, 256, 0.8, False), ("fc2", "fc", 256, 256, 0.8, False), ("fc3", "fc", 256, 10, 0.9, False)],
+    "conv6": [("conv1", "conv", 3, 64, 0.85, False), ("conv2", "conv", 64, 64, 0.85, True),
+              ("conv3", "conv", 64, 128, 0.85, False), ("conv4", "conv", 128, 128, 0.85, True),
+              ("conv5", "conv", 128, 256, 0.85, False), ("conv6", "conv", 256, 256, 0.85, True),
+              ("fc1", "fc", 4096, 256, 0.8, False), ("fc2", "fc", 256, 256, 0.8, False), ("fc3", "fc", 256, 10, 0.9, False)],
+}
+
+
+@pytest.mark.parametrize("name", SPEC_LAYERS)
+def test_spec_nets_keep_their_layers_and_defaults(name):
+    spec = get_net(name)
+    assert [(l.name, l.kind, l.fan_in_channels, l.out_channels, l.keep, l.pool_after) for l in spec.layers] == \
+        SPEC_LAYERS[name]
+    assert all(l.kernel == 3 and l.padding == 1 and l.stride == 1 and l.bias and not l.batchnorm and l.prunable
+               for l in spec.layers if l.kind == "conv")
+    # one bias per layer after the kernels: the flat layout of every run so far
+    assert [t.name for t in spec.params] == [f"{l.name}.bias" for l in spec.layers] and spec.buffers == ()
+    assert (spec.dense_stack, spec.eval_chunk) == ((True, 5000) if name == "fc" else (False, 250))
+    assert (spec.dataset, spec.learning_rate, spec.epochs) == {"fc": ("mnist", 1.2e-3, 55), "conv2": ("cifar10", 2e-4, 27),
+                                                               "conv6": ("cifar10", 3e-4, 40)}[name]
+
+
+def _conv_forward_before_the_registry(spec, weights, biases, x):
+    """The conv nets' forward pass as `nets.forward.forward` ran it before architectures were modules
+    (copied from that version): the reference their numbers must keep."""
+    import torch.nn.functional as F
+
+    from ticketlab.nets.forward import affine, aligned_members
+
+    k, n = weights[0].shape[0], len(spec.layers)
+    members = []
+    for m in range(k):
+        hm = x
+        for layer, w, b in zip(spec.layers, weights, biases):
+            if layer.kind != "conv":
+                break
+            hm = F.conv2d(hm, w[m], b[m], padding=1).relu_()
+            if layer.pool_after:
+                hm = F.max_pool2d(hm, 2)
+        members.append(hm.flatten(1))
+    h = aligned_members(torch.stack(members))
+    for i in range(sum(layer.kind == "conv" for layer in spec.layers), n):
+        h = affine(h, weights[i], biases[i])
+        if i < n - 1:
+            h = h.relu_()
+    return h
+
+
+@pytest.mark.parametrize("name", ["conv2", "conv4", "conv6"])
+def test_conv_nets_compute_the_bits_they_computed_before_the_registry(name):
+    from ticketlab.nets.forward import forward, member_losses
+    from ticketlab.training.state import CohortState
+    from ticketlab.training.schedule import MemberStart
+
+    spec = get_net(name)
+    g = torch.Generator().manual_seed(4)
+    state = CohortState(spec, [MemberStart(init_weights(spec, generator(s, "init"))) for s in (0, 1)], 1e-3, "cpu")
+    for b in state.biases:
+        b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    x, y = torch.rand(12, 3, 32, 32, generator=g), torch.randint(0, 10, (12,), generator=g)
+    n = len(spec.layers)
+    got, want = [], []
+    for f, out in ((forward, got), (_conv_forward_before_the_registry, want)):
+        params = [p.detach().clone().requires_grad_() for p in state.weights + state.biases]
+        logits = f(spec, params[:n], params[n:], x)
+        out += [logits.detach(), *torch.autograd.grad(member_losses(logits, y).mean(1).sum(), params)]
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    state.compute_grads(x, y)  # the trainer's step takes the same path
+    assert all(torch.equal(a, b) for a, b in zip(state.grads, want[1:]))

@@ -187,3 +187,149 @@ def test_a_supermask_export_names_the_choices_it_needs(supermask_run, tmp_path, 
             "give --criterion, one of large_final, random (none given)")
     refused(["export", str(supermask_run), "--out", str(tmp_path / "t.safetensors"), "--criterion", "random",
              "--level", "3"], capsys, "give --level, one of 0, 2, 4 (3 is not one of them)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Conv nets, BatchNorm and residual connections: Conv2, ResNet-20 and VGG-16 on 28x28 grey images
+
+# The README's recipe for any ticket, plain PyTorch and safetensors only.
+PLAIN_ANY = r"""
+import json, sys
+import numpy as np, torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+path, data = sys.argv[1], np.load(sys.argv[2])
+t = load_file(path)
+with safe_open(path, "pt") as f:
+    meta = f.metadata()
+layers = {layer["name"]: layer for layer in json.loads(meta["layers"])}
+shape = json.loads(meta["input_shape"])
+
+def apply(layer, h):
+    n = layer["name"]
+    w = t[n + ".weight_orig"] * t[n + ".weight_mask"] + t.get(n + ".weight_held", 0)
+    if layer["kind"] == "conv":
+        h = F.conv2d(h, w, t.get(n + ".bias"), stride=layer["stride"], padding=layer["padding"])
+    else:
+        h = F.linear(h.flatten(1), w, t.get(n + ".bias"))
+    if layer["batchnorm"]:
+        b = layer["batchnorm"]
+        h = F.batch_norm(h, t[b + ".running_mean"], t[b + ".running_var"], t[b + ".weight"], t[b + ".bias"], eps=1e-5)
+    return h
+
+def net(x):
+    h, inputs = x.reshape(len(x), *shape), {}
+    for name, layer in layers.items():
+        if layer["projection"]:
+            continue
+        inputs[name] = h
+        h = apply(layer, h)
+        if layer["residual"]:
+            skip = inputs[layer["residual"]]
+            h = h + (apply(layers[layer["shortcut"]], skip) if layer["shortcut"] else skip)
+        h = h.relu() if layer["relu"] else h
+        h = F.max_pool2d(h, 2) if layer["pool_after"] else h
+        h = F.avg_pool2d(h, h.shape[-2:]).flatten(1) if layer["global_pool"] else h
+    return h
+
+x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+with torch.no_grad():
+    accuracy = (net(x).argmax(1) == y).double().mean().item()
+print(json.dumps({"accuracy": accuracy, "ticketlab": "ticketlab" in sys.modules}))
+"""
+
+GREY = "tickets-grey-28"  # a small 28x28x1 data set, so that these nets evaluate in seconds
+
+
+@pytest.fixture(scope="module")
+def grey(tmp_path_factory):
+    from test_registry import registry_restored
+    from ticketlab.data import Dataset, register_dataset
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+    data = Dataset(GREY, *split(320), *split(120), *split(150))
+    path = tmp_path_factory.mktemp("grey") / "test.npz"
+    np.savez(path, x=data.test_x.numpy(), y=data.test_y.numpy())
+    with registry_restored():
+        register_dataset(GREY, lambda data_dir, download: data, (1, 28, 28), train_size=320)
+        yield path
+
+
+@pytest.fixture(scope="module")
+def grey_runs(grey, tmp_path_factory):
+    """A masked ResNet-20 run, a dense Conv2 run and a masked VGG-16 run on the grey data set."""
+    out = tmp_path_factory.mktemp("grey-runs")
+    g = torch.Generator().manual_seed(1)
+    runs = {}
+    for net in ("resnet20", "conv2", "vgg16"):
+        args = ["train", "--net", net, "--dataset", GREY, "--iterations", "6", "--eval-every", "3", "--batch-size",
+                "32", "--learning-rate", "1e-3", "--out", str(out / net), "--device", "cpu"]
+        if net != "conv2":
+            from ticketlab.training.config import TrainConfig
+
+            spec = TrainConfig(net=net, dataset=GREY).net_spec()
+            masks = {l.name: (torch.rand(l.weight_shape, generator=g) < 0.6).numpy() for l in spec.layers if l.prunable}
+            np.savez(out / f"{net}-mask.npz", **masks)
+            args += ["--mask", str(out / f"{net}-mask.npz")]
+        assert main(args) == 0
+        (runs[net],) = (out / net).glob("train_*")
+    return runs
+
+
+def _plain_any_accuracy(ticket: Path, test_set: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": ""}
+    proc = subprocess.run([sys.executable, "-c", PLAIN_ANY, str(ticket), str(test_set)], capture_output=True,
+                          text=True, env=env, cwd=ticket.parent)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ticketlab"] is False
+    return result["accuracy"]
+
+
+@pytest.mark.parametrize("net", ["resnet20", "conv2", "vgg16"])
+@pytest.mark.parametrize("weights", ["final", "init"])
+def test_conv_and_batchnorm_tickets_give_the_runs_recorded_accuracy_in_plain_torch(grey, grey_runs, net, weights,
+                                                                                  tmp_path):
+    run = grey_runs[net]
+    summary = json.loads((run / "summary.json").read_text())
+    expected = summary["final_test_accuracy" if weights == "final" else "test_accuracy_at_init"]
+    ticket = tmp_path / f"{net}.safetensors"
+    assert main(["export", str(run), "--out", str(ticket), "--weights", weights]) == 0
+    assert _plain_any_accuracy(ticket, grey) == expected
+    assert _module_accuracy(load_ticket(ticket), grey) == expected
+
+
+def test_a_resnet20_ticket_is_openlths_state_dict_with_running_statistics(grey_runs, tmp_path):
+    from safetensors.torch import load_file
+
+    run = grey_runs["resnet20"]
+    ticket = tmp_path / "r.safetensors"
+    assert main(["export", str(run), "--out", str(ticket)]) == 0
+    tensors = load_file(str(ticket))
+    final = np.load(run / "final.npz")
+    # BatchNorm as torch's state_dict names it, running statistics as trained
+    for key in ("bn.running_mean", "blocks.3.shortcut.1.running_var", "blocks.8.bn2.weight"):
+        assert np.array_equal(tensors[key].numpy(), final[key]) and tensors[key].shape == (final[key].shape)
+    assert not np.array_equal(final["bn.running_var"], np.ones(16, dtype=np.float32))
+    assert "conv.bias" not in tensors and tensors["fc.weight_orig"].shape == (10, 64)
+    net = load_ticket(ticket)
+    state = net.state_dict()
+    assert {"blocks.3.shortcut.0.weight_orig", "blocks.3.shortcut.0.weight_mask", "blocks.3.shortcut.1.running_mean",
+            "fc.weight_orig", "fc.bias"} <= set(state) and not net.training
+    meta = net.ticket_metadata
+    spec_density = json.loads(meta["layer_density"])
+    assert 0.5 < spec_density["blocks.3.shortcut.0"] < 0.7 and float(meta["density"]) < 0.7
+
+
+def test_vgg16_output_layer_is_not_pruned_and_not_in_the_density(grey_runs, tmp_path):
+    ticket = tmp_path / "v.safetensors"
+    assert main(["export", str(grey_runs["vgg16"]), "--out", str(ticket)]) == 0
+    meta = load_ticket(ticket).ticket_metadata
+    layers = json.loads(meta["layers"])
+    assert layers[-1]["name"] == "fc" and layers[-1]["prunable"] is False
+    assert json.loads(meta["layer_density"])["fc"] == 1.0 and float(meta["density"]) < 0.61

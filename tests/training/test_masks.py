@@ -67,8 +67,10 @@ def test_trained_run_keeps_kernels_frozen():
 
 def test_straight_through_gradient_is_analytic():
     """A 1-layer net (2 inputs -> 10 logits) by hand: dL/dlogit = dL/dW_eff * w * s(1-s) (* DWR scale)."""
+    from ticketlab.nets import fc
     from ticketlab.nets.specs import Layer, NetSpec
-    spec = NetSpec("tiny", (Layer("fc1", "fc", 2, 10, 0.9),), (2,), "mnist", 1e-3, 1)
+    spec = NetSpec("tiny", (Layer("fc1", "fc", 2, 10, 0.9, relu=False),), (2,), "mnist", 1e-3, 1, forward=fc.forward,
+                   dense_stack=True, eval_chunk=5000)
     g = torch.Generator().manual_seed(5)
     w = torch.randn(2, 10, generator=g)
     for dwr in (False, True):

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..nets.specs import NETS, net_title
 from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 # The criteria, their order (SPEC order: legends list them as the paper does), their colours and
@@ -80,7 +81,6 @@ START_DWR_ORDER: tuple[tuple[str, bool], ...] = (
     ("signed_constant", False),
     ("signed_constant", True),
 )
-NET_ORDER: tuple[str, ...] = ("fc", "conv2", "conv4", "conv6")
 CHANCE_PERCENT = 10.0
 # How the report introduces each measure (a results column, drawn and tabled in %).
 MEASURES: dict[str, str] = {
@@ -127,13 +127,13 @@ _PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1"
 
 
 def net_label(net: str) -> str:
-    """'fc' -> 'FC', 'conv2' -> 'Conv2'."""
-    return "FC" if net == "fc" else str(net).capitalize()
+    """How the registry's net titles it: 'fc' -> 'FC', 'conv2' -> 'Conv2', 'resnet20' -> 'ResNet-20'."""
+    return net_title(str(net))
 
 
 def dataset_label(dataset: str) -> str:
     """'mnist' -> 'MNIST', 'cifar10' -> 'CIFAR-10'."""
-    return {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(str(dataset), str(dataset))
+    return {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}.get(str(dataset), str(dataset))
 
 
 def mask1_label(name: str) -> str:
@@ -206,8 +206,8 @@ def sort_key(column: str, value: Any) -> tuple:
         return _order_index(MASK1_ORDER, value)
     if column == "mask0":
         return _order_index(MASK0_ORDER, value)
-    if column == "net":
-        return _order_index(NET_ORDER, value)
+    if column == "net":  # the registry's order
+        return _order_index(tuple(NETS), value)
     if column == "start":
         return _order_index(("init", "signed_constant"), value)
     if column == "dwr":

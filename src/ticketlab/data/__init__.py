@@ -13,9 +13,9 @@ from typing import Any, cast
 
 from ..core.errors import TicketlabError
 from . import cifar, idx
-from .dataset import Dataset, ImageShape
+from .dataset import N_CLASSES, Dataset, ImageShape
 
-__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "Loader", "load_dataset", "register_dataset", "train_size"]
+__all__ = ["DATASETS", "IMAGE_SHAPES", "Dataset", "Loader", "classes", "load_dataset", "register_dataset", "train_size"]
 
 # (data_dir, download) -> Dataset; data_dir None means the loader's own default location.
 Loader = Callable[[str | os.PathLike | None, bool], Dataset]
@@ -26,6 +26,7 @@ class _Entry:
     load: Loader
     image_shape: ImageShape
     train_size: int | None  # training images after the validation split, where known before loading
+    classes: int = N_CLASSES
 
 
 # Name -> entry, in registration order: the order the command line lists the datasets in.
@@ -86,14 +87,15 @@ DATASETS: Sequence[str] = _Names(_REGISTRY)
 IMAGE_SHAPES: Mapping[str, ImageShape] = _Shapes(_REGISTRY)
 
 
-def register_dataset(name: str, load: Loader, image_shape: ImageShape, train_size: int | None = None) -> None:
+def register_dataset(name: str, load: Loader, image_shape: ImageShape, train_size: int | None = None,
+                     classes: int = N_CLASSES) -> None:
     """Make `load_dataset(name, data_dir, download)` return `load(data_dir, download)`.
 
     `image_shape` is one example as (channels, height, width): it decides which nets fit the
     dataset. `train_size`, the training images left after SPEC §1's validation split, makes "an
     epoch" a number of steps before the data is loaded (`TrainConfig.epochs`); without it a config of
-    that dataset must give `iterations`. A name can be registered once; a second registration is a
-    programming error."""
+    that dataset must give `iterations`. `classes`: how many labels (0..classes-1), the nets' outputs.
+    A name can be registered once; a second registration is a programming error."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
     shape = tuple(image_shape)  # a list would do as well; stored as a tuple like the built-ins
@@ -101,7 +103,14 @@ def register_dataset(name: str, load: Loader, image_shape: ImageShape, train_siz
         raise ValueError(f"image_shape of {name!r} must be three positive ints (channels, height, width), got {shape}")
     if train_size is not None and not (isinstance(train_size, int) and train_size > 0):
         raise ValueError(f"train_size of {name!r} must be a positive int, got {train_size!r}")
-    _REGISTRY[name] = _Entry(load, cast(ImageShape, shape), train_size)
+    if not (isinstance(classes, int) and classes > 1):
+        raise ValueError(f"classes of {name!r} must be an int above 1, got {classes!r}")
+    _REGISTRY[name] = _Entry(load, cast(ImageShape, shape), train_size, classes)
+
+
+def classes(name: str) -> int:
+    """The number of classes of a registered dataset (its labels are 0..classes-1)."""
+    return _REGISTRY[name].classes
 
 
 def train_size(name: str) -> int | None:

@@ -16,7 +16,6 @@ from ..experiments.jobs import LOCKS, Job, Runtime, SweepWork
 from ..experiments.kinds import get_kind
 from ..experiments.manifests import SWEEPS, record_seeds
 from ..experiments.spec import SweepSpec, scale_name
-from ..nets.specs import get_net
 from ..training.cost import describe, relative_cost, seconds_per_unit
 from ..core.errors import TicketlabError
 from ..store.files import ensure_writable, finished, remove_stale_temporaries
@@ -129,13 +128,14 @@ def projection(jobs: list[Job], plans: list[list | None], workers: int, threads:
     counts = describe([w for plan in plans if plan for w in plan])
     seconds_by_seed: dict[tuple, float] = {}
     unknown = any(plan is None for plan in plans)
-    units: dict[str, float] = {}
+    units: dict[tuple[str, str], float] = {}
     for job, plan in zip(jobs, plans):
         if not plan:
             continue
-        net = job.spec.net
+        config = job.spec.train_config(job.seed)
+        net = (config.net, config.resolved_dataset)  # a net is built for its data set's images
         if net not in units:
-            unit = seconds_per_unit(get_net(net), device, threads, measure=measure)
+            unit = seconds_per_unit(config.net_spec(), device, threads, measure=measure)
             units[net] = math.nan if unit is None else unit
         key = (job.seed, job.spec.train_config(job.seed))
         seconds_by_seed[key] = seconds_by_seed.get(key, 0.0) + units[net] * sum(relative_cost(w) for w in plan)

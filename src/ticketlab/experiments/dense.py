@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..core.seeds import generator
-from ..nets.specs import get_net, init_weights
+from ..nets.specs import init_params, init_weights
 from ..store.files import finished
 from ..store.naming import identity
 from ..store.runs import run_dir, weight_arrays, write_run
@@ -50,9 +50,10 @@ def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: An
     path = run_dir(root, "dense", ident)
     if finished(path, repair):
         return path
-    spec = get_net(config.net)
+    spec = config.net_spec()
     resolved = config.resolved()
     start = init_weights(spec, generator(config.seed, "init"))
+    params = init_params(spec, generator(config.seed, "init_params"))  # zeros but BatchNorm's scales
     iters, accs = dense_snapshots(resolved.iterations)
     schedule = config.schedule(snapshot_iterations=iters, snapshot_val_accuracies=accs)
 
@@ -61,15 +62,17 @@ def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: An
             report(it / total)
 
     t0 = time.perf_counter()
-    (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start)], schedule, config.seed, device, progress)
+    (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start, None, params)], schedule,
+                             config.seed, device, progress)
     wall = time.perf_counter() - t0
     snaps: dict[str, Any] = {}
-    for name, (w, b) in result.snapshots.items():
-        snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/"))
+    for name, (w, b, r) in result.snapshots.items():
+        snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/", buffers=r))
     summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": spec.prunable_weights,
                "snapshot_iterations": result.snapshot_iterations}
     write_run(path, "dense", ident, summary, config=config, device=device, history=result.history,
-              arrays={"start.npz": weight_arrays(spec, start), "final.npz": weight_arrays(spec, result.final_weights,
-                                                                                          result.final_biases),
+              arrays={"start.npz": weight_arrays(spec, start, params if spec.random_param_init else None),
+                      "final.npz": weight_arrays(spec, result.final_weights, result.final_biases,
+                                                 buffers=result.final_buffers),
                       "snapshots.npz": snaps})
     return path

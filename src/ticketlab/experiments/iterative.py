@@ -16,7 +16,7 @@ import torch
 from ..core.device import resolve_device
 from ..core.fields import ranged
 from ..core.seeds import derive_seed, generator
-from ..nets.specs import NetSpec, get_net
+from ..nets.specs import NetSpec
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
 from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import prune_count, prune_n, pruning_schedule
@@ -85,13 +85,15 @@ def remaining_after(spec: NetSpec, remaining: list[int], round_step: int) -> lis
 def next_start(
     spec: NetSpec, chain: Chain, prev: RunState, dense_init: list[torch.Tensor], seed: int, round_: int, round_step: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(start kernels, masks) of a chain's round from its previous round (SPEC §4 and §6)."""
+    """(start kernels, masks) of a chain's round from its previous round (SPEC §4 and §6). A layer the
+    net does not prune keeps its whole mask; its start is the mask-1 action's, as a kept weight's."""
     targets = remaining_after(spec, [int(m.sum()) for m in prev.masks], round_step)
     starts, masks = [], []
     for i, layer in enumerate(spec.layers):
         n = int(prev.masks[i].sum()) - targets[i]
         prune_seed = derive_seed(seed, "prune", chain.criterion, chain.mask1, chain.mask0, round_, i)
-        mask = prune_n(chain.criterion, prev.start[i], prev.final[i], prev.masks[i], n, prune_seed)
+        mask = (prune_n(chain.criterion, prev.start[i], prev.final[i], prev.masks[i], n, prune_seed) if layer.prunable
+                else prev.masks[i])
         gen = generator(seed, "actions", chain.criterion, chain.mask1, chain.mask0, round_, i)
         starts.append(
             start_weights(chain.mask1, chain.mask0, prev.start[i], prev.start[i], prev.final[i], dense_init[i], mask, gen)
@@ -105,7 +107,7 @@ def chain_work(root: Path, config: TrainConfig, chains: list[Chain], rounds: lis
     """The cohorts one seed's chains still need, in training order: (round, members, work), round 0
     standing for the dense run. A run is needed unless `done(path)` or its name is in `claimed`; the
     names of the needed runs are added to `claimed`."""
-    net = get_net(config.net)
+    net = config.net_spec()
     resolved = config.resolved()
     step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
     out: list[tuple[int, list[Chain], CohortWork]] = []
@@ -119,12 +121,12 @@ def chain_work(root: Path, config: TrainConfig, chains: list[Chain], rounds: lis
     if needed(run_dir(root, "dense", dense_identity(config))):
         out.append((0, [], CohortWork(f"{label}, dense run", (1.0,), (False,), resolved.iterations, resolved.eval_every,
                                       snapshots=True)))
-    counts = pruning_schedule(config.net, rounds[-1]) if len(rounds) > 1 else []
+    counts = pruning_schedule(net, rounds[-1]) if len(rounds) > 1 else []
     for r in rounds[1:]:
         members = [c for c in chains
                    if needed(run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)))]
         if members:
-            density = sum(counts[r]) / net.prunable_weights
+            density = sum(c for c, layer in zip(counts[r], net.layers) if layer.prunable) / net.prunable_weights
             sparse = tuple(on_cpu and trains_sparse_at(net, density, c.mask0 == "zero") for c in members)
             out.append((r, members, CohortWork(f"{label}, round {r}/{rounds[-1]} ({len(members)} "
                                                f"chain{'s' if len(members) != 1 else ''})", (density,) * len(members),
@@ -149,8 +151,10 @@ def run_chains(
 
     The chains missing a round train as one cohort, whichever they are: a member's numbers do not
     depend on its cohort (forward.py), so a round resumed with some of its members already done
-    (or shared with another preset's chains) gives every run the bits of an uninterrupted sweep."""
-    spec = get_net(config.net)
+    (or shared with another preset's chains) gives every run the bits of an uninterrupted sweep.
+    The net's other parameters (biases, BatchNorm's scales and shifts) start every round where the
+    dense run started them (rewound, as OpenLTH rewinds a whole network); they are never pruned."""
+    spec = config.net_spec()
     resolved = config.resolved()
     step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
     paths = {(c, r): run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)) for c in chains for r in rounds[1:]}
@@ -184,7 +188,7 @@ def run_chains(
         results = train_cohort(
             spec,
             data.get(resolved.dataset),
-            [MemberStart(s, m) for s, m in inputs],
+            [MemberStart(s, m, dense.start_biases) for s, m in inputs],
             config.schedule(),
             config.seed,
             device,
@@ -193,18 +197,20 @@ def run_chains(
         wall = (time.perf_counter() - t0) / len(members)
         for c, (s, m), result in zip(members, inputs, results):
             ident = round_identity(config, c.criterion, c.mask1, c.mask0, r, step)
-            _write_round(paths[(c, r)], spec, config, ident, s, m, result, wall, device)
+            _write_round(paths[(c, r)], spec, config, ident, s, m, result, wall, device, dense.start_biases)
             state[c] = RunState(s, result.final_weights, m)
 
 
 def _write_round(path: Path, spec: NetSpec, config: TrainConfig, ident: dict, start: list[torch.Tensor],
-                 masks: list[torch.Tensor], result: MemberResult, wall: float, device: torch.device) -> None:
+                 masks: list[torch.Tensor], result: MemberResult, wall: float, device: torch.device,
+                 start_biases: list[torch.Tensor] | None = None) -> None:
     remaining = [int(m.sum()) for m in masks]
-    summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": sum(remaining),
-               "remaining_per_layer": remaining}
+    summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall,
+               "remaining_weights": spec.kept_weights(masks), "remaining_per_layer": remaining}
     write_run(path, "round", ident, summary, config=config, device=device, history=result.history,
-              arrays={"masks.npz": mask_arrays(spec, masks), "start.npz": weight_arrays(spec, start),
-                      "final.npz": weight_arrays(spec, result.final_weights, result.final_biases)},
+              arrays={"masks.npz": mask_arrays(spec, masks), "start.npz": weight_arrays(spec, start, start_biases),
+                      "final.npz": weight_arrays(spec, result.final_weights, result.final_biases,
+                                                 buffers=result.final_buffers)},
               compress=("start.npz", "final.npz"))
 
 
@@ -240,10 +246,10 @@ class IterativeKind(ExperimentKind):
 
     def result_rows(self, spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         p: IterativeParams = spec.params
-        net = get_net(spec.net)
         rows = []
         for seed in spec.seed_list:
             config = spec.train_config(seed)
+            net = config.net_spec()
             dataset = config.resolved_dataset
             for chain in chains_of(p):
                 for r in p.round_list:

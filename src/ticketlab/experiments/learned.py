@@ -24,7 +24,7 @@ from ..core.fields import ranged
 from ..core.numerics import NUMERICS
 from ..core.seeds import generator
 from ..data import train_size
-from ..nets.specs import get_net, init_weights
+from ..nets.specs import init_weights
 from ..pruning.criteria import criterion_names
 from ..store.files import NUMBER, SUMMARY, checked, finished, is_complete, read_json, reading_run
 from ..store.runs import run_dir, write_run
@@ -110,7 +110,7 @@ def run_learned(root: Path, spec: "SweepSpec", p: LearnedParams, seed: int, lear
     path = run_dir(root, "learned", ident)
     if finished(path, repair):
         return path
-    net = get_net(spec.net)
+    net = spec.train_config(seed).net_spec()
     dataset = data.get(ident["dataset"])
     w_init = init_weights(net, generator(seed, "init"))
     frozen = {"init": w_init, "signed_constant": [signed_constant(w) for w in w_init]}
@@ -132,7 +132,7 @@ def run_learned(root: Path, spec: "SweepSpec", p: LearnedParams, seed: int, lear
     cohort = mask_learner.cohort
     rows, histories = [], {}
     x, y = dataset.test_x.to(device), dataset.test_y.to(device)
-    biases = [torch.zeros(1, layer.out_channels, device=device) for layer in net.layers]
+    biases = [torch.zeros(1, *t.shape, device=device) for t in net.params]
     for m, (v, result) in enumerate(zip(vs, results)):
         weights = frozen[v["start"]]
         row = dict(v, learner=learner, **{k: result.summary()[k] for k in ("early_stop_iteration", "iterations")})
@@ -244,7 +244,7 @@ class LearnedSupermaskKind(ExperimentKind):
 
     def result_rows(self, spec: "SweepSpec", root: Path) -> list[dict[str, Any]]:
         p: LearnedParams = spec.params
-        net = get_net(spec.net)
+        net = spec.train_config(spec.first_seed).net_spec()
         rows: list[dict[str, Any]] = []
         for seed in spec.seed_list:
             config, levels = self._heuristic(spec, seed)

@@ -20,14 +20,14 @@ from ..core.device import resolve_device
 from ..core.errors import TicketlabError
 from ..core.fields import ranged
 from ..core.seeds import derive_seed
-from ..nets.specs import NetSpec, get_net
+from ..nets.specs import NETS, NetSpec, get_net
 from ..pruning.actions import density_multiplier
 from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import oneshot_masks, oneshot_prune_count
 from ..store.files import NUMBER, SUMMARY, UnreadableFile, checked, finished, is_complete, json_type, read_json, reading_run
 from ..store.runs import read_base, run_dir, write_run
 from ..store.tickets import build_ticket
-from ..training.config import TrainConfig
+from ..training.config import TrainConfig, net_spec
 from ..training.cost import CohortWork, EvalWork
 from ..training.evaluation import evaluate
 from .dense import dense_bases, dense_identity, ensure_dense
@@ -70,6 +70,16 @@ EVAL_STACK = 26  # networks evaluated together
 def signed_constant(w: torch.Tensor) -> torch.Tensor:
     """c * sign(w), c = the population std of the whole layer (SPEC §6)."""
     return float(w.double().std(correction=0)) * torch.sign(w)
+
+
+def check_no_batchnorm(spec: SweepSpec, blame: Blame, kind: str) -> None:
+    """Refuse a net with BatchNorm in a sweep of untrained masked networks: at init its running
+    statistics are torch's 0 and 1, which say nothing of the masked net's activations, and SPEC §7
+    defines supermasks on nets without it."""
+    if spec.net in NETS and NETS[spec.net].buffers:
+        plain = ", ".join(n for n in NETS if not NETS[n].buffers)
+        raise TicketlabError(f"{blame('net')}: {kind} sweeps evaluate untrained masked networks, and {spec.net} has "
+                             f"BatchNorm, whose statistics at init are undefined for them: use a net without it ({plain})")
 
 
 def supermask_identity(config: TrainConfig, base: str, criteria, levels, starts, dwrs) -> dict[str, Any]:
@@ -122,10 +132,10 @@ def evaluate_supermasks(
                         w = w * density_multiplier(mask)
                     layer_nets.append(w)
                 stacks.append(torch.stack(layer_nets).to(device))
-            zero_biases = [torch.zeros(len(chunk), layer.out_channels, device=device) for layer in spec.layers]
+            zero_biases = [torch.zeros(len(chunk), *t.shape, device=device) for t in spec.params]
             _, accuracy = evaluate(spec, stacks, zero_biases, x, y)
             for (li, start, dwr), acc in zip(chunk, accuracy):
-                remaining = sum(int(per_layer[i][li].sum()) for i in range(len(spec.layers)))
+                remaining = spec.kept_weights([per_layer[i][li] for i in range(len(spec.layers))])
                 rows.append(
                     {
                         "criterion": criterion,
@@ -160,7 +170,7 @@ def run_supermask(
     path = run_dir(root, "supermask", ident)
     if finished(path, repair):
         return path
-    spec = get_net(config.net)
+    spec = config.net_spec()
     dense_path = run_dir(root, "dense", dense_identity(config))
     with reading_run(dense_path):
         found = read_base(dense_path, spec, base)
@@ -237,6 +247,7 @@ class SupermaskKind(ExperimentKind):
                "base_iterations", "base_test_accuracy", "start", "dwr")
 
     def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
+        check_no_batchnorm(spec, blame, "supermask")
         p: SupermaskParams = spec.params
         known = dense_bases()
         for base in p.bases:
@@ -271,7 +282,7 @@ class SupermaskKind(ExperimentKind):
 
     def result_rows(self, spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         p: SupermaskParams = spec.params
-        net = get_net(spec.net)
+        net = spec.train_config(spec.first_seed).net_spec()
         rows = []
         for seed in spec.seed_list:
             config = spec.train_config(seed)
@@ -317,7 +328,7 @@ def supermask_ticket(run_dir: Path, criterion: str | None, level: int | None, st
         record = read_json(run_dir / "config.json")
         ident, dense_name = record["identity"], record["dense_run"]
         dense_ident, base = ident["dense"], ident["base"]
-        spec = get_net(dense_ident["net"])
+        spec = net_spec(dense_ident["net"], dense_ident.get("dataset") or get_net(dense_ident["net"]).dataset)
     except (UnreadableFile, KeyError, TypeError) as e:
         raise TicketlabError(f"run {run_dir} is damaged ({e}); rerun it with --repair") from None
     choices = {"criterion": (criterion, ident["criteria"]), "level": (level, ident["levels"]),
@@ -350,5 +361,5 @@ def supermask_ticket(run_dir: Path, criterion: str | None, level: int | None, st
             "criterion": criterion, "mask1": "", "mask0": "zero", "round": str(level), "weights": start,
             "base": base, "dwr": str(dwr).lower(),
             "dwr_scale": json.dumps([1.0] * len(masks) if scales is None else scales)}
-    biases = [torch.zeros(layer.out_channels) for layer in spec.layers]
+    biases = [torch.zeros(t.shape) for t in spec.params]
     return build_ticket(spec, run_dir.name, kernels, masks, biases, meta, scales)

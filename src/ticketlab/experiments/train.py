@@ -13,7 +13,7 @@ from ..core.errors import TicketlabError
 from ..core.progress import ProgressLine
 from ..core.seeds import generator
 from ..data import load_dataset
-from ..nets.specs import NetSpec, get_net, init_weights
+from ..nets.specs import NetSpec, init_params, init_weights
 from ..store.files import UnreadableFile, finished, load_arrays, remove_stale_temporaries
 from ..store.naming import identity, run_name
 from ..store.runs import mask_arrays, weight_arrays, write_run
@@ -22,14 +22,15 @@ from ..training.config import TrainConfig
 
 
 def read_mask_file(path: Path, spec: NetSpec, allow_empty_layers: bool = False) -> tuple[list[torch.Tensor], str]:
-    """Bool masks from an .npz with exactly one array per layer name (e.g. fc1, fc2, fc3), and its sha256.
+    """Bool masks from an .npz with one array per prunable layer name (e.g. fc1, fc2, fc3), and its sha256.
 
     An array may be bool, or integer or float with every value exactly 0 or 1 (1 = keep); anything
     else (strings, 0.3, NaN, ...) is refused rather than cast, since a cast would keep every weight.
+    A layer the net does not prune (VGG-16's output layer) may be left out (all kept) or given all ones.
     A layer that keeps no weight cuts the network in two (it trains to chance accuracy): refused,
     unless `allow_empty_layers` (`empty_layers` names them, for a warning)."""
-    layers = ", ".join(layer.name for layer in spec.layers)
-    expected = f"give an .npz (numpy.savez) with one bool or 0/1 array per layer: {layers}"
+    layers = ", ".join(layer.name for layer in spec.layers if layer.prunable)
+    expected = f"give an .npz (numpy.savez) with one bool or 0/1 array per prunable layer: {layers}"
     if path.is_dir():
         raise TicketlabError(f"mask file {path} is a directory: {expected}")
     if not path.exists():
@@ -47,11 +48,18 @@ def read_mask_file(path: Path, spec: NetSpec, allow_empty_layers: bool = False) 
     masks = []
     for layer in spec.layers:
         if layer.name not in arrays:
+            if not layer.prunable:
+                masks.append(torch.ones(layer.weight_shape, dtype=torch.bool))
+                continue
             raise TicketlabError(f"mask file {path} has no array {layer.name!r}: {expected}")
         a = arrays[layer.name]
         if tuple(a.shape) != layer.weight_shape:
             raise TicketlabError(f"mask {layer.name} in {path} has shape {a.shape}, expected {layer.weight_shape}")
-        masks.append(torch.from_numpy(_as_bool_mask(a, f"mask {layer.name} in {path}")))
+        mask = torch.from_numpy(_as_bool_mask(a, f"mask {layer.name} in {path}"))
+        if not layer.prunable and not bool(mask.all()):
+            raise TicketlabError(f"mask {layer.name} in {path} prunes weights of a layer net {spec.name} does not "
+                                 f"prune: leave it out of the file (or give it all ones)")
+        masks.append(mask)
     empty = empty_layers(spec, masks)
     if empty and not allow_empty_layers:
         raise TicketlabError(f"mask file {path} keeps no weight of layer {', '.join(empty)}: such a network can only "
@@ -92,7 +100,7 @@ def run_train(
     """Train (or find already trained) the run of `config`; return its directory. A finished run whose
     files no longer match their checksums is an error, or with `repair` trained again."""
     config.validate()
-    spec = get_net(config.net)
+    spec = config.net_spec()
     resolved = config.resolved()
     ident = identity(config)
     masks, mask_digest = (None, None)
@@ -118,6 +126,7 @@ def run_train(
 
     init = init_weights(spec, generator(config.seed, "init"))
     start = init if masks is None else [w * m for w, m in zip(init, masks)]
+    params = init_params(spec, generator(config.seed, "init_params"))  # zeros but BatchNorm's scales
     bar = None if quiet else ProgressLine(f"[train {spec.name} seed {config.seed}] iter")
 
     def progress(it: int, total: int, val_acc: list[float]) -> None:
@@ -126,8 +135,8 @@ def run_train(
 
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
-    (result,) = train_cohort(spec, data, [MemberStart(start, masks)], config.schedule(), config.seed, device, progress,
-                             timing)
+    (result,) = train_cohort(spec, data, [MemberStart(start, masks, params)], config.schedule(), config.seed, device,
+                             progress, timing)
     wall = time.perf_counter() - t0
     summary = {**result.summary(), "seed": config.seed, "net": spec.name, "dataset": resolved.dataset, "wall_seconds": wall,
                "train_seconds": timing["train_s"], "eval_seconds": timing["val_s"] + timing["test_s"] + timing["other_eval_s"]}
@@ -137,8 +146,9 @@ def run_train(
             f"test accuracy {100 * summary['test_accuracy_at_early_stop']:.2f}% ({wall:.1f} s, "
             f"{summary['eval_seconds']:.1f} s of it evaluating)"
         )
-    arrays = {"start.npz": weight_arrays(spec, start),
-              "final.npz": weight_arrays(spec, result.final_weights, result.final_biases)}
+    arrays = {"start.npz": weight_arrays(spec, start, params if spec.random_param_init else None),
+              "final.npz": weight_arrays(spec, result.final_weights, result.final_biases,
+                                         buffers=result.final_buffers)}
     if masks is not None:
         arrays["masks.npz"] = mask_arrays(spec, masks)
     write_run(run_dir, "train", ident, summary, config=config, device=device, history=result.history, arrays=arrays)

@@ -13,7 +13,8 @@ looked free did not hold on every host (both measured on an AMD EPYC with torch 
   with one thread; AVX-512 Xeons did not show it). Buffers made by `member_buffer` pad each
   member's block to a multiple of ALIGN floats.
 Convolutions run member by member too (a grouped conv would be faster but does not match a lone
-network bitwise). Evaluation on the CPU runs one member at a time, the same way.
+network bitwise), and so do whole nets that declare a `member_forward` (ResNets, VGGs: `walk`).
+Evaluation on the CPU runs one member at a time, the same way.
 
 A dense layer's backward (`_Affine`, what autograd runs; `fc_grads` runs the same calls) is made of
 products too: the weight and input gradients are products with transposed operands, and the bias
@@ -41,7 +42,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..nets.specs import NetSpec
+from ..nets.specs import BN_EPS, BN_MOMENTUM, NetSpec
 
 # Members per batched product on a CUDA GPU. Part of the numerics on a GPU (the batch count picks
 # cuBLAS's kernel), so a constant, not the size of whichever cohort runs: a member's bits must not
@@ -86,34 +87,37 @@ def _aligned_out(out: torch.Tensor | None, k: int, shape: tuple[int, ...], like:
 
 
 def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor,
-            plain_gemm: bool = False) -> torch.Tensor:
-    """Logits (K, B, 10) for a shared input batch `x` (B, ...) and stacked weights (K, ...).
+            plain_gemm: bool = False, buffers: list[torch.Tensor] | None = None, training: bool = False) -> torch.Tensor:
+    """Logits (K, B, classes) for a shared input batch `x` (B, ...) and stacked tensors (K, ...):
+    kernels per layer, the net's other parameters (`NetSpec.params`: biases, BatchNorm scales and
+    shifts) and its buffers (`NetSpec.buffers`: BatchNorm running statistics, updated in place
+    when `training`; BatchNorm then normalises by the batch's statistics).
+
+    The net's own forward runs: the cohort at once (`NetSpec.forward`), or each member on its own
+    (`NetSpec.member_forward`) with the logits stacked into a `member_buffer`.
 
     plain_gemm (one member, no autograd): dense layers as one plain gemm each, the fastest for a
     lone member, but not the numbers of the batched products (`affine`) a cohort member gets; for
     callers that evaluate every member this way (`trainer.evaluate` on the CPU)."""
+    if tuple(x.shape[1:]) != spec.input_shape:  # a data set's images as the net takes them (a view)
+        x = x.reshape(x.shape[0], *spec.input_shape)
+    if spec.member_forward is None:
+        return spec.forward(spec, weights, biases, x, plain_gemm)
     k = weights[0].shape[0]
-    layers = spec.layers
-    n = len(layers)
-    h: torch.Tensor | list[torch.Tensor]
-    if spec.is_conv:
-        members = []
-        for m in range(k):
-            hm = x
-            for layer, w, b in zip(layers, weights, biases):
-                if layer.kind != "conv":
-                    break
-                # in place: the conv output is fresh and conv's backward does not need it
-                hm = F.conv2d(hm, w[m], b[m], padding=1).relu_()
-                if layer.pool_after:
-                    hm = F.max_pool2d(hm, 2)
-            members.append(hm.flatten(1))
-        h = aligned_members(torch.stack(members))
-        first_fc = sum(layer.kind == "conv" for layer in layers)
-    else:
-        h = x.expand(k, *x.shape)
-        first_fc = 0
-    for i in range(first_fc, n):
+    buffers = buffers if buffers is not None else []
+    if len(buffers) != len(spec.buffers):
+        raise ValueError(f"net {spec.name} needs its {len(spec.buffers)} buffers (BatchNorm running statistics)")
+    logits = [spec.member_forward(spec, [w[m] for w in weights], [b[m] for b in biases], [r[m] for r in buffers],
+                                  x, training) for m in range(k)]
+    return aligned_members(torch.stack(logits))
+
+
+def dense_head(h: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], first: int,
+               plain_gemm: bool = False) -> torch.Tensor:
+    """Layers `first`.. of a stack of ReLU dense layers (no ReLU after the last) on h (K or expanded,
+    B, in): the cohort's products (`affine`), or with plain_gemm one plain gemm per layer for a lone member."""
+    n = len(weights)
+    for i in range(first, n):
         if plain_gemm:
             h = torch.addmm(biases[i][0], h[0], weights[i][0]).unsqueeze(0)
         else:
@@ -121,6 +125,52 @@ def forward(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tenso
         if i < n - 1:
             h = h.relu_()  # same values as F.relu; _Affine's backward does not need its output
     return h
+
+
+def walk(spec: NetSpec, weights: list[torch.Tensor], params: list[torch.Tensor], buffers: list[torch.Tensor],
+         x: torch.Tensor, training: bool) -> torch.Tensor:
+    """One member's logits (B, classes) by the net's declared layers (`specs.Layer` says what each
+    does), in order: a `member_forward` for any net its declaration describes (ResNets, VGGs).
+    weights, params, buffers: the member's own tensors, in the net's order."""
+    index = spec.index
+    inputs: dict[str, torch.Tensor] = {}
+    h = x
+    for i, layer in enumerate(spec.layers):
+        if layer.projection:  # runs where the layer that adds it asks for it
+            continue
+        inputs[layer.name] = h
+        z = _layer(spec, i, h, weights, params, buffers, training)
+        if layer.residual:
+            skip = inputs[layer.residual]
+            if layer.shortcut:
+                skip = _layer(spec, index[layer.shortcut], skip, weights, params, buffers, training)
+            z = z + skip
+        if layer.relu:
+            z = F.relu(z)
+        if layer.pool_after:
+            z = F.max_pool2d(z, 2)
+        if layer.global_pool:
+            z = F.avg_pool2d(z, tuple(z.shape[-2:])).flatten(1)
+        h = z
+    return h
+
+
+def _layer(spec: NetSpec, i: int, h: torch.Tensor, weights: list[torch.Tensor], params: list[torch.Tensor],
+           buffers: list[torch.Tensor], training: bool) -> torch.Tensor:
+    """Layer i's product, bias and BatchNorm on h."""
+    layer, index = spec.layers[i], spec.index
+    bias = params[index[f"{layer.name}.bias"]] if layer.bias else None
+    if layer.kind == "conv":
+        z = F.conv2d(h, weights[i], bias, stride=layer.stride, padding=layer.padding)
+    else:
+        # as nn.Linear holds it, (out, in): a gemm on the transposed layout rounds otherwise, and this
+        # way a ticket in plain torch gives the run's numbers bitwise (a copy of one small layer)
+        z = F.linear(h.flatten(1), weights[i].t().contiguous(), bias)
+    if layer.batchnorm:
+        bn = layer.batchnorm
+        z = F.batch_norm(z, buffers[index[f"{bn}.running_mean"]], buffers[index[f"{bn}.running_var"]],
+                         params[index[f"{bn}.weight"]], params[index[f"{bn}.bias"]], training, BN_MOMENTUM, BN_EPS)
+    return z
 
 
 def affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .criteria import criterion as criterion_entry, score
 from ..core.errors import TicketlabError
-from ..nets.specs import get_net
+from ..nets.specs import NetSpec, get_net
 
 PERCENTILE_TOLERANCE = 1e-4  # bisection stops once the interval of t (in percent) is this narrow
 
@@ -169,11 +169,12 @@ def prune_oneshot(criterion: str, w_init: Tensor, w_final: Tensor, keep: float, 
     return prune_n(criterion, w_init, w_final, full, oneshot_prune_count(w_final.numel(), keep, p), seed)
 
 
-def pruning_schedule(net: str, rounds: int) -> list[list[int]]:
-    """Remaining weights per layer after rounds 0..rounds of iterative pruning ([round][layer])."""
+def pruning_schedule(net: str | NetSpec, rounds: int) -> list[list[int]]:
+    """Remaining weights per layer after rounds 0..rounds of iterative pruning ([round][layer]), of a
+    net by name (built for its default data set) or as built for a run's data set."""
     if rounds < 0:
         raise TicketlabError(f"rounds must be >= 0, got {rounds}")
-    layers = get_net(net).layers
+    layers = (get_net(net) if isinstance(net, str) else net).layers
     remaining = [layer.size for layer in layers]
     schedule = [list(remaining)]
     for _ in range(rounds):

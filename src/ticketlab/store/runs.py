@@ -30,11 +30,15 @@ def run_dir(root: Path, kind: str, ident: dict[str, Any]) -> Path:
 
 
 def weight_arrays(spec: NetSpec, weights: list[torch.Tensor], biases: list[torch.Tensor] | None = None,
-                  prefix: str = "") -> dict[str, np.ndarray]:
-    """Kernels (and biases) by layer name, `fc1.weight`, `fc1.bias`, ..., as a run's `.npz` holds them."""
+                  prefix: str = "", buffers: list[torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Kernels by layer name (`fc1.weight`, ...), and the net's other parameters and buffers by their
+    names (`fc1.bias`, `bn1.weight`, `bn1.running_mean`, ...: `NetSpec.params`, `NetSpec.buffers`),
+    as a run's `.npz` holds them."""
     out = {f"{prefix}{layer.name}.weight": w.numpy() for layer, w in zip(spec.layers, weights)}
     if biases is not None:
-        out.update({f"{prefix}{layer.name}.bias": b.numpy() for layer, b in zip(spec.layers, biases)})
+        out.update({f"{prefix}{t.name}": b.numpy() for t, b in zip(spec.params, biases)})
+    if buffers:
+        out.update({f"{prefix}{t.name}": r.numpy() for t, r in zip(spec.buffers, buffers)})
     return out
 
 
@@ -88,27 +92,43 @@ def _kernels(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> 
 
 
 def _biases(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
-    return [torch.from_numpy(arrays[f"{prefix}{layer.name}.bias"]) for layer in spec.layers]
+    return [torch.from_numpy(arrays[f"{prefix}{t.name}"]) for t in spec.params]
+
+
+def start_biases(spec: NetSpec, arrays: dict[str, np.ndarray]) -> list[torch.Tensor] | None:
+    """A run's start of the net's other parameters, where its `start.npz` keeps them (nets whose
+    BatchNorm scales start at drawn values); None: all zero, as every net without them starts."""
+    if not spec.params or f"{spec.params[0].name}" not in arrays:
+        return None
+    return _biases(spec, arrays)
+
+
+def buffer_arrays(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
+    """The net's buffers (BatchNorm running statistics) from a run's arrays ([] for a net without)."""
+    return [torch.from_numpy(arrays[f"{prefix}{t.name}"]) for t in spec.buffers]
 
 
 @dataclasses.dataclass
 class RunState:
-    """What the next round needs of a finished run: start and final kernels, and the mask."""
+    """What the next round needs of a finished run: start and final kernels, and the mask; and the
+    start of the net's other parameters where the run keeps it (None: zero)."""
 
     start: list[torch.Tensor]
     final: list[torch.Tensor]
     masks: list[torch.Tensor]
+    start_biases: list[torch.Tensor] | None = None
 
 
 def read_state(path: Path, spec: NetSpec) -> RunState:
     """The start and final kernels and the masks (all kept, for a dense run) of a finished run."""
-    start = _kernels(spec, load_arrays(path / "start.npz"))
+    start_arrays = load_arrays(path / "start.npz")
+    start = _kernels(spec, start_arrays)
     final = _kernels(spec, load_arrays(path / "final.npz"))
     if (path / "masks.npz").exists():
         masks = unpack_masks([layer.name for layer in spec.layers], load_arrays(path / "masks.npz"))
     else:
         masks = [torch.ones(layer.weight_shape, dtype=torch.bool) for layer in spec.layers]
-    return RunState(start, final, masks)
+    return RunState(start, final, masks, start_biases(spec, start_arrays))
 
 
 def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], int] | None:

@@ -10,7 +10,9 @@ from typing import Any, Callable
 from ..core.errors import TicketlabError
 from ..core.fields import MAX_SEED, check_fields, described, ranged
 from ..data import DATASETS, IMAGE_SHAPES, train_size
-from ..nets.specs import NETS, get_net
+from ..data import classes as data_classes
+from ..data.augment import AUGMENTATIONS
+from ..nets.specs import NETS, DoesNotFit, NetSpec, get_net, shape_text
 from .schedule import TEST_EVAL_POLICIES, Schedule
 
 # An upper bound that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stops
@@ -23,23 +25,28 @@ def cli_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def net_spec(net: str, dataset: str) -> NetSpec:
+    """The net built for a registered dataset's images and classes (`nets.specs.DoesNotFit`, one
+    line, if its images are too small for the net's pooling)."""
+    return get_net(net, IMAGE_SHAPES[dataset], data_classes(dataset))
+
+
 def net_fits(net: str, dataset: str) -> bool:
-    """Whether a network takes that dataset's images: FC flattens 28x28 grey, the convs take 32x32 colour."""
-    spec, shape = get_net(net), IMAGE_SHAPES[dataset]
-    return spec.input_shape == shape if spec.is_conv else math.prod(spec.input_shape) == math.prod(shape)
+    """Whether a network can be built for that dataset's images (every net flattens or convolves any
+    image shape; only pooling that would leave nothing refuses one)."""
+    try:
+        net_spec(net, dataset)
+    except DoesNotFit:
+        return False
+    return True
 
 
-def fit_text() -> str:
-    """Which nets take which datasets, e.g. 'fc takes 28x28 one-channel images (mnist, fashion-mnist); ...'."""
-    parts = []
-    for net in NETS:
-        datasets = [d for d in DATASETS if net_fits(net, d)]
-        c, h, w = IMAGE_SHAPES[datasets[0]]
-        parts.append((net, f"{h}x{w} { {1: 'one-channel', 3: 'colour'}.get(c, f'{c}-channel')} images ({', '.join(datasets)})"))
-    groups: dict[str, list[str]] = {}
-    for net, what in parts:
-        groups.setdefault(what, []).append(net)
-    return "; ".join(f"{', '.join(nets)} take{'s' if len(nets) == 1 else ''} {what}" for what, nets in groups.items())
+def _default_datasets() -> str:
+    """'mnist for fc, cifar10 for conv2, conv4, ...': each net's default dataset, from the registry."""
+    by_dataset: dict[str, list[str]] = {}
+    for name in NETS:
+        by_dataset.setdefault(NETS[name].dataset, []).append(name)
+    return "; ".join(f"{dataset} for {', '.join(nets)}" for dataset, nets in by_dataset.items())
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,9 @@ class TrainConfig:
     """One training run (SPEC §3). None means 'the SPEC default for this net'. Each numeric field
     declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike."""
 
-    net: str = described("fc", "network", tuple(NETS))
-    dataset: str | None = described(None, "dataset: fc takes mnist or fashion-mnist, the conv nets cifar10 (default: mnist "
-                                    "for fc, cifar10 for conv nets)", DATASETS)
+    net: str = described("fc", "network", NETS)
+    dataset: str | None = described(None, "dataset; every net builds for its images and classes (default: the net's "
+                                    f"own: {_default_datasets()})", DATASETS)
     seed: int = ranged(0, "run seed: init and batch order derive from it", low=0, high=MAX_SEED)
     epochs: int | None = ranged(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with "
                                 "--iterations", low=1)
@@ -64,6 +71,9 @@ class TrainConfig:
     eval_train: bool = described(False, "also evaluate the whole training set at each point (slow)")
     stop_at_val_accuracy: float | None = ranged(None, "evaluate val after every step and stop once it reaches this "
                                                 "fraction", above=0, high=1)
+    augment: str = described("none", "training-batch augmentation: crop_flip = random crops of the image padded by 4 "
+                             "pixels and horizontal flips (the CIFAR-10 recipe of ResNets and VGGs), seeded by the "
+                             "run's seed", AUGMENTATIONS)
 
     def validate(self, flag: Callable[[str], str] = cli_flag) -> None:
         """Refuse nonsense before any work starts, naming the field and the fix.
@@ -73,10 +83,13 @@ class TrainConfig:
         get_net(self.net)
         if self.dataset is not None and self.dataset not in DATASETS:
             raise TicketlabError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
-        if not net_fits(self.net, self.resolved_dataset):
-            raise TicketlabError(
-                f"{flag('net')} {self.net} does not fit dataset {self.resolved_dataset}: {fit_text()}"
-            )
+        try:
+            self.net_spec()
+        except DoesNotFit as e:
+            dataset = self.resolved_dataset
+            raise TicketlabError(f"{flag('net')} {self.net} does not fit dataset {dataset} "
+                                 f"({shape_text(IMAGE_SHAPES[dataset])} images): {e.reason}; choose another net or "
+                                 "dataset") from None
         check_fields(self, flag)
         if self.epochs is not None and self.iterations is not None:
             raise TicketlabError(f"give {flag('epochs')} or {flag('iterations')}, not both")
@@ -97,6 +110,10 @@ class TrainConfig:
     @property
     def resolved_dataset(self) -> str:
         return self.dataset or get_net(self.net).dataset
+
+    def net_spec(self) -> NetSpec:
+        """The net built for this run's dataset (its image shape and classes)."""
+        return net_spec(self.net, self.resolved_dataset)
 
     def resolved(self) -> "TrainConfig":
         """The same run with every None replaced by its SPEC default (epochs folded into iterations)."""
@@ -121,5 +138,6 @@ class TrainConfig:
             test_eval=r.test_eval,
             eval_train=r.eval_train,
             stop_at_val_accuracy=r.stop_at_val_accuracy,
+            augment=r.augment,
             **extra,
         )

@@ -74,7 +74,7 @@ def trains_sparse_at(net: NetSpec, density: float, held_zero: bool) -> bool:
     train on the sparse path (`nets.sparse.trains_sparse`, which decides from the member's tensors)."""
     from ..nets.sparse import SPARSE_BELOW
 
-    if net.is_conv or not held_zero:
+    if not net.dense_stack or not held_zero:  # the sparse path is the dense stacks' (FC's)
         return False
     shapes = tuple(layer.weight_shape for layer in net.layers)
     return density < SPARSE_BELOW.get(shapes, 0.0)
@@ -137,8 +137,12 @@ def _machine_key(net: NetSpec, device: str, threads: int) -> str:
     from ..core.device import cpu_model
     from ..core.numerics import NUMERICS
 
+    from ..nets.specs import get_net, shape_text
+
     where = cpu_model() if device == "cpu" else torch.cuda.get_device_name(0)
-    return f"v{CACHE_VERSION}|{where}|{device}|{threads} threads|torch {torch.__version__}|numerics {NUMERICS}|{net.name}"
+    # a net built for other images than its default data set's costs otherwise: its own entry
+    shape = "" if net.image_shape == get_net(net.name).image_shape else f"|{shape_text(net.image_shape)}"
+    return f"v{CACHE_VERSION}|{where}|{device}|{threads} threads|torch {torch.__version__}|numerics {NUMERICS}|{net.name}{shape}"
 
 
 def seconds_per_unit(net: NetSpec, device: str = "cpu", threads: int | None = None, measure: bool = True) -> float | None:
@@ -188,13 +192,13 @@ def _measure(net: NetSpec, device: str, threads: int) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        k = 13 if not net.is_conv else 2
+        k = 13 if net.dense_stack else 2
         gen = generator(0, "calibration")
         starts = [MemberStart(init_weights(net, gen)) for _ in range(k)]
         state = CohortState(net, starts, 1e-3, device)
         x = torch.rand((EVAL_BATCH, *net.input_shape), generator=gen).to(device)
         y = torch.randint(0, 10, (EVAL_BATCH,), generator=gen).to(device)
-        steps = 20 if not net.is_conv else 2
+        steps = 20 if net.dense_stack else 2
         best = math.inf
         for block in range(4):
             if device != "cpu":

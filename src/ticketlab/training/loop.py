@@ -16,6 +16,7 @@ import torch
 from ..core.numerics import flush_denormals
 from ..core.seeds import generator
 from ..data import Dataset
+from ..data.augment import AUGMENTATIONS, crop_flip
 from ..nets.specs import NetSpec
 from .evaluation import evaluate
 from .schedule import MemberResult, MemberStart, Progress, Schedule
@@ -74,6 +75,16 @@ def gather_batch(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[t
     return xb, yb
 
 
+def as_input(data: Dataset, spec: NetSpec) -> Dataset:
+    """The data set with its images shaped as the net takes them (`NetSpec.input_shape`: FC rows of
+    pixels, a conv net's (C, H, W)): views, no copy."""
+    def shaped(x: torch.Tensor) -> torch.Tensor:
+        return x if tuple(x.shape[1:]) == spec.input_shape else x.reshape(len(x), *spec.input_shape)
+
+    return Dataset(data.name, shaped(data.train_x), data.train_y, shaped(data.val_x), data.val_y,
+                   shaped(data.test_x), data.test_y)
+
+
 def _split(stacked: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """Per-member CPU copies of stacked per-layer tensors."""
     k = stacked[0].shape[0]
@@ -107,13 +118,17 @@ def train_cohort(
     k = len(starts)
     state = (learner or train_weights)(spec, starts, schedule, device)
     sparse = getattr(state, "sparse", None)  # its sparse members evaluate through the same kernels
+    buffers = getattr(state, "buffers", None) or None  # BatchNorm's running statistics, if the net has any
 
-    data = data.to(device)
+    data = as_input(data.to(device), spec)
     n_train = len(data.train_x)
     steps_per_epoch = n_train // schedule.batch_size
     if steps_per_epoch == 0:
         raise ValueError("batch size exceeds the training set")
     batch_gen = generator(seed, "batch_order")
+    if schedule.augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {schedule.augment!r}: one of {', '.join(AUGMENTATIONS)}")
+    augment_gen = generator(seed, "augment") if schedule.augment == "crop_flip" else None
 
     history: dict[str, list[list[float]]] = {
         key: [[] for _ in range(k)] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -133,7 +148,7 @@ def train_cohort(
         # read at every point: a mask learner's networks are a property of its current parameters
         weights, biases = state.weights, state.biases
         clock.start()
-        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y, sparse=sparse)
+        vl, va = evaluate(spec, weights, biases, data.val_x, data.val_y, sparse=sparse, buffers=buffers)
         clock.stop("val_s", "points")
         improved = [vl[m] < best_val[m] for m in range(k)]
         for m in range(k):
@@ -144,7 +159,8 @@ def train_cohort(
         tl, ta = [nan] * k, [nan] * k
         clock.start()
         if wanted:
-            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted, sparse=sparse)
+            sub_l, sub_a = evaluate(spec, weights, biases, data.test_x, data.test_y, members=wanted, sparse=sparse,
+                                    buffers=buffers)
             for j, m in enumerate(wanted):
                 tl[m], ta[m] = sub_l[j], sub_a[j]
         clock.stop("test_s", "test_evals" if wanted else None)
@@ -156,7 +172,7 @@ def train_cohort(
             history["test_accuracy"][m].append(ta[m])
         if schedule.eval_train:
             clock.start()
-            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y, sparse=sparse)
+            rl, ra = evaluate(spec, weights, biases, data.train_x, data.train_y, sparse=sparse, buffers=buffers)
             clock.stop("other_eval_s")
             for m in range(k):
                 history["train_loss"][m].append(rl[m])
@@ -169,6 +185,7 @@ def train_cohort(
         snapshots[m][name] = (
             [w[m].detach().to("cpu", copy=True) for w in weights],
             [b[m].detach().to("cpu", copy=True) for b in biases],
+            [r[m].detach().to("cpu", copy=True) for r in buffers or []],
         )
         snap_iters[m][name] = it
 
@@ -178,7 +195,7 @@ def train_cohort(
         if not need:
             return False
         clock.start()
-        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y, sparse=sparse)
+        _, va = evaluate(spec, state.weights, state.biases, data.val_x, data.val_y, sparse=sparse, buffers=buffers)
         clock.stop("other_eval_s")
         for m in range(k):
             while pending_acc[m] and va[m] >= pending_acc[m][0]:
@@ -200,6 +217,8 @@ def train_cohort(
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
         x, y = gather_batch(data.train_x, data.train_y, idx)
+        if augment_gen is not None:
+            x = crop_flip(x, spec.image_shape, augment_gen)
         state.step(x, y)
         it += 1
         if it in snapshot_at:
@@ -212,9 +231,10 @@ def train_cohort(
 
     clock.finish(it)
     final_w, final_b = _split(state.weights), _split(state.biases)
+    final_r = _split(buffers) if buffers else [[] for _ in range(k)]
     results = []
     for m in range(k):
         h = {key: values[m] for key, values in history.items()}
         h["iteration"] = list(iterations_seen)
-        results.append(MemberResult(h, final_w[m], final_b[m], snapshots[m], snap_iters[m]))
+        results.append(MemberResult(h, final_w[m], final_b[m], snapshots[m], snap_iters[m], final_r[m]))
     return results

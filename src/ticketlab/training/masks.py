@@ -211,8 +211,7 @@ class EdgePopupCohort(_MaskCohort):
             orders = []
             for i, layer in enumerate(spec.layers):
                 # scores: Ramanujan et al.'s Kaiming-uniform init, U(-sqrt(6 / fan_in), sqrt(6 / fan_in))
-                fan_in = layer.fan_in_channels * (9 if layer.kind == "conv" else 1)
-                bound = math.sqrt(6.0 / fan_in)
+                bound = math.sqrt(6.0 / layer.fan_in)
                 p = self.param[i][m]
                 p.copy_((torch.rand(p.shape, generator=g) * 2 - 1).mul_(bound))
                 orders.append(torch.randperm(layer.size, generator=g).to(self.device))

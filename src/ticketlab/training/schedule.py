@@ -26,14 +26,17 @@ class Schedule:
     stop_at_val_accuracy: float | None = None  # evaluate val after every step; stop once every member reaches it
     snapshot_iterations: tuple[int, ...] = ()  # keep the weights after these many steps
     snapshot_val_accuracies: tuple[float, ...] = ()  # keep the weights at the first step with val accuracy >= each
+    augment: str = "none"  # "crop_flip": random crops of the 4-padded image and horizontal flips (`data.augment`)
 
 
 @dataclass
 class MemberStart:
-    """One member's start kernels (pruned positions already hold their fixed value) and bool masks."""
+    """One member's start kernels (pruned positions already hold their fixed value) and bool masks,
+    and the start of its other parameters (`NetSpec.params`; None: all zero, SPEC §2's biases)."""
 
     weights: list[torch.Tensor]
     masks: list[torch.Tensor] | None = None  # None: dense
+    biases: list[torch.Tensor] | None = None
 
 
 @dataclass
@@ -42,9 +45,11 @@ class MemberResult:
 
     history: dict[str, list[float]]
     final_weights: list[torch.Tensor]
-    final_biases: list[torch.Tensor]
-    snapshots: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
+    final_biases: list[torch.Tensor]  # the net's other parameters (`NetSpec.params`)
+    # (weights, biases, buffers) by name
+    snapshots: dict[str, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = field(default_factory=dict)
     snapshot_iterations: dict[str, int] = field(default_factory=dict)
+    final_buffers: list[torch.Tensor] = field(default_factory=list)  # BatchNorm running statistics (`NetSpec.buffers`)
 
     @property
     def early_stop_index(self) -> int:

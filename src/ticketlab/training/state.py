@@ -18,7 +18,7 @@ import torch
 from ..core.numerics import cuda_float32
 from ..nets.forward import ALIGN, CUDA_LANES, FCPass, fc_grads, forward, member_losses
 from ..nets.sparse import SparseMembers, trains_sparse
-from ..nets.specs import NetSpec
+from ..nets.specs import NetSpec, init_buffers
 from .adam import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, TF1Adam
 from .schedule import MemberStart, Schedule
 
@@ -56,10 +56,10 @@ def train_weights(spec: NetSpec, starts: Sequence[MemberStart], schedule: Schedu
 
 
 def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
-    """A cohort's member count is padded to a multiple of this: CUDA_LANES for FC nets on a CUDA GPU
-    (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense heads
-    pad their products themselves: filler members would cost whole conv stacks."""
-    return CUDA_LANES if device.type == "cuda" and not spec.is_conv else 1
+    """A cohort's member count is padded to a multiple of this: CUDA_LANES for dense stacks (FC) on a
+    CUDA GPU (whose products run in calls of that many members, `forward`), else 1. Conv nets' dense
+    heads pad their products themselves: filler members would cost whole conv stacks."""
+    return CUDA_LANES if device.type == "cuda" and spec.dense_stack else 1
 
 
 class FlatLayout:
@@ -92,17 +92,20 @@ class CohortState:
     """Everything one training step of a cohort reads and writes, and the step itself.
 
     Parameters, gradients and each optimiser slot (TF1 Adam: both moments) live in one flat buffer
-    each (`FlatLayout`): per layer, a (K, *shape) view for the kernels and a (K, out) view for the
-    biases. The optimiser runs once per step on the whole buffer (TF1 Adam: torch's fused kernel with
+    each (`FlatLayout`): per layer a (K, *shape) view for the kernels, then a (K, *shape) view for
+    each of the net's other parameters (`NetSpec.params`: a dense stack's or conv net's one bias per
+    layer; a BatchNorm's scale and shift), which `biases` lists: they are never masked. BatchNorm's
+    running statistics (`NetSpec.buffers`) live in a flat buffer of their own (`buffers`), updated by
+    the forward pass, never by the optimiser. The optimiser runs once per step on the whole buffer (TF1 Adam: torch's fused kernel with
     TF1's arguments, `adam.tf1_adam_fused_args`). That keeps a member's update bitwise independent of its cohort: the kernel handles
     elements in 16-float vectors from the start of the tensor, with scalar code (which rounds
     differently) only for a tail; every member's block of every tensor starts at a multiple of
     ALIGN and the buffer's length is a multiple of it, so each element gets the vector code, at the
     same lane, whatever the cohort (tests check it, cohort against alone).
 
-    `step(x, y)`: forward, loss, backward (hand-written for FC nets, `forward.FCPass` on the CPU,
-    `forward.fc_grads` on a GPU: the same calls; autograd for
-    conv nets) and the optimiser. With the default TF1 Adam, pruned weights hold by their infinite second
+    `step(x, y)`: forward, loss, backward (hand-written for dense stacks, `forward.FCPass` on the CPU,
+    `forward.fc_grads` on a GPU: the same calls; autograd for the cohort of a conv net; autograd
+    member by member for a net with a `member_forward`) and the optimiser. With the default TF1 Adam, pruned weights hold by their infinite second
     moment, and the weights are those of a state built with hold_by_inf=False (gradient masking
     instead), which the tests check; an optimiser that cannot hold them gets their gradients masked.
     `train_cohort` calls exactly `step`; so does the benchmark.
@@ -133,18 +136,32 @@ class CohortState:
             cuda_float32()
         k = self.k = len(starts)
         n = len(spec.layers)
-        self._fast_fc = not spec.is_conv
+        self._fast_fc = spec.dense_stack  # what the net declares, not what its layers look like
         lanes = cohort_lanes(spec, device)
         padded = -(-k // lanes) * lanes
-        shapes = [tuple(w.shape) for w in starts[0].weights] + [(layer.out_channels,) for layer in spec.layers]
+        shapes = [tuple(w.shape) for w in starts[0].weights] + [t.shape for t in spec.params]
         self.layout = layout = FlatLayout(shapes, padded)
         # params, grads and the optimiser's slots: every member's, fillers included (`_all`), and the
         # real members' views
         self.flat = [torch.zeros(layout.total, dtype=torch.float32, device=device)
                      for _ in range(2 + len(self.optimizer.slots))]
         params_all, grads_all = layout.views(self.flat[0]), layout.views(self.flat[1])
+        everyone = starts + [starts[0]] * (padded - k)
         for i in range(n):
-            params_all[i].copy_(torch.stack([s.weights[i] for s in starts + [starts[0]] * (padded - k)]))
+            params_all[i].copy_(torch.stack([s.weights[i] for s in everyone]))
+        # the other parameters start where the members say, else at zero (SPEC §2's biases)
+        if any(s.biases is not None for s in starts):
+            for j, t in enumerate(spec.params):
+                params_all[n + j].copy_(torch.stack([s.biases[j] if s.biases is not None else torch.zeros(t.shape)
+                                                     for s in everyone]))
+        # state buffers (BatchNorm's running statistics): their own flat buffer, which no optimiser
+        # sees; every member's block 64-byte aligned, as the parameters'
+        self.buffer_layout = FlatLayout([t.shape for t in spec.buffers], padded)
+        self.buffer_flat = torch.zeros(self.buffer_layout.total, dtype=torch.float32, device=device)
+        buffers_all = self.buffer_layout.views(self.buffer_flat)
+        for view, start in zip(buffers_all, init_buffers(spec)):
+            view.copy_(start.expand(view.shape))
+        self.buffers = [t[:k] for t in buffers_all]
         self._weights_all, self._biases_all = params_all[:n], params_all[n:]
         self._grad_weights_all, self._grad_biases_all = grads_all[:n], grads_all[n:]
         params, self.grads, *slot_views = ([t[:k] for t in layout.views(b)] for b in self.flat)
@@ -235,6 +252,9 @@ class CohortState:
         if self._fast_fc:
             self._eager_fc_grads(x, y)
             return
+        if self.spec.member_forward is not None:
+            self._member_grads(x, y)
+            return
         with torch.enable_grad():
             params = [p.detach().requires_grad_() for p in self.weights + self.biases]
             n = len(self.weights)
@@ -242,6 +262,24 @@ class CohortState:
             grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             torch._foreach_copy_(self.grads, list(grads))
+
+    def _member_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Autograd member by member, for nets with a `member_forward` (ResNets, VGGs): each member's
+        graph on its own parameter blocks alone, so a member's numbers are those it gets alone, and
+        memory holds one member's activations at a time. BatchNorm normalises by the batch and
+        updates the member's running statistics in place."""
+        n = len(self._weights)
+        if tuple(x.shape[1:]) != self.spec.input_shape:
+            x = x.reshape(x.shape[0], *self.spec.input_shape)
+        for m in range(self.k):
+            with torch.enable_grad():
+                params = [t[m].detach().requires_grad_() for t in self._weights + self._biases]
+                logits = self.spec.member_forward(self.spec, params[:n], params[n:], [b[m] for b in self.buffers], x,
+                                                  True)
+                loss = member_losses(logits.unsqueeze(0), y).mean(1).sum()
+                grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                torch._foreach_copy_([g[m] for g in self.grads], list(grads))
 
     def _eager_fc_grads(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # member groups of `cohort_lanes` (one on the CPU): on a GPU every group's intermediates are
