@@ -91,4 +91,4 @@ def test_results_and_report_refuse_a_non_sweep_dir(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 2
     assert "no sweep found" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    assert "is neither a sweep directory nor a results table" in capsys.readouterr().err
