@@ -9,10 +9,12 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..pruning.actions import mask1_action, mask1_names
 from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 # The criteria, their order (SPEC order: legends list them as the paper does), their colours and
-# their complementary pairs come from the criteria table; nothing here repeats them.
+# their complementary pairs come from the criteria table; the mask-1 actions' order, labels and
+# colours from the mask-1 table. Nothing here repeats them.
 
 # The presets in the papers' order: the report's sections and figures follow it (others come after, by name).
 PRESET_ORDER: tuple[str, ...] = (
@@ -33,26 +35,6 @@ SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
     "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
 }
 
-_RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
-MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
-MASK1_LABELS: dict[str, str] = {
-    "rewind": "rewind (lottery ticket)",
-    "reinit": "random reinit",
-    "signed_reinit": "reinit, sign kept",
-    "reshuffle": "reshuffle",
-    "signed_reshuffle": "reshuffle, sign kept",
-    "constant": "constant",
-    "signed_constant": "constant, sign kept",
-}
-MASK1_COLORS: dict[str, str] = {
-    "rewind": "#1f77b4",
-    "reinit": "#ff7f0e",
-    "signed_reinit": "#2ca02c",
-    "reshuffle": "#d62728",
-    "signed_reshuffle": "#9467bd",
-    "constant": "#8c564b",
-    "signed_constant": "#e377c2",
-}
 MASK0_ORDER: tuple[str, ...] = (
     "zero",
     "freeze_init",
@@ -137,10 +119,8 @@ def dataset_label(dataset: str) -> str:
 
 
 def mask1_label(name: str) -> str:
-    """Paper name of a mask-1 action; the rescaled forms say so."""
-    base = name.removesuffix("_rescaled")
-    label = MASK1_LABELS.get(base, base)
-    return f"{label} (rescaled)" if name.endswith("_rescaled") else label
+    """Paper name of a mask-1 action (the table's label); the rescaled forms say so."""
+    return mask1_action(name).label if name in mask1_names() else str(name)
 
 
 def mask0_label(name: str) -> str:
@@ -203,7 +183,7 @@ def sort_key(column: str, value: Any) -> tuple:
     if column == "criterion":
         return _order_index(CRITERIA, value)
     if column == "mask1":
-        return _order_index(MASK1_ORDER, value)
+        return _order_index(mask1_names(), value)
     if column == "mask0":
         return _order_index(MASK0_ORDER, value)
     if column == "net":
@@ -232,11 +212,11 @@ def curve_style(column: str, name: str) -> dict[str, Any]:
         marker = "D" if name == "random" else ("s" if name in second else "o")
         return {"label": name, "color": criterion_colors().get(name, "#333333"), "marker": marker, "linestyle": "-"}
     if column == "mask1":
-        rescaled = name.endswith("_rescaled")
-        base = name.removesuffix("_rescaled")
+        entry = mask1_action(name) if name in mask1_names() else None
+        rescaled = entry is not None and entry.rescaled
         return {
             "label": mask1_label(name),
-            "color": MASK1_COLORS.get(base, "#333333"),
+            "color": entry.color if entry is not None else "#333333",
             "marker": "^" if rescaled else "o",
             "linestyle": "--" if rescaled else "-",
         }
@@ -249,7 +229,7 @@ def legend_rank(label: str) -> tuple[int, int]:
     """Legend order: criteria, then mask-1 and mask-0 actions in their orders; reference lines last."""
     known = (
         [curve_style("criterion", c)["label"] for c in CRITERIA]
-        + [mask1_label(m) for m in MASK1_ORDER]
+        + [mask1_label(m) for m in mask1_names()]
         + [mask0_label(m) for m in MASK0_ORDER]
     )
     name = label.split(" (")[0] if label not in known else label

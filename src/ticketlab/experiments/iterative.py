@@ -17,7 +17,7 @@ from ..core.device import resolve_device
 from ..core.fields import ranged
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec, get_net
-from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, start_weights
+from ..pruning.actions import MASK0_ACTIONS, Mask1Context, mask1_names, round_start
 from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import prune_count, prune_n
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
@@ -43,7 +43,7 @@ class IterativeParams:
     """An iterative sweep's own fields: every (criterion, mask-1, mask-0) chain, over SPEC rounds."""
 
     criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
-    mask1: tuple[str, ...] = names_field(("rewind",), MASK1_ACTIONS, "mask-1 actions (SPEC §6)")
+    mask1: tuple[str, ...] = names_field(("rewind",), mask1_names, "mask-1 actions (SPEC §6)")
     mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (SPEC §6)")
     rounds: int = ranged(SPEC_ROUNDS, "SPEC rounds covered", low=0, high=SPEC_ROUNDS, why=_ROUNDS_WHY)
     round_step: int = ranged(1, "SPEC rounds of pruning per trained round (quick scale: > 1)", low=1,
@@ -93,9 +93,7 @@ def next_start(
         prune_seed = derive_seed(seed, "prune", chain.criterion, chain.mask1, chain.mask0, round_, i)
         mask = prune_n(chain.criterion, prev.start[i], prev.final[i], prev.masks[i], n, prune_seed)
         gen = generator(seed, "actions", chain.criterion, chain.mask1, chain.mask0, round_, i)
-        starts.append(
-            start_weights(chain.mask1, chain.mask0, prev.start[i], prev.start[i], prev.final[i], dense_init[i], mask, gen)
-        )
+        starts.append(round_start(chain.mask1, chain.mask0, Mask1Context(prev.start[i], dense_init[i], prev.final[i], mask, gen)))
         masks.append(mask)
     return starts, masks
 
