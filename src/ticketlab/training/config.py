@@ -11,11 +11,7 @@ from ..core.errors import TicketlabError
 from ..core.fields import MAX_SEED, check_fields, described, ranged
 from ..data import DATASETS, IMAGE_SHAPES, train_size
 from ..nets.specs import NETS, get_net
-from .schedule import TEST_EVAL_POLICIES, Schedule
-
-# An upper bound that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stops
-# a typo from starting a run of centuries, and keeps every number within int64 (JSON, Parquet).
-MAX_ITERATIONS = 10**8
+from .schedule import MAX_ITERATIONS, TEST_EVAL_POLICIES, Recipe, Schedule
 
 
 def cli_flag(name: str) -> str:
@@ -43,9 +39,10 @@ def fit_text() -> str:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Recipe):
     """One training run (SPEC §3). None means 'the SPEC default for this net'. Each numeric field
-    declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike."""
+    declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike. The
+    optimiser, its schedule and the batch order are the `Recipe`'s fields."""
 
     net: str = described("fc", "network", tuple(NETS))
     dataset: str | None = described(None, "dataset: fc takes mnist or fashion-mnist, the conv nets cifar10 (default: mnist "
@@ -55,7 +52,7 @@ class TrainConfig:
                                 "--iterations", low=1)
     iterations: int | None = ranged(None, "training steps (default: epochs x floor(N_train / batch))", low=1,
                                     high=MAX_ITERATIONS)
-    learning_rate: float | None = ranged(None, "Adam learning rate (default: SPEC's per net)", above=0)
+    learning_rate: float | None = ranged(None, "base learning rate (default: SPEC's per net, for TF1 Adam)", above=0)
     batch_size: int = ranged(60, "examples per step", low=1)
     eval_every: int = ranged(100, "evaluate val and test every this many steps (and at 0 and the end)", low=1,
                              high=MAX_ITERATIONS)
@@ -93,6 +90,11 @@ class TrainConfig:
             raise TicketlabError(
                 f"{flag('epochs')} {self.epochs} means {steps:,} training steps: at most {MAX_ITERATIONS:,} are allowed"
             )
+        self.check_recipe(flag, steps)
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)})
 
     @property
     def resolved_dataset(self) -> str:
@@ -121,5 +123,6 @@ class TrainConfig:
             test_eval=r.test_eval,
             eval_train=r.eval_train,
             stop_at_val_accuracy=r.stop_at_val_accuracy,
+            recipe=r.recipe,
             **extra,
         )
