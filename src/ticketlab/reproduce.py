@@ -1,11 +1,13 @@
 """`ticketlab plot`, `report` and `reproduce`: from a sweep directory to figures and a report."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from .training.config import TrainConfig
+from .training.schedule import Recipe
 from .core.device import environment, resolve_device
 from .core.errors import TicketlabError
 from .store.files import ensure_writable
@@ -55,6 +57,8 @@ def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
     ran = spec.train_config(spec.first_seed).resolved()
     paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
     schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
+    recipe = _recipe_text(ran.recipe)
+    schedule = schedule and not recipe
     parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
     if schedule:
         parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
@@ -64,10 +68,19 @@ def _sweep_scale(spec: SweepSpec) -> tuple[bool, str]:
             parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
         if ran.eval_every != paper.eval_every:
             parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
+    if recipe:
+        parts.append(recipe)
     pruning, what = get_kind(spec.kind).protocol(spec)
     if what:
         parts.append(what)
     return spec.seeds >= PAPER_SEEDS and schedule and pruning, ", ".join(parts)
+
+
+def _recipe_text(recipe: Recipe) -> str:
+    """What a run's recipe changes from SPEC §3's ('optimizer sgd, momentum 0.9'), '' for SPEC's."""
+    base = Recipe()
+    return ", ".join(f"{f.name} {getattr(recipe, f.name)}" for f in dataclasses.fields(Recipe)
+                     if getattr(recipe, f.name) != getattr(base, f.name))
 
 
 def scale_label(specs: list[SweepSpec]) -> str:
