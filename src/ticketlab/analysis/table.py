@@ -23,11 +23,13 @@ LEADING_COLUMNS = ("experiment", "net", "dataset", "seed")
 
 def table_columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     """The results table's columns: the leading ones, then each registered kind's new ones in
-    registration order (built in: iterative, then supermask). Given `rows`, a kind marked
-    `columns_when_present` adds its new columns only if some row fills one of them."""
+    registration order (built in: iterative, then supermask). Given `rows`, a kind's
+    `optional_columns`, and the new columns of a kind marked `columns_when_present`, join only if some
+    row fills them."""
     always = [c for name in kind_names() if not get_kind(name).columns_when_present for c in get_kind(name).columns]
-    extra = [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns
-             if c not in always and (rows is None or any(r.get(c) is not None for r in rows))]
+    sometimes = [c for name in kind_names() for c in get_kind(name).optional_columns] + \
+        [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns]
+    extra = [c for c in sometimes if c not in always and (rows is None or any(r.get(c) is not None for r in rows))]
     return tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(extra)))
 
 
@@ -74,7 +76,7 @@ def incomplete_sweeps(root: Path) -> list[str]:
 
 # Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.
 CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start")
-INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations")
+INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations", "rewind_iteration")
 BOOL_COLUMNS = ("dwr",)
 
 

@@ -1,8 +1,13 @@
 """Iterative pruning (SPEC §4): chains of (criterion, mask-1 action, mask-0 action) over rounds.
 
 Round 0 of every chain is the dense run of its seed, trained once and shared. Each later round of
-all chains of one seed trains as one cohort. A finished run is never redone: a rerun starts each
-chain from its last finished round.
+all chains of one seed that start from the same step trains as one cohort. A finished run is never
+redone: a rerun starts each chain from its last finished round.
+
+A chain may rewind to a later step k of the dense run (`rewind_iteration`, for mask-1 actions
+whose entry `rewinds`): the dense run's weights and biases at k are then the chain's start, the
+values its first pruned round reads as the previous run's start (for the criterion, the mask-1 and
+the mask-0 actions), and every round trains the schedule's steps k+1.. with a fresh optimiser state.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from ..core.device import resolve_device
 from ..core.fields import ranged
 from ..core.seeds import derive_seed, generator
 from ..nets.specs import NetSpec, get_net
-from ..pruning.actions import MASK0_ACTIONS, Mask1Context, mask1_names, round_start
+from ..core.errors import TicketlabError
+from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, Mask1Context, mask1_action, mask1_names, round_start
 from ..pruning.criteria import CRITERIA, criterion_names
 from ..pruning.prune import prune_count, prune_n
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
@@ -25,9 +31,10 @@ from ..store.naming import identity
 from ..store.runs import RunState, mask_arrays, read_state, run_dir, weight_arrays, write_run
 from ..training import MemberResult, MemberStart, train_cohort
 from ..training.config import TrainConfig
-from .dense import dense_identity, ensure_dense
+from ..training.schedule import MAX_ITERATIONS
+from .dense import dense_identity, ensure_dense, rewind_point
 from .jobs import DataCache
-from .kinds import Curves, ExperimentKind, Report, register_kind
+from .kinds import Blame, Curves, ExperimentKind, Report, register_kind
 from .spec import SPEC_ROUNDS, names_field
 
 if TYPE_CHECKING:
@@ -48,6 +55,9 @@ class IterativeParams:
     rounds: int = ranged(SPEC_ROUNDS, "SPEC rounds covered", low=0, high=SPEC_ROUNDS, why=_ROUNDS_WHY)
     round_step: int = ranged(1, "SPEC rounds of pruning per trained round (quick scale: > 1)", low=1,
                              high=SPEC_ROUNDS, why=_ROUNDS_WHY)
+    rewind_iteration: tuple[int, ...] = ranged((0,), "the dense run's steps kept weights rewind to (late rewinding, "
+                                               "for mask-1 actions that rewind); 0 = the init", low=0,
+                                               high=MAX_ITERATIONS)
 
     @property
     def round_list(self) -> list[int]:
@@ -60,18 +70,34 @@ class Chain:
     criterion: str
     mask1: str
     mask0: str
+    rewind_iteration: int = 0
+
+    @property
+    def start_step(self) -> int:
+        """The schedule step its rounds train from: the rewind iteration, for an action that rewinds."""
+        return self.rewind_iteration if mask1_action(self.mask1).rewinds else 0
 
 
 def chains_of(params: IterativeParams) -> list[Chain]:
-    return [Chain(c, m1, m0) for c in params.criteria for m1 in params.mask1 for m0 in params.mask0]
+    return [Chain(c, m1, m0, k) for c in params.criteria for m1 in params.mask1 for m0 in params.mask0
+            for k in params.rewind_iteration]
 
 
-def round_identity(config: TrainConfig, criterion: str, mask1: str, mask0: str, round_: int, round_step: int) -> dict[str, Any]:
-    """What names one round of one chain: the training config, the chain and the round."""
+def round_identity(config: TrainConfig, criterion: str, mask1: str, mask0: str, round_: int, round_step: int,
+                   rewind_iteration: int = 0) -> dict[str, Any]:
+    """What names one round of one chain: the training config, the chain and the round (the chain's
+    fields at their defaults left out, as the config's are)."""
     ident = {**identity(config), "criterion": criterion, "mask1": mask1, "mask0": mask0, "round": round_}
     if round_step != 1:
         ident["round_step"] = round_step
+    if rewind_iteration:
+        ident["rewind_iteration"] = rewind_iteration
     return ident
+
+
+def chain_round_identity(config: TrainConfig, chain: Chain, round_: int, round_step: int) -> dict[str, Any]:
+    return round_identity(config, chain.criterion, chain.mask1, chain.mask0, round_, round_step,
+                          rewind_iteration=chain.rewind_iteration)
 
 
 def remaining_after(spec: NetSpec, remaining: list[int], round_step: int) -> list[int]:
@@ -110,18 +136,20 @@ def run_chains(
 ) -> None:
     """Train every missing round of `chains` for one seed; `rounds` are SPEC rounds 0, s, 2s, ...
 
-    The chains missing a round train as one cohort, whichever they are: a member's numbers do not
-    depend on its cohort (forward.py), so a round resumed with some of its members already done
-    (or shared with another preset's chains) gives every run the bits of an uninterrupted sweep."""
+    The chains missing a round and starting from the same step train as one cohort, whichever they
+    are: a member's numbers do not depend on its cohort (forward.py), so a round resumed with some of
+    its members already done (or shared with another preset's chains) gives every run the bits of an
+    uninterrupted sweep."""
     spec = get_net(config.net)
     resolved = config.resolved()
     step = rounds[1] - rounds[0] if len(rounds) > 1 else 1
-    paths = {(c, r): run_dir(root, "round", round_identity(config, c.criterion, c.mask1, c.mask0, r, step)) for c in chains for r in rounds[1:]}
+    paths = {(c, r): run_dir(root, "round", chain_round_identity(config, c, r, step)) for c in chains for r in rounds[1:]}
     done_runs = {key: finished(p, repair) for key, p in paths.items()}  # checked once: it reads every file
-    todo_rounds = sorted({r for c, r in paths if not done_runs[(c, r)]})
+    cohorts = sorted({(r, c.start_step) for c, r in paths if not done_runs[(c, r)]})
     dense_path = run_dir(root, "dense", dense_identity(config))
     dense_done = finished(dense_path, repair)
-    units = len(todo_rounds) + (0 if dense_done else 1)
+    later = sorted({c.rewind_iteration for c in chains if c.rewind_iteration}) if cohorts else []
+    units = len(cohorts) + len(later) + (0 if dense_done else 1)
     done = 0
 
     def sub(fraction: float) -> None:
@@ -131,51 +159,58 @@ def run_chains(
     if not dense_done:
         ensure_dense(root, config, device, data, sub)
         done += 1
-    if not todo_rounds:
+    if not cohorts:
         return
+    points = {}  # the dense run's (kernels, biases) at each later rewind iteration
+    for k in later:
+        points[k] = rewind_point(root, config, k, device, data, sub, repair)
+        done += 1
     with reading_run(dense_path):
         dense = read_state(dense_path, spec)
     state: dict[Chain, RunState] = {}
     for r_index, r in enumerate(rounds[1:], start=1):
-        members = [c for c in chains if not done_runs[(c, r)]]
-        if not members:
-            continue
         prev_round = rounds[r_index - 1]
-        inputs = []
-        for c in members:
-            if c not in state:
-                if prev_round == 0:
-                    state[c] = dense
-                else:
-                    with reading_run(paths[(c, prev_round)]):
-                        state[c] = read_state(paths[(c, prev_round)], spec)
-            inputs.append(next_start(spec, c, state[c], dense.start, config.seed, r, step))
-        t0 = time.perf_counter()
-        results = train_cohort(
-            spec,
-            data.get(resolved.dataset),
-            [MemberStart(s, m) for s, m in inputs],
-            config.schedule(),
-            config.seed,
-            device,
-            lambda it, total, _: sub(it / total),
-        )
-        wall = (time.perf_counter() - t0) / len(members)
-        for c, (s, m), result in zip(members, inputs, results):
-            ident = round_identity(config, c.criterion, c.mask1, c.mask0, r, step)
-            _write_round(paths[(c, r)], spec, config, ident, s, m, result, wall, device)
-            state[c] = RunState(s, result.final_weights, m)
-        done += 1
-        sub(0.0)
+        for start_step in sorted({s for rr, s in cohorts if rr == r}):
+            members = [c for c in chains if not done_runs[(c, r)] and c.start_step == start_step]
+            inputs = []
+            for c in members:
+                if c not in state:
+                    if prev_round == 0:  # the dense run, seen from the chain's rewind point
+                        k = c.rewind_iteration
+                        state[c] = dense if k == 0 else RunState(points[k][0], dense.final, dense.masks)
+                    else:
+                        with reading_run(paths[(c, prev_round)]):
+                            state[c] = read_state(paths[(c, prev_round)], spec)
+                starts, masks = next_start(spec, c, state[c], dense.start, config.seed, r, step)
+                inputs.append(MemberStart(starts, masks, points[c.rewind_iteration][1] if c.rewind_iteration else None))
+            t0 = time.perf_counter()
+            results = train_cohort(
+                spec,
+                data.get(resolved.dataset),
+                inputs,
+                config.schedule(start_iteration=start_step),
+                config.seed,
+                device,
+                lambda it, total, _: sub(it / total),
+            )
+            wall = (time.perf_counter() - t0) / len(members)
+            for c, member, result in zip(members, inputs, results):
+                ident = chain_round_identity(config, c, r, step)
+                _write_round(paths[(c, r)], spec, config, ident, member, result, wall, device)
+                state[c] = RunState(member.weights, result.final_weights, member.masks)
+            done += 1
+            sub(0.0)
 
 
-def _write_round(path: Path, spec: NetSpec, config: TrainConfig, ident: dict, start: list[torch.Tensor],
-                 masks: list[torch.Tensor], result: MemberResult, wall: float, device: torch.device) -> None:
+def _write_round(path: Path, spec: NetSpec, config: TrainConfig, ident: dict, member: MemberStart,
+                 result: MemberResult, wall: float, device: torch.device) -> None:
+    start, masks = member.weights, member.masks
     remaining = [int(m.sum()) for m in masks]
     summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall, "remaining_weights": sum(remaining),
                "remaining_per_layer": remaining}
     write_run(path, "round", ident, summary, config=config, device=device, history=result.history,
-              arrays={"masks.npz": mask_arrays(spec, masks), "start.npz": weight_arrays(spec, start),
+              # start biases where they are not zero (a chain rewound to a later step)
+              arrays={"masks.npz": mask_arrays(spec, masks), "start.npz": weight_arrays(spec, start, member.biases),
                       "final.npz": weight_arrays(spec, result.final_weights, result.final_biases)},
               compress=("start.npz", "final.npz"))
 
@@ -191,10 +226,26 @@ class IterativeKind(ExperimentKind):
 
     name = "iterative"
     params = IterativeParams
-    curves = Curves("test_accuracy_at_early_stop", ("criterion", "mask1", "mask0"),
+    curves = Curves("test_accuracy_at_early_stop", ("criterion", "mask1", "mask0", "rewind_iteration"),
                     ylabel="test accuracy at early stop (%)")
     columns = ("criterion", "mask1", "mask0", "round", "remaining_weights", "remaining_percent", "early_stop_iteration",
                "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy")
+    # filled by the rows of a sweep that sets the field, so that other sweeps' tables keep their columns
+    optional_columns = ("rewind_iteration",)
+
+    def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
+        p: IterativeParams = spec.params
+        iterations = spec.train_config(spec.first_seed).resolved().iterations
+        late = [k for k in p.rewind_iteration if k]
+        if late and max(late) >= iterations:
+            raise TicketlabError(f"{blame('rewind_iteration')} must be below the schedule's {iterations:,} steps (a "
+                                 f"round trains the steps after it), got {max(late):,}")
+        still = [m for m in p.mask1 if not mask1_action(m).rewinds]
+        if late and still:
+            rewinding = ", ".join(m for m in mask1_names() if mask1_action(m).rewinds) or "none yet"
+            raise TicketlabError(f"{blame('rewind_iteration')} lists {late[0]:,}, but mask-1 action {still[0]!r} does "
+                                 f"not rewind (those that do: {rewinding}): give rewind_iteration = [0] or drop "
+                                 f"{still[0]}")
 
     def run_job(self, spec: SweepSpec, seed: int, root: Path, runtime: Runtime, report: Report | None) -> None:
         run_chains(root, spec.train_config(seed), chains_of(spec.params), spec.params.round_list,
@@ -213,8 +264,7 @@ class IterativeKind(ExperimentKind):
                     if r == 0:
                         path = run_dir(root, "dense", dense_identity(config))
                     else:
-                        ident = round_identity(config, chain.criterion, chain.mask1, chain.mask0, r, p.round_step)
-                        path = run_dir(root, "round", ident)
+                        path = run_dir(root, "round", chain_round_identity(config, chain, r, p.round_step))
                     if not finished(path, names=(SUMMARY,)):
                         continue
                     with reading_run(path):
@@ -228,6 +278,7 @@ class IterativeKind(ExperimentKind):
                         test_accuracy_at_early_stop=s["test_accuracy_at_early_stop"],
                         val_loss_at_early_stop=s["val_loss_at_early_stop"],
                         final_test_accuracy=s["final_test_accuracy"],
+                        **({"rewind_iteration": chain.rewind_iteration} if p.rewind_iteration != (0,) else {}),
                     ))
         return rows
 
