@@ -13,7 +13,6 @@ from ticketlab.execution.sweep import run_sweep
 from ticketlab.experiments.jobs import Runtime
 from ticketlab.experiments.spec import load_sweep
 from ticketlab.nets.specs import get_net, init_weights
-from ticketlab.pruning.actions import Mask1Action, register_mask1_action, unregister_mask1_action
 from ticketlab.store.files import load_arrays, unpack_masks
 from ticketlab.training import MemberStart, Schedule, train_cohort
 
@@ -31,13 +30,6 @@ rounds = 1
 """
 
 
-@pytest.fixture(scope="module")
-def rewinding_action():
-    register_mask1_action(Mask1Action("rewind_test", lambda c: c.w0.clone(), "rewinds", "#000000", rewinds=True))
-    yield "rewind_test"
-    unregister_mask1_action("rewind_test")
-
-
 def _run(tmp: Path, name: str, text: str) -> Path:
     path = tmp / f"{name}.toml"
     path.write_text(text)
@@ -53,9 +45,19 @@ def _round(root: Path, k: int) -> Path:
     raise AssertionError(f"no round rewound to {k}")
 
 
-def test_a_member_rewound_to_k_starts_from_the_dense_runs_weights_at_k(tmp_path, mnist, rewinding_action):
+def test_rewind_iteration_0_is_todays_rewind_byte_for_byte(tmp_path):
+    plain = _run(tmp_path, "plain", TINY.format(mask1="rewind"))
+    zero = _run(tmp_path, "zero", TINY.format(mask1="rewind") + "rewind_iteration = [0]\n")
+    from ticketlab.analysis.table import result_rows, to_csv
+
+    assert to_csv(result_rows(plain)).encode() == to_csv(result_rows(zero)).encode()
+    assert sorted(p.name for p in (plain / "runs").iterdir()) == sorted(p.name for p in (zero / "runs").iterdir())
+    assert "rewind_iteration" not in to_csv(result_rows(zero)).splitlines()[0]
+
+
+def test_a_member_rewound_to_k_starts_from_the_dense_runs_weights_at_k(tmp_path, mnist):
     # k = 30: a snapshot the dense run keeps; k = 50: not in its plan, replayed
-    root = _run(tmp_path, "late", TINY.format(mask1=rewinding_action) + "rewind_iteration = [0, 30, 50]\n")
+    root = _run(tmp_path, "late", TINY.format(mask1="rewind") + "rewind_iteration = [0, 30, 50]\n")
     init = init_weights(FC, generator(0, "init"))
     (dense,) = train_cohort(FC, mnist, [MemberStart(init)], Schedule(120, 1.2e-3, eval_every=40,
                                                                      snapshot_iterations=(30, 50)), seed=0)
@@ -76,16 +78,16 @@ def test_a_member_rewound_to_k_starts_from_the_dense_runs_weights_at_k(tmp_path,
     assert sorted(r["rewind_iteration"] for r in rows) == [0, 30, 50]
 
 
-def test_rewind_iteration_errors(tmp_path, rewinding_action):
+def test_rewind_iteration_errors(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(TINY.format(mask1=rewinding_action) + "rewind_iteration = [0, 120]\n")
+    path.write_text(TINY.format(mask1="rewind") + "rewind_iteration = [0, 120]\n")
     with pytest.raises(TicketlabError, match=r"bad.toml:10: field 'rewind_iteration' must be below the schedule's 120 "
                                              r"steps"):
         load_sweep(str(path), "full")
-    path.write_text(TINY.format(mask1=rewinding_action).replace(f'["{rewinding_action}"]', '["reinit"]')
+    path.write_text(TINY.format(mask1="rewind").replace('["rewind"]', '["reinit"]')
                     + "rewind_iteration = [0, 30]\n")
     with pytest.raises(TicketlabError, match=r"lists 30, but mask-1 action 'reinit' does not rewind"):
         load_sweep(str(path), "full")
-    path.write_text(TINY.format(mask1=rewinding_action) + "rewind_iteration = [-1]\n")
+    path.write_text(TINY.format(mask1="rewind") + "rewind_iteration = [-1]\n")
     with pytest.raises(TicketlabError, match=r"field 'rewind_iteration' must be >= 0, got -1"):
         load_sweep(str(path), "full")

@@ -219,3 +219,13 @@ def test_a_registered_action_is_a_valid_sweep_field_and_starts_as_its_entry_says
         unregister_mask1_action("halved")
     with pytest.raises(ValueError, match="stay"):
         unregister_mask1_action("rewind")
+
+
+def test_rewind_rewinds_its_chain_to_the_step_it_was_given():
+    from ticketlab.pruning.actions import Mask1Context, kept_start, mask1_action
+
+    # w0 is the chain's rewind point (the dense run's weights at k, as earlier rounds left them)
+    w_k = torch.tensor([0.45, -0.25, 0.3, 0.0, 0.15, 0.55], dtype=torch.float64)
+    assert torch.equal(kept_start("rewind", Mask1Context(w_k, DENSE, W0, MASK, _gen())), w_k)
+    assert mask1_action("rewind").rewinds  # so a sweep may set rewind_iteration for it, and its rounds train from k
+    assert not any(mask1_action(a).rewinds for a in MASK1_ACTIONS if a != "rewind")

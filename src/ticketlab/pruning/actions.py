@@ -100,6 +100,8 @@ def density_multiplier(mask: Tensor) -> float:
 
 
 def _rewind(c: Mask1Context) -> Tensor:
+    # w0: the weights the chain rewinds to, the dense run's at the rewind iteration (its init at 0;
+    # Frankle et al.'s late rewinding beyond), as the chain's earlier rounds left them
     return c.w0.clone()
 
 
@@ -161,7 +163,7 @@ _RANDOMISED: tuple[Mask1Action, ...] = (
 # SPEC §6's mask-1 actions, in the paper's order (legends list them so). Adding one is one entry
 # here and its test: sweep files, the figures' labels, colours and order read the table.
 MASK1_TABLE: tuple[Mask1Action, ...] = (
-    Mask1Action("rewind", _rewind, "rewind (lottery ticket)", "#1f77b4"),
+    Mask1Action("rewind", _rewind, "rewind (lottery ticket)", "#1f77b4", rewinds=True),
     *_RANDOMISED,
     *(rescaled(a) for a in _RANDOMISED),
 )
