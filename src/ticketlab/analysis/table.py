@@ -75,7 +75,7 @@ def incomplete_sweeps(root: Path) -> list[str]:
 
 
 # Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.
-CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start")
+CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start", "scope")
 INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations", "rewind_iteration")
 BOOL_COLUMNS = ("dwr",)
 

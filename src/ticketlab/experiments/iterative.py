@@ -21,11 +21,11 @@ import torch
 from ..core.device import resolve_device
 from ..core.fields import ranged
 from ..core.seeds import derive_seed, generator
-from ..nets.specs import NetSpec, get_net
+from ..nets.specs import NETS, NetSpec, get_net
 from ..core.errors import TicketlabError
 from ..pruning.actions import MASK0_ACTIONS, MASK1_ACTIONS, Mask1Context, mask1_action, mask1_names, round_start
 from ..pruning.criteria import CRITERIA, criterion_names
-from ..pruning.prune import prune_count, prune_n
+from ..pruning.prune import global_prune_count, prune_count, prune_global, prune_n
 from ..store.files import NUMBER, SUMMARY, checked, finished, read_json, reading_run
 from ..store.naming import identity
 from ..store.runs import RunState, mask_arrays, read_state, run_dir, weight_arrays, write_run
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 Fraction = Callable[[float], None]  # reports progress of the current job in [0, 1]
 _ROUNDS_WHY = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
+SCOPES = ("layer", "global")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ class IterativeParams:
     rewind_iteration: tuple[int, ...] = ranged((0,), "the dense run's steps kept weights rewind to (late rewinding, "
                                                "for mask-1 actions that rewind); 0 = the init", low=0,
                                                high=MAX_ITERATIONS)
+    scope: tuple[str, ...] = names_field(("layer",), SCOPES, "pruning scope: layer = each layer at its own SPEC rate "
+                                         "(§4); global = one ranking of every prunable weight at global_rate")
+    global_rate: float = ranged(0.2, "scope global: the fraction of the remaining weights a round prunes (OpenLTH's "
+                                "pruning_fraction)", above=0, below=1)
+    output_layer_rate: float | None = ranged(None, "scope global: the output layer pruned apart at this rate per round "
+                                             "(0: never, as OpenLTH's LeNet); default: ranked with the others",
+                                             low=0, below=1)
 
     @property
     def round_list(self) -> list[int]:
@@ -71,6 +79,9 @@ class Chain:
     mask1: str
     mask0: str
     rewind_iteration: int = 0
+    scope: str = "layer"
+    global_rate: float = 0.2  # scope global only
+    output_layer_rate: float | None = None  # scope global only
 
     @property
     def start_step(self) -> int:
@@ -79,25 +90,33 @@ class Chain:
 
 
 def chains_of(params: IterativeParams) -> list[Chain]:
-    return [Chain(c, m1, m0, k) for c in params.criteria for m1 in params.mask1 for m0 in params.mask0
-            for k in params.rewind_iteration]
+    def scoped(scope: str) -> dict[str, Any]:
+        return {"scope": scope, "global_rate": params.global_rate, "output_layer_rate": params.output_layer_rate} \
+            if scope == "global" else {}
+
+    return [Chain(c, m1, m0, k, **scoped(scope)) for c in params.criteria for m1 in params.mask1
+            for m0 in params.mask0 for k in params.rewind_iteration for scope in params.scope]
+
+
+_CHAIN_DEFAULTS = Chain("", "", "")
 
 
 def round_identity(config: TrainConfig, criterion: str, mask1: str, mask0: str, round_: int, round_step: int,
-                   rewind_iteration: int = 0) -> dict[str, Any]:
-    """What names one round of one chain: the training config, the chain and the round (the chain's
-    fields at their defaults left out, as the config's are)."""
+                   **chain: Any) -> dict[str, Any]:
+    """What names one round of one chain: the training config, the chain and the round. The chain's
+    other fields (`Chain`: rewind_iteration, scope, ...) are named only where they differ from their
+    defaults, as the config's are."""
     ident = {**identity(config), "criterion": criterion, "mask1": mask1, "mask0": mask0, "round": round_}
     if round_step != 1:
         ident["round_step"] = round_step
-    if rewind_iteration:
-        ident["rewind_iteration"] = rewind_iteration
+    ident.update({k: v for k, v in chain.items() if v != getattr(_CHAIN_DEFAULTS, k)})
     return ident
 
 
 def chain_round_identity(config: TrainConfig, chain: Chain, round_: int, round_step: int) -> dict[str, Any]:
     return round_identity(config, chain.criterion, chain.mask1, chain.mask0, round_, round_step,
-                          rewind_iteration=chain.rewind_iteration)
+                          rewind_iteration=chain.rewind_iteration, scope=chain.scope, global_rate=chain.global_rate,
+                          output_layer_rate=chain.output_layer_rate)
 
 
 def remaining_after(spec: NetSpec, remaining: list[int], round_step: int) -> list[int]:
@@ -108,16 +127,45 @@ def remaining_after(spec: NetSpec, remaining: list[int], round_step: int) -> lis
     return out
 
 
+def global_count(remaining: int, rate: float, round_step: int) -> int:
+    """How many of `remaining` weights `round_step` rounds of global pruning at `rate` prune."""
+    pruned = 0
+    for _ in range(round_step):
+        pruned += global_prune_count(remaining - pruned, rate)
+    return pruned
+
+
+def next_masks(spec: NetSpec, chain: Chain, prev: RunState, seed: int, round_: int, round_step: int) -> list[torch.Tensor]:
+    """The masks of a chain's round from its previous round: each layer at its SPEC rate (scope layer,
+    SPEC §4), or one ranking of every layer's remaining weights (scope global; the output layer apart at
+    its own rate where the chain says)."""
+    def prune_seed(part: Any) -> int:
+        return derive_seed(seed, "prune", chain.criterion, chain.mask1, chain.mask0, round_, part)
+
+    def one_layer(i: int, n: int) -> torch.Tensor:
+        return prune_n(chain.criterion, prev.start[i], prev.final[i], prev.masks[i], n, prune_seed(i))
+
+    if chain.scope == "layer":
+        targets = remaining_after(spec, [int(m.sum()) for m in prev.masks], round_step)
+        return [one_layer(i, int(prev.masks[i].sum()) - targets[i]) for i in range(len(spec.layers))]
+    last = len(spec.layers) - 1
+    ranked = [i for i in range(len(spec.layers)) if not (i == last and chain.output_layer_rate is not None)]
+    n = global_count(sum(int(prev.masks[i].sum()) for i in ranked), chain.global_rate, round_step)
+    masks = dict(zip(ranked, prune_global(chain.criterion, [prev.start[i] for i in ranked], [prev.final[i] for i in ranked],
+                                          [prev.masks[i] for i in ranked], n, prune_seed("global"))))
+    if chain.output_layer_rate is not None:
+        kept = int(prev.masks[last].sum())
+        masks[last] = one_layer(last, global_count(kept, chain.output_layer_rate, round_step)
+                                if chain.output_layer_rate else 0)
+    return [masks[i] for i in range(len(spec.layers))]
+
+
 def next_start(
     spec: NetSpec, chain: Chain, prev: RunState, dense_init: list[torch.Tensor], seed: int, round_: int, round_step: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """(start kernels, masks) of a chain's round from its previous round (SPEC §4 and §6)."""
-    targets = remaining_after(spec, [int(m.sum()) for m in prev.masks], round_step)
     starts, masks = [], []
-    for i, layer in enumerate(spec.layers):
-        n = int(prev.masks[i].sum()) - targets[i]
-        prune_seed = derive_seed(seed, "prune", chain.criterion, chain.mask1, chain.mask0, round_, i)
-        mask = prune_n(chain.criterion, prev.start[i], prev.final[i], prev.masks[i], n, prune_seed)
+    for i, mask in enumerate(next_masks(spec, chain, prev, seed, round_, round_step)):
         gen = generator(seed, "actions", chain.criterion, chain.mask1, chain.mask0, round_, i)
         starts.append(round_start(chain.mask1, chain.mask0, Mask1Context(prev.start[i], dense_init[i], prev.final[i], mask, gen)))
         masks.append(mask)
@@ -215,6 +263,15 @@ def _write_round(path: Path, spec: NetSpec, config: TrainConfig, ident: dict, me
               compress=("start.npz", "final.npz"))
 
 
+def _densities(net: NetSpec, summary: dict[str, Any], round_: int, path: Path) -> dict[str, float]:
+    """density_<layer> of a round (its summary's remaining_per_layer; round 0 is dense)."""
+    kept = summary.get("remaining_per_layer") if round_ else [layer.size for layer in net.layers]
+    if not (isinstance(kept, list) and len(kept) == len(net.layers) and all(type(k) is int for k in kept)):
+        raise TicketlabError(f"run {path} is damaged (its summary.json has no valid remaining_per_layer): delete it "
+                             "and rerun the sweep")
+    return {f"density_{layer.name}": k / layer.size for layer, k in zip(net.layers, kept)}
+
+
 SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "remaining_weights": (int,), "early_stop_iteration": (int,), "test_accuracy_at_early_stop": NUMBER,
     "val_loss_at_early_stop": NUMBER, "final_test_accuracy": NUMBER,
@@ -226,12 +283,18 @@ class IterativeKind(ExperimentKind):
 
     name = "iterative"
     params = IterativeParams
-    curves = Curves("test_accuracy_at_early_stop", ("criterion", "mask1", "mask0", "rewind_iteration"),
+    curves = Curves("test_accuracy_at_early_stop", ("criterion", "mask1", "mask0", "rewind_iteration", "scope"),
                     ylabel="test accuracy at early stop (%)")
     columns = ("criterion", "mask1", "mask0", "round", "remaining_weights", "remaining_percent", "early_stop_iteration",
                "test_accuracy_at_early_stop", "val_loss_at_early_stop", "final_test_accuracy")
-    # filled by the rows of a sweep that sets the field, so that other sweeps' tables keep their columns
-    optional_columns = ("rewind_iteration",)
+
+    @property
+    def optional_columns(self) -> tuple[str, ...]:
+        """Filled by the rows of a sweep that sets the field, so that other sweeps' tables keep their
+        columns: the rewind iteration, the scope, and, for sweeps that prune globally, each layer's
+        density (fraction kept) by layer name, over every net."""
+        return ("rewind_iteration", "scope",
+                *dict.fromkeys(f"density_{layer.name}" for net in NETS.values() for layer in net.layers))
 
     def check(self, spec: SweepSpec, where: Blame, blame: Blame) -> None:
         p: IterativeParams = spec.params
@@ -240,6 +303,10 @@ class IterativeKind(ExperimentKind):
         if late and max(late) >= iterations:
             raise TicketlabError(f"{blame('rewind_iteration')} must be below the schedule's {iterations:,} steps (a "
                                  f"round trains the steps after it), got {max(late):,}")
+        if "global" not in p.scope:
+            for key, default in (("global_rate", 0.2), ("output_layer_rate", None)):
+                if getattr(p, key) != default:
+                    raise TicketlabError(f"{blame(key)} is for scope global; add \"global\" to scope or drop it")
         still = [m for m in p.mask1 if not mask1_action(m).rewinds]
         if late and still:
             rewinding = ", ".join(m for m in mask1_names() if mask1_action(m).rewinds) or "none yet"
@@ -279,6 +346,8 @@ class IterativeKind(ExperimentKind):
                         val_loss_at_early_stop=s["val_loss_at_early_stop"],
                         final_test_accuracy=s["final_test_accuracy"],
                         **({"rewind_iteration": chain.rewind_iteration} if p.rewind_iteration != (0,) else {}),
+                        **({"scope": chain.scope} if p.scope != ("layer",) else {}),
+                        **(_densities(net, s, r, path) if "global" in p.scope else {}),
                     ))
         return rows
 
