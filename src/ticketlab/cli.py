@@ -143,7 +143,8 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
                       "learning_rate": TrainConfig})
     ray = _ray_runtime(ns)
     overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations,
-                 "learning_rate": ns.learning_rate, "optimizer": ns.optimizer}
+                 "learning_rate": ns.learning_rate, "optimizer": ns.optimizer, "rewind_iteration": ns.rewind_iteration,
+                 "scope": ns.scope}
     spec = load_sweep(ns.preset, ns.scale, overrides, flag_name)
     from .core.device import resolve_device
     from .execution.sweep import run_sweep
@@ -316,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
                    help="optimiser of every run (default: the preset's, else tf1_adam, SPEC §3's); its other fields "
                         "(momentum, weight_decay, ...) are sweep-file fields")
+    p.add_argument("--rewind-iteration", type=int, nargs="+", default=None, metavar="K",
+                   help="iterative sweeps: the dense run's steps that kept weights rewind to (late rewinding; 0 = the "
+                        "init), each run as its own chain (default: the preset's, else 0)")
+    p.add_argument("--scope", nargs="+", default=None, choices=("layer", "global"),
+                   help="iterative sweeps: layer = SPEC's per-layer rates, global = one ranking of every weight at "
+                        "global_rate; both: each as its own chain (default: the preset's, else layer)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _executor_argument(p)
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")

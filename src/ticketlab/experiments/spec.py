@@ -128,7 +128,10 @@ def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind |
             return _where(source, text, k)
     user_fields = _COMMON_USER | (set(_fields_of(kind)) if kind is not None else set())
     if key not in user_fields:
-        raise TicketlabError(f"{where(key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
+        others = [name for name in kind_names() if key in _fields_of(get_kind(name))]
+        hint = f" ({key!r} is a field of {' and '.join(others)} sweeps)" if kind is not None and others else ""
+        raise TicketlabError(f"{where(key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}"
+                             f"{hint}")
     shape, want_types = field_shape(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
     if shape == "list":
         own = _fields_of(kind) if kind is not None else {}
