@@ -137,3 +137,35 @@ def test_a_sweep_of_ones_own_gets_figures_and_a_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     markdown = (out / "report" / "report.md").read_text()
     assert "my-exp" in markdown and "large_final" in markdown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "supermask-at-init", "--scope", "global"], "--scope: unknown field 'scope'; valid fields: .* \\('scope' is "
+                                                          "a field of iterative sweeps\\)"),
+    (["sweep", "criteria", "--rewind-iteration", "60000"], "--rewind-iteration must be below the schedule's 50,380 "
+                                                          "steps"),
+    (["sweep", "mask1-actions", "--rewind-iteration", "0", "100"], "--rewind-iteration lists 100, but mask-1 action "
+                                                                   "'reinit' does not rewind"),
+    (["sweep", "criteria", "--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
+    (["train", "--optimizer", "sgd", "--momentum", "-0.9"], "--momentum must be >= 0, got -0.9"),
+    (["train", "--lr-schedule", "multistep", "--milestones", "500", "100"], "--milestones must be strictly increasing"),
+])
+def test_beyond_the_paper_flags_fail_in_one_line_before_any_work(tmp_path, capsys, args, message):
+    import re
+
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_flags_override_the_preset(monkeypatch, tmp_path):
+    import ticketlab.execution.sweep as sweep
+
+    seen = {}
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec, *a, **k: seen.setdefault("spec", spec) and 0.0)
+    assert main(["sweep", "late-rewinding", "--scale", "quick", "--optimizer", "sgd", "--learning-rate", "0.1",
+                 "--rewind-iteration", "0", "300", "--scope", "global", "--out", str(tmp_path)]) == 0
+    spec = seen["spec"]
+    assert (spec.optimizer, spec.learning_rate, spec.params.rewind_iteration, spec.params.scope) == \
+        ("sgd", 0.1, (0, 300), ("global",))

@@ -18,8 +18,10 @@ from .core.device import DEVICES
 from .core.errors import TicketlabError
 from .core.fields import add_dataclass_arguments, dataclass_from_namespace, field_problem
 from .core.paths import STDOUT, file_argument, folder_argument
+from .data import DATASETS
 from .nets.specs import NETS
 from .training.config import TrainConfig
+from .training.recipes import OPTIMIZERS
 
 # Far above any machine's cores (threads) or seeds (workers); a typo such as 4294967297 would
 # otherwise overflow torch's C int, or start a pool sized for it.
@@ -145,9 +147,13 @@ def _cmd_sweep(ns: argparse.Namespace) -> int:
         raise TicketlabError("name a preset or a .toml file (ticketlab sweep --list shows the presets)")
     _check_count("--workers", ns.workers, MAX_THREADS)
     _check_count("--threads", ns.threads, MAX_THREADS)
-    _check_flags(ns, {"seeds": SweepSpec, "first_seed": SweepSpec, "iterations": TrainConfig})
+    _check_flags(ns, {"seeds": SweepSpec, "first_seed": SweepSpec, "iterations": TrainConfig,
+                      "learning_rate": TrainConfig})
     ray = _ray_runtime(ns)
-    overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "iterations": ns.iterations}
+    overrides = {"seeds": ns.seeds, "first_seed": ns.first_seed, "net": ns.net, "dataset": ns.dataset,
+                 "iterations": ns.iterations,
+                 "learning_rate": ns.learning_rate, "optimizer": ns.optimizer, "rewind_iteration": ns.rewind_iteration,
+                 "scope": ns.scope}
     spec = load_sweep(ns.preset, ns.scale, overrides, flag_name)
     from .core.device import resolve_device
     from .execution.sweep import dry_run, run_sweep
@@ -328,7 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=None,
                    help="first seed (default: the preset's, 0); with --seeds, a slice of the seeds, e.g. one per machine")
     p.add_argument("--net", default=None, choices=NETS, help="network (default: the preset's)")
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="dataset; every net builds for its images and classes (default: the preset's, else the net's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="base learning rate of every run, > 0 (default: the preset's, else SPEC's per net)")
+    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                   help="optimiser of every run (default: the preset's, else tf1_adam, SPEC §3's); its other fields "
+                        "(momentum, weight_decay, ...) are sweep-file fields")
+    p.add_argument("--rewind-iteration", type=int, nargs="+", default=None, metavar="K",
+                   help="iterative sweeps: the dense run's steps that kept weights rewind to (late rewinding; 0 = the "
+                        "init), each run as its own chain (default: the preset's, else 0)")
+    p.add_argument("--scope", nargs="+", default=None, choices=("layer", "global"),
+                   help="iterative sweeps: layer = SPEC's per-layer rates, global = one ranking of every weight at "
+                        "global_rate; both: each as its own chain (default: the preset's, else layer)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _executor_argument(p)
     _runtime_arguments(p, "sweep directory (run store, shared by sweeps)")

@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-from .training.config import TrainConfig
 from .core.device import environment, resolve_device
 from .analysis.table import seed_ranges
 from .core.errors import TicketlabError

@@ -132,3 +132,20 @@ def toy_supermask(name: str = "my-sm", seeds=(0, 1),
     """A user's own supermask experiment on the converged base, without any iterative column."""
     rows = pd.DataFrame.from_records(_supermask_rows(name, "fc", seeds, {"converged": (5000, 0.975, 1.0)}, combos))
     return rows[rows["criterion"].isin(["large_final", "large_final_same_sign", "random"])].reset_index(drop=True)
+
+
+def beyond_results(seeds=(0, 1)) -> pd.DataFrame:
+    """The presets beyond the paper: late rewinding (a curve per rewind iteration) and global vs
+    per-layer pruning (with each layer's density, the global rounds taking more of fc1)."""
+    rows = []
+    for k_index, k in enumerate((0, 100, 500, 2000)):
+        for row in _iterative_rows("late-rewinding", "fc", seeds, [(c, "rewind", "zero", OFFSETS[c] + k_index)
+                                                                   for c in ("large_final", "random")]):
+            rows.append({**row, "rewind_iteration": k})
+    for s_index, scope in enumerate(("layer", "global")):
+        for row in _iterative_rows("global-vs-layer", "fc", seeds, [(c, "rewind", "zero", OFFSETS[c] - s_index)
+                                                                    for c in ("large_final", "random")]):
+            r = row["round"]
+            fc1 = 0.8**r * (0.9**r if scope == "global" else 1.0)
+            rows.append({**row, "scope": scope, "density_fc1": fc1, "density_fc2": 0.8**r, "density_fc3": 0.9**r})
+    return pd.DataFrame.from_records(rows)

@@ -140,3 +140,28 @@ def test_criteria_colours_and_pairs_come_from_the_table(monkeypatch):
     assert [ax.get_title() for ax in figs["criteria_pairs"].axes if ax.get_visible()] == ["large_init vs small_init"]
     line = next(ln for ln in figs["criteria"].axes[0].lines if ln.get_label() == "large_init")
     assert to_hex(line.get_color()) == "#123456"
+
+
+def test_late_rewinding_and_scope_figures(tmp_path):
+    from synthetic import beyond_results
+
+    figs = dict(draw_figures(beyond_results()))
+    assert set(figs) == {"late-rewinding", "global-vs-layer", "global-vs-layer_densities"}
+    # late rewinding: a panel per criterion, a curve per rewind iteration, each its own colour
+    panels = [ax for ax in figs["late-rewinding"].axes if ax.get_visible() and ax.lines]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["large_final", "random"]
+    curves = [ln for ln in panels[0].lines if ln.get_label().startswith("rewind to")]
+    assert [ln.get_label() for ln in curves] == ["rewind to init (k = 0)", "rewind to iteration 100",
+                                                 "rewind to iteration 500", "rewind to iteration 2,000"]
+    assert len({to_hex(ln.get_color()) for ln in curves}) == 4
+    # global vs layer: the criterion's colour, solid global, dashed per-layer rates
+    lines = {ln.get_label(): ln for ln in figs["global-vs-layer"].axes[0].lines}
+    assert lines["large_final — global ranking"].get_linestyle() == "-"
+    assert lines["large_final — per-layer rates (SPEC)"].get_linestyle() == "--"
+    assert to_hex(lines["large_final — global ranking"].get_color()) == criterion_colors()["large_final"]
+    # densities: three layers per scope, in %, on a log axis
+    ax = figs["global-vs-layer_densities"].axes[0]
+    assert len(ax.lines) == 6 and ax.get_yscale() == "log"
+    fc1_global = next(ln for ln in ax.lines if ln.get_label() == "fc1, global ranking")
+    assert fc1_global.get_ydata()[0] == pytest.approx(100.0) and fc1_global.get_ydata()[-1] == pytest.approx(
+        100 * 0.72**10)

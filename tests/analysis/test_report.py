@@ -196,3 +196,24 @@ def test_no_jinja2_no_report(results, tmp_path, monkeypatch):
     with pytest.raises(TicketlabError, match="needs jinja2"):
         write_report(results, tmp_path, META, [])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_presets_beyond_the_paper_get_their_sections_and_captions(tmp_path):
+    from synthetic import beyond_results
+    from ticketlab.analysis.document import Heading, Paragraph, Table
+    from ticketlab.analysis.style import DENSITY_CAPTION
+
+    results = beyond_results()
+    figures = make_figures(results, tmp_path, formats=("png",))
+    doc = build_document(results, META, figures)
+    section = next(s for s in doc.sections if s.heading == "Results by experiment")
+    blocks = list(section.blocks)
+    for name, note, key in (("late-rewinding", "rewound to the dense run's weights", "rewind iteration"),
+                            ("global-vs-layer", "one ranking of every prunable weight", "scope")):
+        at = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == name)
+        assert isinstance(blocks[at + 1], Paragraph) and note in blocks[at + 1].text
+        table = next(b for b in blocks[at:] if isinstance(b, Table))
+        assert key in table.headers
+    captions = {Path(f.path).stem: f.caption for s in doc.sections for f in s.blocks if hasattr(f, "caption")}
+    assert captions["global-vs-layer_densities"] == DENSITY_CAPTION
+    assert captions["late-rewinding"].startswith("Late rewinding")

@@ -30,13 +30,13 @@ def test_a_run_with_augmentation_is_seeded_and_differs(mnist):
     from ticketlab.core.seeds import generator
     from ticketlab.nets.specs import get_net, init_weights
     from ticketlab.training.loop import train_cohort
-    from ticketlab.training.schedule import MemberStart, Schedule
+    from ticketlab.training.schedule import MemberStart, Recipe, Schedule
 
     spec = get_net("fc")
     start = [MemberStart(init_weights(spec, generator(0, "init")))]
 
     def run(augment, seed=0):
-        return train_cohort(spec, mnist, start, Schedule(20, 1.2e-3, eval_every=20, augment=augment), seed=seed)[0]
+        return train_cohort(spec, mnist, start, Schedule(20, 1.2e-3, eval_every=20, recipe=Recipe(augment=augment)), seed=seed)[0]
 
     plain, a, b, other = run("none"), run("crop_flip"), run("crop_flip"), run("crop_flip", seed=1)
     assert all(torch.equal(u, v) for u, v in zip(a.final_weights, b.final_weights)) and a.history == b.history

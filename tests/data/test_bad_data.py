@@ -83,20 +83,18 @@ def test_a_batch_larger_than_the_small_training_split_is_refused(tmp_path, capsy
              "--iterations", "1", "--out", str(tmp_path / "out")], capsys, "--batch-size 500", "100 training images")
 
 
-@pytest.mark.parametrize("net,dataset", [("fc", "cifar10"), ("conv2", "mnist"), ("conv6", "fashion-mnist")])
-def test_net_that_does_not_fit_the_dataset(tmp_path, capsys, net, dataset):
-    line = refused(["train", "--net", net, "--dataset", dataset, "--out", str(tmp_path / "out")], capsys,
-                   f"--net {net} does not fit dataset {dataset}")
-    assert "fc takes 28x28 one-channel images (mnist, fashion-mnist)" in line
-    assert "conv2, conv4, conv6 take 32x32 colour images (cifar10)" in line
-    assert not (tmp_path / "out").exists()
-
-
 def test_sweep_file_with_a_net_that_does_not_fit_writes_nothing(tmp_path, capsys):
+    """(The command line's train is in tests/training/test_config.py.)"""
+    from test_config import registry_restored
+    from ticketlab.data import load_dataset, register_dataset
+
     spec = tmp_path / "cm.toml"
-    spec.write_text('name = "cm"\nkind = "iterative"\nnet = "conv2"\ndataset = "mnist"\nseeds = 1\niterations = 5\nrounds = 1\n')
+    spec.write_text('name = "cm"\nkind = "iterative"\nnet = "conv6"\ndataset = "toy-6x6"\nseeds = 1\niterations = 5\n'
+                    'rounds = 1\n')
     out = tmp_path / "out"
-    refused(["sweep", str(spec), "--out", str(out)], capsys, "cm.toml:3: field 'net' conv2 does not fit dataset mnist")
+    with registry_restored():
+        register_dataset("toy-6x6", lambda data_dir, download: load_dataset("mnist"), (1, 6, 6), train_size=600)
+        refused(["sweep", str(spec), "--out", str(out)], capsys, "cm.toml:3: field 'net' conv6 does not fit dataset toy-6x6")
     assert not out.exists()  # no "running" manifest in OUT/sweeps
 
 

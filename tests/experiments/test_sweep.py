@@ -272,3 +272,38 @@ def test_every_preset_round_trips_through_its_manifest_record(name):
     for scale in ("quick", "full"):
         spec = load_sweep(name, scale)
         assert spec_from_record(json.loads(json.dumps(spec.record())), "manifest") == spec
+
+
+def test_sweeps_take_the_recipe_fields_and_a_default_recipe_keeps_every_name(tmp_path):
+    from ticketlab.experiments.manifests import manifest_path
+
+    path = tmp_path / "sgd.toml"
+    path.write_text(TINY + 'optimizer = "sgd"\nmomentum = 0.9\nlr_schedule = "multistep"\nmilestones = [10, 30]\n'
+                    "learning_rate = 0.1\n")
+    spec = load_sweep(str(path), "full")
+    config = spec.train_config(0)
+    assert (config.optimizer, config.momentum, config.milestones, config.learning_rate) == ("sgd", 0.9, (10, 30), 0.1)
+    plain = tmp_path / "plain.toml"
+    plain.write_text(TINY)
+    defaults = tmp_path / "defaults.toml"
+    defaults.write_text(TINY + 'optimizer = "tf1_adam"\nlr_schedule = "constant"\nmilestones = []\n')
+    a, b = load_sweep(str(plain), "full"), load_sweep(str(defaults), "full")
+    assert manifest_path(tmp_path, a).name == manifest_path(tmp_path, b).name
+    assert manifest_path(tmp_path, spec).name != manifest_path(tmp_path, a).name
+    assert dense_identity(a.train_config(0)) == dense_identity(b.train_config(0))
+    # a flag overrides the file, and errors name the flag or the file's line
+    from ticketlab.experiments.spec import flag_name
+
+    assert load_sweep(str(path), "full", {"optimizer": "adam", "momentum": 0.0}, flag_name).train_config(0).optimizer \
+        == "adam"
+    with pytest.raises(TicketlabError, match=r"sgd.toml:\d+: field 'momentum' is for optimizer sgd, not adam"):
+        load_sweep(str(path), "full", {"optimizer": "adam"}, flag_name)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY + 'lr_schedule = "multistep"\nmilestones = [30, 10]\n')
+    with pytest.raises(TicketlabError, match=r"bad.toml:11: field 'milestones' must be strictly increasing"):
+        load_sweep(str(bad), "full")
+
+
+def test_learned_supermask_keeps_its_own_momentum():
+    spec = load_sweep("learned-supermask", "full")
+    assert spec.params.momentum == 0.9 and spec.momentum == 0.0 and spec.train_config(0).optimizer == "tf1_adam"

@@ -169,3 +169,63 @@ def test_start_weights_mixes_kept_and_held():
     # seeded: same generator seed, same tensor
     again = start_weights("reshuffle", "freeze_init_zero_all", W_I, W_I, W_F, W_I, M, _gen(4))
     assert torch.equal(out, again)
+
+
+# ---- the mask-1 table -------------------------------------------------------------------------
+
+
+def test_the_table_gives_every_action_its_label_and_colour_and_the_figures_read_it():
+    from ticketlab.analysis.style import curve_style, mask1_label, sort_key
+    from ticketlab.pruning.actions import MASK1_TABLE
+
+    plain = [a for a in MASK1_TABLE if not a.rescaled]
+    assert len({a.color for a in plain}) == len(plain)  # one hue per plain action
+    for a in MASK1_TABLE:
+        drawn = curve_style("mask1", a.name)
+        assert drawn["color"] == a.color and drawn["label"] == mask1_label(a.name) == a.label
+        assert drawn["linestyle"] == ("--" if a.rescaled else "-")
+    for a in MASK1_TABLE:
+        if a.rescaled:  # a rescaled form is its action's hue, and says so
+            base = next(b for b in plain if f"{b.name}_rescaled" == a.name)
+            assert a.color == base.color and a.label == f"{base.label} (rescaled)"
+    assert sorted(reversed(MASK1_ACTIONS), key=lambda n: sort_key("mask1", n)) == list(MASK1_ACTIONS)
+
+
+def test_round_start_reads_the_previous_run_from_the_context():
+    from ticketlab.pruning.actions import Mask1Context, round_start
+
+    out = round_start("rewind", "freeze_init_zero_all", Mask1Context(W_I, W_I * 3, W_F, M, _gen()))
+    assert torch.equal(out, start_weights("rewind", "freeze_init_zero_all", W_I, W_I, W_F, W_I * 3, M, _gen()))
+    assert [round(float(x), 6) for x in out] == [0.0, -0.2, 0.3, 0.0, 0.1, 0.6]
+
+
+def test_a_registered_action_is_a_valid_sweep_field_and_starts_as_its_entry_says(tmp_path):
+    from ticketlab.experiments.spec import load_sweep
+    from ticketlab.pruning.actions import (Mask1Action, Mask1Context, kept_start, register_mask1_action,
+                                           unregister_mask1_action)
+
+    path = tmp_path / "half.toml"
+    path.write_text('name = "half"\nkind = "iterative"\nmask1 = ["halved"]\n')
+    with pytest.raises(TicketlabError, match="unknown mask1 'halved'"):
+        load_sweep(str(path), "full")
+    register_mask1_action(Mask1Action("halved", lambda c: c.w0 * 0.5, "half the start", "#000000"))
+    try:
+        assert load_sweep(str(path), "full").params.mask1 == ("halved",)
+        out = kept_start("halved", Mask1Context(W0, DENSE, W0, MASK, _gen()))
+        assert torch.equal(out, W0 * 0.5)
+        with pytest.raises(ValueError, match="twice"):
+            register_mask1_action(Mask1Action("halved", lambda c: c.w0, "again", "#000000"))
+    finally:
+        unregister_mask1_action("halved")
+    with pytest.raises(ValueError, match="stay"):
+        unregister_mask1_action("rewind")
+
+
+def test_rewind_rewinds_its_chain_to_the_step_it_was_given():
+    from ticketlab.pruning.actions import Mask1Context, kept_start, mask1_action
+
+    # w0 is the chain's rewind point (the dense run's weights at k, as earlier rounds left them)
+    w_k = torch.tensor([0.45, -0.25, 0.3, 0.0, 0.15, 0.55], dtype=torch.float64)
+    assert torch.equal(kept_start("rewind", Mask1Context(w_k, DENSE, W0, MASK, _gen())), w_k)
+    assert mask1_action("rewind").rewinds  # so a sweep may set rewind_iteration for it, and its rounds train from k
+    assert not any(mask1_action(a).rewinds for a in MASK1_ACTIONS if a != "rewind")

@@ -221,3 +221,58 @@ def test_percentile_rule_count_close_to_target():
     m = percentile_rule_prune(w_i, w_f, full, 500, small=False)
     assert float(w_f[m].abs().min()) > float(w_f.abs().quantile(0.1))
     assert float(w_i[m].abs().min()) > float(w_i.abs().quantile(0.1))
+
+
+# ---- global pruning ---------------------------------------------------------------------------
+
+
+def _tied_layers(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Three layers of integer scores 1..12 (hundreds of ties), some weights already pruned."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(30, 20), (20, 10), (10, 5)]
+    scores = [torch.randint(1, 13, s, generator=g).float() * torch.where(torch.rand(s, generator=g) < 0.5, 1.0, -1.0)
+              for s in shapes]
+    masks = [torch.rand(s, generator=g) < 0.85 for s in shapes]
+    return scores, masks
+
+
+def test_global_pruning_keeps_the_top_of_one_ranking_over_every_layer():
+    from ticketlab.pruning.prune import prune_global
+
+    for seed in range(4):
+        scores, masks = _tied_layers(seed)
+        # an independent implementation: sort every kept |score| of the net and keep the top; with n
+        # the count below a score value, the cut falls between two distinct values
+        kept = torch.cat([s.abs()[m] for s, m in zip(scores, masks)])
+        for t in (3.0, 7.0, 11.0):
+            n = int((kept < t).sum())
+            threshold = torch.sort(kept).values[n]  # the smallest kept score
+            expected = [int((s.abs()[m] >= threshold).sum()) for s, m in zip(scores, masks)]
+            new = prune_global("large_final", scores, scores, masks, n, seed=9)
+            assert [int(m.sum()) for m in new] == expected
+            assert all(not (nm & ~m).any() for nm, m in zip(new, masks))  # never revives a pruned weight
+
+
+def test_global_pruning_breaks_ties_at_the_cut_at_random_and_seeded():
+    from ticketlab.pruning.prune import prune_global
+
+    scores, masks = _tied_layers(1)
+    kept = torch.cat([s.abs()[m] for s, m in zip(scores, masks)])
+    n = int((kept < 6).sum()) + 7  # seven of the tied 6s go: which, the seed decides
+    draws = {tuple(int(m.sum()) for m in prune_global("large_final", scores, scores, masks, n, seed=s)) for s in range(12)}
+    for counts in draws:
+        assert sum(counts) == int(kept.numel()) - n
+        for c, s, m in zip(counts, scores, masks):
+            assert int((s.abs()[m] > 6).sum()) <= c <= int((s.abs()[m] >= 6).sum())
+    assert len(draws) > 1  # the tied weights pruned differ with the seed
+    again = prune_global("large_final", scores, scores, masks, n, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(again, prune_global("large_final", scores, scores, masks, n, seed=3)))
+
+
+def test_global_prune_count_is_openlths_ceiling_of_the_written_rate():
+    from ticketlab.pruning.prune import global_prune_count
+
+    assert global_prune_count(266200, 0.2) == 53240  # exactly a fifth
+    assert global_prune_count(7, 0.2) == 2  # ceil(1.4)
+    assert global_prune_count(100, 0.55) == 55  # 0.55 * 100 is 55.00000000000001 in floats, whose ceiling is 56
+    assert global_prune_count(0, 0.2) == 0

@@ -50,4 +50,4 @@ def test_new_fields_at_their_defaults_leave_run_names_unchanged():
     assert identity(TrainConfig(augment="none")) == identity(TrainConfig()) == {"net": "fc"}
     assert run_name("train", identity(TrainConfig(augment="crop_flip"))) != run_name("train", identity(TrainConfig()))
     assert identity(TrainConfig(net="resnet20", augment="crop_flip"))["augment"] == "crop_flip"
-    assert TrainConfig(augment="crop_flip").schedule().augment == "crop_flip"
+    assert TrainConfig(augment="crop_flip").schedule().recipe.augment == "crop_flip"

@@ -23,9 +23,9 @@ class PlainSGD:
     def hold(self, slots, member, masks) -> bool:
         return False
 
-    def step(self, param, grad, slots, iteration) -> None:
+    def step(self, params, grads, slots, iteration, learning_rate) -> None:
         self.calls += 1
-        param.add_(grad, alpha=-self.learning_rate)
+        torch._foreach_add_(params, grads, alpha=-learning_rate)
 
 
 def _batch(mnist, n: int = 60):

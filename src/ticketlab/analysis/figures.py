@@ -44,6 +44,7 @@ from .style import (
     EXPERIMENT_TITLES,
     SIGN_CRITERIA,
     TRAINED_MEASURES,
+    UNSTYLED,
     base_label,
     curve_style,
     dataset_label,
@@ -209,9 +210,11 @@ def _draw_level_curves(
     main = keys[-1]
     if only is not None:
         rows = rows[rows[main].isin(only)]
-    for key, stats in ordered_groups(seed_stats(rows, value, by=[*keys, "round"]), keys):
+    for index, (key, stats) in enumerate(ordered_groups(seed_stats(rows, value, by=[*keys, "round"]), keys)):
         name = str(key[-1])
         style = curve_style(main, name)
+        if style["color"] == UNSTYLED:  # no table colours it: matplotlib's cycle, in the curves' order
+            style["color"] = f"C{index % 10}"
         if len(keys) > 1:
             style["label"] = f"{style['label']} ({', '.join(str(k) for k in key[:-1])})"
         if grey_random and name == "random":
@@ -442,6 +445,95 @@ def _learned_supermask(rows: pd.DataFrame, experiment: Experiment, tag: str, ban
     yield _stem(experiment.name, "", tag), fig
 
 
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: late rewinding, pruning scope
+
+
+def _late_rewinding(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
+    """One panel per criterion (and any other key that varies), a curve per rewind iteration k."""
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    keys = curve_keys(rows, experiment)
+    panels = [(", ".join(str(v) for v in key) or experiment.name, g) for key, g in ordered_groups(rows, keys[:-1])]
+    title = _title(EXPERIMENT_TITLES.get(experiment.name, experiment.name), net, dataset, rows)
+    yield _stem(experiment.name, "", tag), _level_panels(panels, keys[-1:], experiment.curves.value, title, band,
+                                                         experiment.curves.ylabel)
+
+
+def _global_vs_layer(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
+    """All curves in one axes: a colour per criterion (the table's), solid for the global ranking,
+    dashed for SPEC's per-layer rates."""
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    value = experiment.curves.value
+    keys = [k for k in curve_keys(rows, experiment) if k != "scope"] + ["scope"]
+    fig = _new_figure(8.5, 4.8)
+    ax = fig.add_subplot()
+    levels: list[float] = []
+    for key, stats in ordered_groups(seed_stats(rows, value, by=[*keys, "round"]), keys):
+        named = dict(zip(keys, key))
+        style = curve_style("scope", str(named["scope"]))
+        criterion = named.get("criterion")
+        if criterion is not None:
+            style["color"] = curve_style("criterion", str(criterion))["color"]
+        style["label"] = f"{', '.join(str(named[k]) for k in keys[:-1])} — {style['label']}"
+        x = stats["remaining_percent"].to_numpy(dtype=float)
+        draw_curve(ax, x, stats, style, band)
+        levels.extend(x)
+    reference_lines(ax, dense_baseline(rows, value), "dense")
+    format_level_axis(ax, levels)
+    fit_y([ax])
+    ax.set_ylabel(experiment.curves.ylabel)
+    ax.set_title(_title(EXPERIMENT_TITLES.get(experiment.name, experiment.name), net, dataset, rows), fontsize=10)
+    handles, labels = _unique_legend([ax])
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7.5,
+              frameon=False)
+    yield _stem(experiment.name, "", tag), fig
+
+
+def density_columns(rows: pd.DataFrame) -> list[str]:
+    """The per-layer density columns (`density_<layer>`) the rows fill."""
+    return [c for c in rows.columns if c.startswith("density_") and rows[c].notna().any()]
+
+
+def _densities(rows: pd.DataFrame, experiment: Experiment, tag: str) -> Iterator[Drawn]:
+    """Where a global ranking takes its weights from: each layer's density vs the % of all weights
+    remaining, one panel per criterion (and other varying key), global solid, per-layer rates dashed."""
+    columns = density_columns(rows)
+    if not columns or "scope" not in rows or not (rows["scope"] == "global").any():
+        return
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    keys = [k for k in curve_keys(rows, experiment) if k != "scope"]
+    groups = list(ordered_groups(rows, keys))
+    nrows, ncols = _panel_grid(len(groups))
+    fig = _new_figure(4.6 * ncols + 2.6, 3.5 * nrows + 0.5)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    levels: list[float] = []
+    for ax, (key, g) in zip(axes, groups):
+        for (scope,), sg in ordered_groups(g, ["scope"]):
+            per_round = sg.groupby("round")[["remaining_percent", *columns]].mean().sort_values("remaining_percent",
+                                                                                                  ascending=False)
+            x = per_round["remaining_percent"].to_numpy(dtype=float)
+            for i, column in enumerate(columns):
+                layer = column.removeprefix("density_")
+                ax.plot(x, 100.0 * per_round[column].to_numpy(dtype=float), color=f"C{i}", lw=1.3, ms=3,
+                        marker="o" if scope == "global" else "", linestyle="-" if scope == "global" else "--",
+                        label=f"{layer}, {curve_style('scope', str(scope))['label']}")
+            levels.extend(x)
+        ax.set_yscale("log")
+        ax.set_title(", ".join(str(v) for v in key) or experiment.name, fontsize=8.5)
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    for ax in axes[: len(groups)]:
+        format_level_axis(ax, levels)
+        ax.tick_params(labelsize=7.5, labelbottom=True)
+        ax.grid(True, which="major", alpha=0.3, lw=0.5)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("layer density (% kept)", fontsize=8.5)
+    handles, labels = _unique_legend(axes)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7.5, frameon=False)
+    fig.suptitle(_title(f"{experiment.name}: per-layer density", net, dataset, rows), fontsize=10)
+    yield _stem(experiment.name, "densities", tag), fig
+
+
 Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[Drawn]]
 # The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
 PRESET_FIGURES: dict[str, Draw] = {
@@ -454,6 +546,8 @@ PRESET_FIGURES: dict[str, Draw] = {
     "masking-is-training": _masking_is_training,
     "supermask-vs-training": _supermask_vs_training,
     "learned-supermask": _learned_supermask,
+    "late-rewinding": _late_rewinding,
+    "global-vs-layer": _global_vs_layer,
 }
 
 
@@ -482,6 +576,7 @@ def draw_figures(
         draw = PRESET_FIGURES.get(name, _kind_figures) if experiment.preset else _kind_figures
         for net, dataset, g in net_groups(drawn[name]) if not drawn[name].empty else ():
             yield from draw(g, experiment, tags.get((net, dataset), ""), band)
+            yield from _densities(g, experiment, tags.get((net, dataset), ""))  # any sweep that prunes globally
 
 
 def make_figures(

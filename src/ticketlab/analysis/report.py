@@ -41,12 +41,15 @@ from .stats import (
     summary_tables,
 )
 from .style import (
+    DENSITY_CAPTION,
+    EXPERIMENT_NOTES,
     KEY_HEADERS,
     MEASURES,
     TRAINED_MEASURES,
     dataset_label,
     describe_figure,
     key_text,
+    is_density_figure,
     measure_text,
     net_label,
 )
@@ -146,6 +149,8 @@ def _scale_text(meta: dict) -> str:
 def figure_caption(path: Path, found: Mapping[str, Experiment]) -> str:
     """A one-sentence caption for a file written by `make_figures`: a preset's own, else its kind's."""
     stem = Path(path).stem
+    if is_density_figure(stem):
+        return DENSITY_CAPTION
     owner = max((e for n, e in found.items() if stem == n or stem.startswith(n + "_")), key=lambda e: len(e.name),
                 default=None)
     if owner is None or owner.preset:
@@ -158,10 +163,12 @@ def figure_caption(path: Path, found: Mapping[str, Experiment]) -> str:
 
 
 def _experiment_intro(experiment: Experiment, results: pd.DataFrame) -> str:
-    """One sentence naming the measure, plus the dense baselines where round 0 is the trained dense net."""
+    """One sentence naming the measure, plus the dense baselines where round 0 is the trained dense net
+    (after what a preset beyond the paper runs)."""
     value = experiment.curves.value
+    note = EXPERIMENT_NOTES.get(experiment.name, "") if experiment.preset else ""
     if value not in TRAINED_MEASURES:
-        return measure_text(value)
+        return " ".join(p for p in (note, measure_text(value)) if p)
     rows = experiment_rows(results, experiment)
     parts = []
     for net, dataset, g in net_groups(rows):
@@ -169,7 +176,7 @@ def _experiment_intro(experiment: Experiment, results: pd.DataFrame) -> str:
         if base is not None:
             sd = g[g["round"] == 0].groupby("seed")[value].mean().std() * 100.0
             parts.append(f"{net_label(net)} dense baseline (round 0): {fmt_mean_std(base, sd)}%")
-    return measure_text(value) + (" " + "; ".join(parts) + "." if parts else "")
+    return " ".join(p for p in (note, measure_text(value)) if p) + (" " + "; ".join(parts) + "." if parts else "")
 
 
 # DWR panels differing by no more than this (pp; 10 of 10,000 test images) are the same up to rounding

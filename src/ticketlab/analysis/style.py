@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..nets.specs import NETS, net_title
+from ..pruning.actions import mask1_action, mask1_names
 from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
 # The criteria, their order (SPEC order: legends list them as the paper does), their colours and
-# their complementary pairs come from the criteria table; nothing here repeats them.
+# their complementary pairs come from the criteria table; the mask-1 actions' order, labels and
+# colours from the mask-1 table. Nothing here repeats them.
 
 # The presets in the papers' order: the report's sections and figures follow it (others come after, by name).
 PRESET_ORDER: tuple[str, ...] = (
@@ -25,35 +27,18 @@ PRESET_ORDER: tuple[str, ...] = (
     "supermask-at-init",
     "masking-is-training",
     "supermask-vs-training",
+    "late-rewinding",
+    "global-vs-layer",
 )
 # The column that names a preset's curves where it is not the criterion (the figure is about it even
 # when a run holds a single action).
-PRESET_CURVE_COLUMN: dict[str, str] = {"mask1-actions": "mask1", "mask0-actions": "mask0"}
+PRESET_CURVE_COLUMN: dict[str, str] = {"mask1-actions": "mask1", "mask0-actions": "mask0",
+                                       "late-rewinding": "rewind_iteration", "global-vs-layer": "scope"}
 SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
     "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
     "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
 }
 
-_RANDOMISED_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
-MASK1_ORDER: tuple[str, ...] = ("rewind",) + _RANDOMISED_MASK1 + tuple(f"{a}_rescaled" for a in _RANDOMISED_MASK1)
-MASK1_LABELS: dict[str, str] = {
-    "rewind": "rewind (lottery ticket)",
-    "reinit": "random reinit",
-    "signed_reinit": "reinit, sign kept",
-    "reshuffle": "reshuffle",
-    "signed_reshuffle": "reshuffle, sign kept",
-    "constant": "constant",
-    "signed_constant": "constant, sign kept",
-}
-MASK1_COLORS: dict[str, str] = {
-    "rewind": "#1f77b4",
-    "reinit": "#ff7f0e",
-    "signed_reinit": "#2ca02c",
-    "reshuffle": "#d62728",
-    "signed_reshuffle": "#9467bd",
-    "constant": "#8c564b",
-    "signed_constant": "#e377c2",
-}
 MASK0_ORDER: tuple[str, ...] = (
     "zero",
     "freeze_init",
@@ -97,6 +82,17 @@ EXPERIMENT_TITLES: dict[str, str] = {
     "magnitude-increase-signs": "magnitude_increase and its sign variants",
     "mask1-actions": "Mask-1 actions: start values of kept weights (large_final)",
     "mask0-actions": "Mask-0 actions: values of pruned weights (large_final)",
+    "late-rewinding": "Late rewinding: kept weights rewound to the dense run at iteration k",
+    "global-vs-layer": "Global ranking vs per-layer rates",
+}
+# What a preset beyond the paper runs, said at the head of its report section.
+EXPERIMENT_NOTES: dict[str, str] = {
+    "late-rewinding": "Kept weights rewound to the dense run's weights and biases at iteration k (k = 0: the lottery "
+    "ticket's rewind to init), each round training the rest of the schedule from k with a fresh optimiser state "
+    "(Frankle et al., Stabilizing the Lottery Ticket Hypothesis; Linear Mode Connectivity and the LTH).",
+    "global-vs-layer": "scope global: one ranking of every prunable weight of the net, 20% of the remaining weights "
+    "pruned per round (OpenLTH's sparse_global); scope layer: SPEC's per-layer rates. The per-layer density figure "
+    "shows where the global ranking takes its weights from.",
 }
 FIGURE_DESCRIPTIONS: dict[str, str] = {
     "criteria": "Test accuracy at early stop vs % of weights remaining, one curve per mask criterion "
@@ -114,10 +110,18 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "bases stopped at 25/50/75% validation accuracy or converged.",
     "supermask-vs-training": "Best supermask accuracy at init (over levels) vs the base's training iterations; "
     "black: the base's own test accuracy.",
+    "late-rewinding": "Late rewinding: test accuracy at early stop vs % remaining, one curve per rewind iteration k, "
+    "one panel per criterion; dashed: the dense net.",
+    "global-vs-layer": "One global ranking (solid) against SPEC's per-layer rates (dashed): test accuracy at early "
+    "stop vs % remaining, one colour per criterion.",
 }
+DENSITY_CAPTION = ("Per-layer density (% of each layer's weights kept) vs % of all weights remaining, one colour per "
+                   "layer, one panel per criterion: global ranking solid, SPEC's per-layer rates dashed.")
 # How the report's tables head a curve's key columns, and the paper's names of some of their values.
 KEY_HEADERS: dict[str, str] = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action",
-                               "base": "base", "start": "start weights", "dwr": "DWR"}
+                               "base": "base", "start": "start weights", "dwr": "DWR",
+                               "rewind_iteration": "rewind iteration", "scope": "scope"}
+SCOPE_LABELS: dict[str, str] = {"layer": "per-layer rates (SPEC)", "global": "global ranking"}
 _PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
                 "freeze_init_zero_random": "random control"}
 
@@ -137,10 +141,8 @@ def dataset_label(dataset: str) -> str:
 
 
 def mask1_label(name: str) -> str:
-    """Paper name of a mask-1 action; the rescaled forms say so."""
-    base = name.removesuffix("_rescaled")
-    label = MASK1_LABELS.get(base, base)
-    return f"{label} (rescaled)" if name.endswith("_rescaled") else label
+    """Paper name of a mask-1 action (the table's label); the rescaled forms say so."""
+    return mask1_action(name).label if name in mask1_names() else str(name)
 
 
 def mask0_label(name: str) -> str:
@@ -169,10 +171,18 @@ def start_dwr_slug(start: str, dwr: bool) -> str:
     return f"{str(start).replace('_', '-')}{'-dwr' if dwr else ''}"
 
 
+def rewind_label(k: Any) -> str:
+    """'rewind to init (k = 0)', 'rewind to iteration 500'."""
+    k = int(float(k))
+    return "rewind to init (k = 0)" if k == 0 else f"rewind to iteration {k:,}"
+
+
 def key_text(column: str, value: Any) -> str:
     """A key column's value as a table shows it: DWR as yes/no, actions with their paper names."""
     if column == "dwr":
         return "yes" if value else "no"
+    if column == "rewind_iteration":
+        return str(int(float(value)))
     paper = _PAPER_NAMES.get(str(value)) if column in ("mask1", "mask0") else None
     return f"{value} ({paper})" if paper else str(value)
 
@@ -203,7 +213,7 @@ def sort_key(column: str, value: Any) -> tuple:
     if column == "criterion":
         return _order_index(CRITERIA, value)
     if column == "mask1":
-        return _order_index(MASK1_ORDER, value)
+        return _order_index(mask1_names(), value)
     if column == "mask0":
         return _order_index(MASK0_ORDER, value)
     if column == "net":  # the registry's order
@@ -212,6 +222,10 @@ def sort_key(column: str, value: Any) -> tuple:
         return _order_index(("init", "signed_constant"), value)
     if column == "dwr":
         return (int(bool(value)),)
+    if column == "rewind_iteration":
+        return (float(value),)
+    if column == "scope":
+        return _order_index(tuple(SCOPE_LABELS), value)
     if column == "base":
         s = str(value)
         m = re.fullmatch(r"val_accuracy_([0-9.]+)", s)
@@ -232,24 +246,32 @@ def curve_style(column: str, name: str) -> dict[str, Any]:
         marker = "D" if name == "random" else ("s" if name in second else "o")
         return {"label": name, "color": criterion_colors().get(name, "#333333"), "marker": marker, "linestyle": "-"}
     if column == "mask1":
-        rescaled = name.endswith("_rescaled")
-        base = name.removesuffix("_rescaled")
+        entry = mask1_action(name) if name in mask1_names() else None
+        rescaled = entry is not None and entry.rescaled
         return {
             "label": mask1_label(name),
-            "color": MASK1_COLORS.get(base, "#333333"),
+            "color": entry.color if entry is not None else "#333333",
             "marker": "^" if rescaled else "o",
             "linestyle": "--" if rescaled else "-",
         }
     if column == "mask0":
         return {"label": mask0_label(name), "color": MASK0_COLORS.get(name, "#333333"), "marker": "o", "linestyle": "-"}
-    return {"label": str(name), "color": "#333333", "marker": "o", "linestyle": "-"}
+    if column == "rewind_iteration":
+        return {"label": rewind_label(name), "color": UNSTYLED, "marker": "o", "linestyle": "-"}
+    if column == "scope":
+        return {"label": SCOPE_LABELS.get(str(name), str(name)), "color": UNSTYLED, "marker": "o",
+                "linestyle": "--" if name == "layer" else "-"}
+    return {"label": str(name), "color": UNSTYLED, "marker": "o", "linestyle": "-"}
+
+
+UNSTYLED = "#333333"  # a curve no table colours: the figure gives it the next colour of matplotlib's cycle
 
 
 def legend_rank(label: str) -> tuple[int, int]:
     """Legend order: criteria, then mask-1 and mask-0 actions in their orders; reference lines last."""
     known = (
         [curve_style("criterion", c)["label"] for c in CRITERIA]
-        + [mask1_label(m) for m in MASK1_ORDER]
+        + [mask1_label(m) for m in mask1_names()]
         + [mask0_label(m) for m in MASK0_ORDER]
     )
     name = label.split(" (")[0] if label not in known else label
@@ -260,9 +282,16 @@ def legend_rank(label: str) -> tuple[int, int]:
     return (1, 0)  # reference lines last, in the order drawn (sort is stable)
 
 
+def is_density_figure(stem: str) -> bool:
+    """Whether a figure file's stem names a per-layer density figure (`<experiment>_densities[_net]`)."""
+    return "densities" in stem.split("_")[1:]
+
+
 def describe_figure(path: Path) -> str:
     """A one-sentence caption for a file written by `make_figures`, from its name."""
     stem = Path(path).stem
+    if is_density_figure(stem):
+        return DENSITY_CAPTION
     best = max((k for k in FIGURE_DESCRIPTIONS if stem == k or stem.startswith(k + "_")), key=len, default=None)
     return FIGURE_DESCRIPTIONS.get(best, stem) if best else stem
 

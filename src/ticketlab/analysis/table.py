@@ -25,12 +25,13 @@ TRAILING_COLUMNS = ("run_dir",)
 
 def table_columns(rows: list[dict[str, Any]] | None = None) -> tuple[str, ...]:
     """The results table's columns: the leading ones, then each registered kind's new ones in
-    registration order (built in: iterative, supermask, learned_supermask), then `run_dir`. Given
-    `rows`, only the columns some row fills: a store of one kind gets no blank columns of the others."""
+    registration order (built in: iterative, supermask, learned_supermask), with the optional ones a
+    kind fills only for some sweeps (`optional_columns`), then `run_dir`. Given `rows`, only the
+    columns some row fills: a store of one kind gets no blank columns of the others."""
     always = [c for name in kind_names() if not get_kind(name).columns_when_present for c in get_kind(name).columns]
-    extra = [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns
-             if c not in always]
-    columns = tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(extra) + TRAILING_COLUMNS))
+    sometimes = [c for name in kind_names() for c in get_kind(name).optional_columns] + \
+        [c for name in kind_names() if get_kind(name).columns_when_present for c in get_kind(name).columns]
+    columns = tuple(dict.fromkeys(LEADING_COLUMNS + tuple(always) + tuple(sometimes) + TRAILING_COLUMNS))
     if rows is None:
         return columns
     return tuple(c for c in columns if c in LEADING_COLUMNS or any(r.get(c) is not None for r in rows))
@@ -94,8 +95,8 @@ def seed_ranges(seeds: list[int]) -> str:
 
 
 # Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.
-CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start")
-INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations")
+CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start", "scope")
+INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations", "rewind_iteration")
 BOOL_COLUMNS = ("dwr",)
 
 

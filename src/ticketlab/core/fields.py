@@ -134,10 +134,17 @@ def flag_help(f: dataclasses.Field) -> str:
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per field: --field-name, typed, with its help (and range), choices and default; the values
-    are checked against their ranges by `check_fields` (the caller's), as a sweep file's are."""
-    for f in dataclasses.fields(cls):
+    are checked against their ranges by `check_fields` (the caller's), as a sweep file's are. A tuple
+    field takes one or more values (--milestones 100 200). Inherited keyword-only fields (a mixin's)
+    come after the class's own in --help."""
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only):
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(f.type)
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=typing.get_args(kind)[0], nargs="+", default=f.default,
+                                help=f.metadata.get("help", "") + (f", each {bounds_of(f).text()}" if bounds_of(f) else ""),
+                                metavar=f.name.upper().removesuffix("S"))
+            continue
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=f.metadata.get("help", ""))
@@ -153,4 +160,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def dataclass_from_namespace(cls: type, ns: argparse.Namespace) -> Any:
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    def value(name: str) -> Any:
+        v = getattr(ns, name)
+        return tuple(v) if isinstance(v, list) else v  # a tuple field's flag gives a list
+
+    return cls(**{f.name: value(f.name) for f in dataclasses.fields(cls)})

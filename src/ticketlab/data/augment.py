@@ -2,10 +2,11 @@
 random crop of the image zero-padded by 4 pixels on each side, and a horizontal flip of half the
 images (He et al. 2016, §4.2; OpenLTH's CIFAR-10 training set).
 
-It is seeded and recorded: the draws come from a generator of the run's seed (purpose
-"augment"), one per batch in training order, so every member of a cohort sees the same augmented
-batches and a rerun the same ones; the choice is part of the run's config (`--augment`), hence of
-its name. Validation and test images are never augmented.
+It is seeded and recorded: each step's draws come from a generator of the run's data order (its
+data-order seed, else its seed) and the step, so every member of a cohort sees the same augmented
+batches, a rerun the same ones, and a round that starts at a late-rewinding step the ones the whole
+schedule has there; the choice is part of the run's config (`--augment`), hence of its name.
+Validation and test images are never augmented.
 """
 from __future__ import annotations
 

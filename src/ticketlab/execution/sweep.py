@@ -150,7 +150,7 @@ def projection(jobs: list[Job], plans: list[list | None], workers: int, threads:
         return 0.0, "nothing to do: every run is in the store"
     if unknown or total != total:
         return None, f"{what}; no projection{' (a kind without a plan)' if unknown else ''}"
-    rates = ", ".join(f"{1000 * u:.2f} ms a {n} member step" for n, u in units.items())
+    rates = ", ".join(f"{1000 * u:.2f} ms a {net} member step on {dataset}" for (net, dataset), u in units.items())
     return total, (f"{what}; projected {format_seconds(total)} on this machine ({workers} worker"
                    f"{'s' if workers != 1 else ''} of {threads} thread{'s' if threads != 1 else ''}; measured {rates})")
 

@@ -3,6 +3,13 @@
 It is trained once per (seed, net, schedule) and shared by every sweep that needs it. Besides its
 start and final weights it keeps snapshots along training for the supermask bases: a log-spaced set
 of iterations, and the first steps reaching 25/50/75% validation accuracy.
+
+Late rewinding needs the dense run's weights at a step k. Where the snapshot plan holds k, they are
+its snapshot; otherwise they are a run of their own (kind `snapshot`, named by the dense run's
+identity and k), which replays the dense run's first k steps: same init, batches, optimiser and
+learning rates, so the same bits (tested). The dense run itself keeps its name and is never trained
+twice: a dense run with extra snapshots would be a second run of T steps for bits the first one
+already has, where the replay costs k steps.
 """
 from __future__ import annotations
 
@@ -14,9 +21,9 @@ import torch
 
 from ..core.seeds import generator
 from ..nets.specs import init_params, init_weights
-from ..store.files import finished
+from ..store.files import finished, load_arrays, reading_run
 from ..store.naming import identity
-from ..store.runs import run_dir, weight_arrays, write_run
+from ..store.runs import param_arrays, read_base, run_dir, weight_arrays, write_run
 from ..training import MemberStart, train_cohort
 from ..training.config import TrainConfig
 
@@ -76,3 +83,54 @@ def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: An
                                                  buffers=result.final_buffers),
                       "snapshots.npz": snaps})
     return path
+
+
+def snapshot_identity(config: TrainConfig, iteration: int) -> dict[str, Any]:
+    """What names the replay of a dense run's first `iteration` steps."""
+    return {"dense": dense_identity(config), "iteration": iteration}
+
+
+def in_snapshot_plan(config: TrainConfig, iteration: int) -> bool:
+    """Whether the dense run of `config` keeps its weights at `iteration` (0: its start)."""
+    return iteration == 0 or iteration in dense_snapshots(config.resolved().iterations)[0]
+
+
+def rewind_point(root: Path, config: TrainConfig, iteration: int, device: torch.device, data: Any,
+                 report: Callable[[float], None] | None = None,
+                 repair: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(kernels, other parameters) of the dense run of `config` after `iteration` steps: its init at 0,
+    its snapshot where the plan keeps one (the dense run must be in the store), else the replay,
+    trained if not yet in the store. (BatchNorm's running statistics are not part of it: a round
+    starts them afresh, as every run does.)"""
+    spec = config.net_spec()
+    dense = run_dir(root, "dense", dense_identity(config))
+    if in_snapshot_plan(config, iteration):
+        with reading_run(dense):
+            if iteration == 0:
+                arrays = load_arrays(dense / "start.npz")
+                return ([torch.from_numpy(arrays[f"{layer.name}.weight"]) for layer in spec.layers],
+                        init_params(spec, generator(config.seed, "init_params")))
+            _, kernels, biases, _ = read_base(dense, spec, f"iterations_{iteration}")
+        return kernels, biases
+    path = run_dir(root, "snapshot", snapshot_identity(config, iteration))
+    if not finished(path, repair):
+        resolved = config.resolved()
+        start = init_weights(spec, generator(config.seed, "init"))
+        params = init_params(spec, generator(config.seed, "init_params"))
+        schedule = config.schedule(end_iteration=iteration)
+
+        def progress(it: int, total: int, _: list[float]) -> None:
+            if report is not None:
+                report(it / total)
+
+        t0 = time.perf_counter()
+        (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start, None, params)], schedule,
+                                 config.seed, device, progress)
+        summary = {**result.summary(), "seed": config.seed, "wall_seconds": time.perf_counter() - t0}
+        write_run(path, "snapshot", snapshot_identity(config, iteration), summary, config=config, device=device,
+                  history=result.history,
+                  arrays={"final.npz": weight_arrays(spec, result.final_weights, result.final_biases,
+                                                     buffers=result.final_buffers)})
+    with reading_run(path):
+        arrays = load_arrays(path / "final.npz")
+    return ([torch.from_numpy(arrays[f"{layer.name}.weight"]) for layer in spec.layers], param_arrays(spec, arrays))

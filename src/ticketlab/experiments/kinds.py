@@ -74,6 +74,9 @@ class ExperimentKind:
     # True: its columns no other kind has join the CSV only when some row fills them, so that adding the
     # kind leaves every other sweep's CSV as it was
     columns_when_present: ClassVar[bool] = False
+    # columns its rows fill only sometimes (a field a sweep sets): they join the CSV only when some row
+    # fills them, so that adding one leaves every other sweep's CSV as it was
+    optional_columns: ClassVar[tuple[str, ...]] = ()
 
     def check(self, spec: "SweepSpec", where: Blame, blame: Blame) -> None:
         """Refuse nonsense in the kind's fields beyond their types and listed names (which `spec` checks):

@@ -19,6 +19,7 @@ from ..core.fields import MAX_SEED, check_fields, ranged
 from ..data import DATASETS
 from ..nets.specs import NETS
 from ..training.config import TrainConfig
+from ..training.schedule import Recipe
 from .kinds import ExperimentKind, field_shape, get_kind, kind_names
 
 SCALES = ("quick", "full")
@@ -29,9 +30,11 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    """Everything a sweep runs: the fields every kind shares (net, seeds, training schedule), and the
-    kind's own fields in `params` (an instance of `get_kind(kind).params`)."""
+class SweepSpec(Recipe):
+    """Everything a sweep runs: the fields every kind shares (net, seeds, training schedule, and the
+    `Recipe`'s optimiser, learning-rate schedule and batch order), and the kind's own fields in
+    `params` (an instance of `get_kind(kind).params`). A kind's field named as a shared one is the
+    kind's (learned_supermask's `momentum` is its mask learners')."""
 
     name: str
     kind: str
@@ -45,6 +48,7 @@ class SweepSpec:
     iterations: int | None = None
     learning_rate: float | None = None
     eval_every: int = 100
+    batch_size: int = 60
     params: Any = None
     scale: str = "full"
     source: str = ""
@@ -63,7 +67,9 @@ class SweepSpec:
             iterations=self.iterations,
             learning_rate=self.learning_rate,
             eval_every=self.eval_every,
+            batch_size=self.batch_size,
             test_eval="on_best",
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)},
         )
 
     def record(self) -> dict[str, Any]:
@@ -124,13 +130,18 @@ def _coerce(source: str, text: str, key: str, value: Any, kind: ExperimentKind |
             return _where(source, text, k)
     user_fields = _COMMON_USER | (set(_fields_of(kind)) if kind is not None else set())
     if key not in user_fields:
-        raise TicketlabError(f"{where(key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}")
+        others = [name for name in kind_names() if key in _fields_of(get_kind(name))]
+        hint = f" ({key!r} is a field of {' and '.join(others)} sweeps)" if kind is not None and others else ""
+        raise TicketlabError(f"{where(key)}: unknown field {key!r}; valid fields: {', '.join(sorted(user_fields))}"
+                             f"{hint}")
     shape, want_types = field_shape(_field_types(kind)[key] if kind is not None else typing.get_type_hints(SweepSpec)[key])
     if shape == "list":
-        meta = _fields_of(kind)[key].metadata
+        own = _fields_of(kind) if kind is not None else {}
+        field = (own if key in own else _COMMON)[key]
+        meta = field.metadata
         if value == "all" and meta.get("all"):
             return tuple(meta["all"])
-        if not isinstance(value, (list, tuple)) or not value:
+        if not isinstance(value, (list, tuple)) or (not value and field.default != ()):  # () by default: may be empty
             what = ' (or "all")' if meta.get("all") else ""
             raise TicketlabError(f"{where(key)}: field {key!r} must be a non-empty list{what}")
         want = want_types[0]
@@ -209,7 +220,7 @@ def _build(values: dict[str, Any], where: str, text: str, overrides: dict[str, A
     kind = get_kind(values["kind"])
     own = _fields_of(kind)
     params = kind.params(**{k: v for k, v in values.items() if k in own})
-    spec = SweepSpec(**{k: v for k, v in values.items() if k in _COMMON}, params=params, **extra)
+    spec = SweepSpec(**{k: v for k, v in values.items() if k in _COMMON and k not in own}, params=params, **extra)
     blame = _blamer(where, text, overrides, override_name)
     _check(where, text, spec, kind, blame)
     spec.train_config(spec.first_seed).validate(blame)
@@ -278,9 +289,27 @@ _FLAT_DEFAULTS: dict[str, Any] = {
 }
 
 
+# The fields manifests hashed before any field was added: always hashed. A field added since is hashed
+# only when it differs from its default, so a sweep that sets none keeps its manifest's name.
+_HASHED_ALWAYS = frozenset({
+    "name", "kind", "description", "net", "dataset", "seeds", "first_seed", "epochs", "iterations", "learning_rate",
+    "eval_every", "scale", "source", *_FLAT_DEFAULTS,
+})
+_KIND_FIELDS_HASHED_ALWAYS = frozenset({  # a kind's own fields of then (learned_supermask's)
+    "learners", "kept_fractions", "logit_init", "mask_epochs", "mask_iterations", "mask_batch", "bernoulli_lr",
+    "edge_popup_lr", "momentum", "mask_eval_every", "eval_samples", "heuristic_criteria",
+})
+
+
 def manifest_fields(spec: SweepSpec) -> dict[str, Any]:
-    """What a sweep's manifest name hashes: every field but the seed slice (and the file it came from)."""
-    return {**_FLAT_DEFAULTS, **spec.record(), "seeds": None, "first_seed": None, "source": None}
+    """What a sweep's manifest name hashes: every field but the seed slice (and the file it came from),
+    fields added since the first manifests only where set."""
+    defaults = {f.name: f.default for f in dataclasses.fields(SweepSpec) if f.name != "params"}
+    own = {f.name: f.default for f in dataclasses.fields(spec.params)} if spec.params is not None else {}
+    defaults.update(own)
+    always = _HASHED_ALWAYS | (_KIND_FIELDS_HASHED_ALWAYS & set(own))
+    record = {k: v for k, v in spec.record().items() if k in always or v != defaults.get(k, object())}
+    return {**_FLAT_DEFAULTS, **record, "seeds": None, "first_seed": None, "source": None}
 
 
 def spec_from_record(values: Any, source: str) -> SweepSpec:
@@ -312,11 +341,25 @@ def spec_from_record(values: Any, source: str) -> SweepSpec:
 PAPER_SEEDS = 5  # the papers' figures average 5 seeds
 
 
-def what_ran(spec: SweepSpec) -> tuple[bool, str]:
-    """Whether a sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and a phrase saying what it ran."""
+def recipe_text(recipe: Recipe) -> str:
+    """What a run's recipe changes from SPEC §3's ('optimizer sgd, momentum 0.9'), '' for SPEC's."""
+    base = Recipe()
+    return ", ".join(f"{f.name} {getattr(recipe, f.name)}" for f in dataclasses.fields(Recipe)
+                     if getattr(recipe, f.name) != getattr(base, f.name))
+
+
+def _paper_schedule(spec: SweepSpec) -> tuple[Any, Any, str, bool]:
+    """(what ran, the paper's, what its recipe changes, whether it is the paper's schedule)."""
     ran = spec.train_config(spec.first_seed).resolved()
     paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
-    schedule = ran.iterations == paper.iterations and ran.learning_rate == paper.learning_rate and ran.eval_every == paper.eval_every
+    recipe = recipe_text(ran.recipe)
+    same = (ran.iterations, ran.learning_rate, ran.eval_every) == (paper.iterations, paper.learning_rate, paper.eval_every)
+    return ran, paper, recipe, same and not recipe
+
+
+def what_ran(spec: SweepSpec) -> tuple[bool, str]:
+    """Whether a sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and a phrase saying what it ran."""
+    ran, paper, recipe, schedule = _paper_schedule(spec)
     parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
     if schedule:
         parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
@@ -326,6 +369,8 @@ def what_ran(spec: SweepSpec) -> tuple[bool, str]:
             parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
         if ran.eval_every != paper.eval_every:
             parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
+    if recipe:
+        parts.append(recipe)
     pruning, what = get_kind(spec.kind).protocol(spec)
     if what:
         parts.append(what)
@@ -337,10 +382,7 @@ def scale_name(spec: SweepSpec) -> str:
     protocol's (whatever its seeds), else "custom": a sweep file's own schedule is never called full."""
     if spec.scale == "quick":
         return "quick"
-    ran = spec.train_config(spec.first_seed).resolved()
-    paper = TrainConfig(net=spec.net, dataset=spec.dataset).resolved()
-    same = (ran.iterations, ran.learning_rate, ran.eval_every) == (paper.iterations, paper.learning_rate, paper.eval_every)
-    return "full" if same and get_kind(spec.kind).protocol(spec)[0] else "custom"
+    return "full" if _paper_schedule(spec)[3] and get_kind(spec.kind).protocol(spec)[0] else "custom"
 
 
 def preset_names() -> list[str]:

@@ -217,7 +217,7 @@ def supermask_work(root: Path, config: TrainConfig, criteria, levels, starts, dw
     resolved = config.resolved()
     if needed(run_dir(root, "dense", dense_identity(config))):
         out.append((None, CohortWork(f"{label}, dense run", (1.0,), (False,), resolved.iterations, resolved.eval_every,
-                                     snapshots=True)))
+                                     batch=resolved.batch_size, snapshots=True)))
     networks = len(criteria) * len(levels) * len(starts) * len(dwrs) + 1  # and the base itself
     for base in bases:
         if needed(run_dir(root, "supermask", supermask_identity(config, base, criteria, levels, starts, dwrs))):

@@ -24,13 +24,9 @@ from .specs import ImageShape, Layer, NetSpec, register_net
 
 DEPTH, WIDTH = 20, 16  # cifar_resnet_20: 2 + 6 * 3 layers, 16 channels in the first segment
 KEEP = 0.8  # OpenLTH's pruning_fraction 0.2
-
-# OpenLTH's recipe (cifar_resnet_20's default_hparams): SGD with momentum 0.9 and weight decay 1e-4,
-# lr 0.1 divided by 10 after 80 and 120 of 160 epochs, batch 128, random crops and flips on CIFAR-10.
-RECIPE = (("optimizer", "sgd"), ("learning_rate", 0.1), ("momentum", 0.9), ("weight_decay", 1e-4),
-          ("lr_schedule", "multistep"), ("milestones_epochs", (80, 120)), ("gamma", 0.1), ("batch_size", 128),
-          ("epochs", 160), ("augment", "crop_flip"))
-# What it trains with until the optimiser options exist: TF1 Adam at torch's and Keras's default rate.
+# The learning rate of `ticketlab train --net resnet20` and of sweeps that keep the default optimiser
+# (TF1 Adam, at torch's and Keras's default rate); the preset `resnet20` trains with OpenLTH's recipe
+# (SGD, momentum, weight decay, step schedule, batch 128, crops and flips).
 ADAM_LEARNING_RATE = 1e-3
 
 
@@ -59,7 +55,7 @@ def build(image_shape: ImageShape, classes: int, depth: int = DEPTH, width: int 
     layers.append(Layer("fc", "fc", c_in, classes, KEEP, relu=False, init="kaiming_normal"))
 
     return NetSpec("resnet20", tuple(layers), tuple(image_shape), "cifar10", ADAM_LEARNING_RATE, 160, image_shape,
-                   classes, member_forward=member_forward, title="ResNet-20", recipe=RECIPE)
+                   classes, member_forward=member_forward, title="ResNet-20")
 
 
 def member_forward(spec, weights, params, buffers, x, training):

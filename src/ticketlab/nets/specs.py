@@ -150,9 +150,6 @@ class NetSpec:
     eval_chunk: int = 250
     batchnorm_init: str = "uniform"  # start of BatchNorm scales (shifts start at 0)
     title: str = ""  # how figures and tables name it, e.g. "ResNet-20"
-    # its published training recipe (OpenLTH's for ResNet-20 and VGG-16), for the optimiser options
-    # to read: pairs of (TrainConfig field, value)
-    recipe: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.forward is None) == (self.member_forward is None):

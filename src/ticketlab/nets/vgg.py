@@ -21,11 +21,7 @@ from .resnet import ADAM_LEARNING_RATE
 from .specs import DoesNotFit, ImageShape, Layer, NetSpec, register_net
 
 PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-KEEP = 0.8  # OpenLTH's pruning_fraction 0.2
-# OpenLTH's recipe (cifar_vgg_16's default_hparams), as ResNet-20's
-RECIPE = (("optimizer", "sgd"), ("learning_rate", 0.1), ("momentum", 0.9), ("weight_decay", 1e-4),
-          ("lr_schedule", "multistep"), ("milestones_epochs", (80, 120)), ("gamma", 0.1), ("batch_size", 128),
-          ("epochs", 160), ("augment", "crop_flip"))
+KEEP = 0.8  # OpenLTH's pruning_fraction 0.2; the preset `vgg16` trains with OpenLTH's recipe
 
 
 def build(image_shape: ImageShape, classes: int) -> NetSpec:
@@ -44,7 +40,7 @@ def build(image_shape: ImageShape, classes: int) -> NetSpec:
     layers[-1] = _replace(layers[-1], global_pool=True)
     layers.append(Layer("fc", "fc", c_in, classes, 1.0, relu=False, prunable=False, init="kaiming_normal"))
     return NetSpec("vgg16", tuple(layers), tuple(image_shape), "cifar10", ADAM_LEARNING_RATE, 160, image_shape,
-                   classes, member_forward=member_forward, title="VGG-16", recipe=RECIPE)
+                   classes, member_forward=member_forward, title="VGG-16")
 
 
 def _replace(layer: Layer, **changes) -> Layer:

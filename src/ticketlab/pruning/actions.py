@@ -4,6 +4,12 @@ Mask-1 actions give the start values of kept weights; mask-0 actions give the va
 weights hold, fixed, through training. The trainer holds every pruned weight at its start value,
 so one tensor (from `start_weights`) and the mask define the next run.
 
+The mask-1 actions are a table (`MASK1_TABLE`), as the criteria are: each entry gives the kept
+weights' start values from a `Mask1Context` (the previous run's start and final weights, the
+dense run's init, the mask, a generator), its label and colour, and whether it rewinds (its rounds
+may start from a later step of the dense run). Sweep files, the chain runner and the figures read
+the table. This module loads torch only when an action runs.
+
 Our start tensors hold the mask-0 value (often 0) at pruned positions, whereas the released code
 kept the whole unmasked layer and masked it in the forward pass. Permuting our tensor over the
 whole layer would therefore draw more and more zeros into kept positions round after round. In
@@ -20,39 +26,58 @@ whatever the mask-1 action gave.
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 from ..core.errors import TicketlabError
 
-_BASE_MASK1 = ("reinit", "signed_reinit", "reshuffle", "signed_reshuffle", "constant", "signed_constant")
-MASK1_ACTIONS: tuple[str, ...] = ("rewind",) + _BASE_MASK1 + tuple(f"{a}_rescaled" for a in _BASE_MASK1)
-
-MASK0_ACTIONS: tuple[str, ...] = (
-    "zero",
-    "freeze_init",
-    "freeze_init_zero_mask",  # Variant 1
-    "freeze_init_zero_all",  # Variant 2
-    "freeze_init_zero_random",  # control for Variant 1
-)
-
-RESCALED_SUFFIX = "_rescaled"
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
-def check_mask1(name: str) -> None:
-    """Raise a one-line TicketlabError naming the valid mask-1 actions if `name` is not one."""
-    if name not in MASK1_ACTIONS:
-        raise TicketlabError(f"unknown mask-1 action {name!r}: choose one of {', '.join(MASK1_ACTIONS)}")
+@dataclass(frozen=True)
+class Mask1Context:
+    """What a mask-1 action reads for one layer of one chain's round (every tensor of the layer's shape).
+
+    w0: the previous run's start weights, the values the kept weights were trained from (for a
+    chain's first pruned round, the dense run's weights at the chain's rewind iteration: its init
+    unless the chain rewinds later); init: the dense run's init; final: the previous run's final
+    weights; mask: this round's mask (True = kept); generator: the round's action generator, for
+    actions that draw. An action returns a full-shape tensor whose pruned positions the caller
+    overwrites with the mask-0 action's held values."""
+
+    w0: Tensor
+    init: Tensor
+    final: Tensor
+    mask: Tensor
+    generator: torch.Generator
 
 
-def check_mask0(name: str) -> None:
-    """Raise a one-line TicketlabError naming the valid mask-0 actions if `name` is not one."""
-    if name not in MASK0_ACTIONS:
-        raise TicketlabError(f"unknown mask-0 action {name!r}: choose one of {', '.join(MASK0_ACTIONS)}")
+Start = Callable[[Mask1Context], "Tensor"]
+
+
+@dataclass(frozen=True)
+class Mask1Action:
+    """One mask-1 action of SPEC §6: where the kept weights of a round start.
+
+    `start` gives the start values from the context; `label` and `color` are its name and colour
+    in every figure (rescaled forms: dashed, triangle markers). `rewinds`: its kept weights are
+    the chain's weights at a step of the dense run (the rewind iteration, 0 = init), and its rounds
+    train the rest of the schedule from that step, so a sweep may set `rewind_iteration` for it."""
+
+    name: str
+    start: Start
+    label: str
+    color: str
+    rescaled: bool = False
+    rewinds: bool = False
 
 
 def _perm(t: Tensor, generator: torch.Generator) -> Tensor:
     """The values of `t` in a uniformly random order, same shape."""
+    import torch
+
     flat = t.reshape(-1)
     return flat[torch.randperm(flat.numel(), generator=generator)].reshape(t.shape)
 
@@ -70,40 +95,144 @@ def density_multiplier(mask: Tensor) -> float:
     return mask.numel() / kept
 
 
-def mask1_start(action: str, w0: Tensor, dense_init: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
-    """Start values of the kept weights under a mask-1 action, as a full-shape tensor.
+# Kept-position actions read W0; whole-layer ones read the dense init always (see the module
+# docstring for why).
 
-    w0 = the previous run's start weights, dense_init = the dense run's init; values at pruned
-    positions are meaningless (the caller overwrites them). Random draws come from `generator`.
-    """
-    check_mask1(action)
-    if not w0.shape == dense_init.shape == mask.shape:
-        raise ValueError(f"w0 {tuple(w0.shape)}, dense_init {tuple(dense_init.shape)}, mask {tuple(mask.shape)} differ")
-    mask = mask.bool()
-    if action == "rewind":
-        return w0.clone()
-    rescaled = action.endswith(RESCALED_SUFFIX)
-    base = action.removesuffix(RESCALED_SUFFIX)
-    # Kept-position actions read W0 (or the dense init when rescaled); whole-layer ones read the
-    # dense init always (see the module docstring for why).
-    src = dense_init if rescaled else w0
-    if base == "reinit":
-        out = _perm(dense_init, generator)
-    elif base == "signed_reinit":
-        out = _perm(dense_init, generator).abs() * torch.sign(dense_init)
-    elif base == "constant":
-        out = _std(dense_init) * _perm(torch.sign(dense_init), generator)
-    elif base == "signed_constant":
-        out = _std(dense_init) * torch.sign(dense_init)
-    elif base == "reshuffle":
-        out = src.clone()
-        out[mask] = _perm(src[mask], generator)
-    else:  # signed_reshuffle
-        out = src.clone()
-        out[mask] = _perm(src[mask], generator).abs() * torch.sign(src[mask])
-    if rescaled:
-        out = out * density_multiplier(mask)
-    return out.to(w0.dtype)
+
+def _rewind(c: Mask1Context) -> Tensor:
+    # w0: the weights the chain rewinds to, the dense run's at the rewind iteration (its init at 0;
+    # Frankle et al.'s late rewinding beyond), as the chain's earlier rounds left them
+    return c.w0.clone()
+
+
+def _reinit(c: Mask1Context) -> Tensor:
+    return _perm(c.init, c.generator)
+
+
+def _signed_reinit(c: Mask1Context) -> Tensor:
+    import torch
+
+    return _perm(c.init, c.generator).abs() * torch.sign(c.init)
+
+
+def _reshuffle(c: Mask1Context) -> Tensor:
+    out = c.w0.clone()
+    out[c.mask] = _perm(c.w0[c.mask], c.generator)
+    return out
+
+
+def _signed_reshuffle(c: Mask1Context) -> Tensor:
+    import torch
+
+    out = c.w0.clone()
+    out[c.mask] = _perm(c.w0[c.mask], c.generator).abs() * torch.sign(c.w0[c.mask])
+    return out
+
+
+def _constant(c: Mask1Context) -> Tensor:
+    import torch
+
+    return _std(c.init) * _perm(torch.sign(c.init), c.generator)
+
+
+def _signed_constant(c: Mask1Context) -> Tensor:
+    import torch
+
+    return _std(c.init) * torch.sign(c.init)
+
+
+def rescaled(entry: Mask1Action) -> Mask1Action:
+    """The `_rescaled` form of an action: it starts from the dense init each round (its W0 is the
+    init) and multiplies the kept weights by size / sum(M) (SPEC §6)."""
+
+    def start(c: Mask1Context) -> Tensor:
+        return entry.start(replace(c, w0=c.init)) * density_multiplier(c.mask)
+
+    return Mask1Action(f"{entry.name}{RESCALED_SUFFIX}", start, f"{entry.label} (rescaled)", entry.color, rescaled=True)
+
+
+RESCALED_SUFFIX = "_rescaled"
+_RANDOMISED: tuple[Mask1Action, ...] = (
+    Mask1Action("reinit", _reinit, "random reinit", "#ff7f0e"),
+    Mask1Action("signed_reinit", _signed_reinit, "reinit, sign kept", "#2ca02c"),
+    Mask1Action("reshuffle", _reshuffle, "reshuffle", "#d62728"),
+    Mask1Action("signed_reshuffle", _signed_reshuffle, "reshuffle, sign kept", "#9467bd"),
+    Mask1Action("constant", _constant, "constant", "#8c564b"),
+    Mask1Action("signed_constant", _signed_constant, "constant, sign kept", "#e377c2"),
+)
+# SPEC §6's mask-1 actions, in the paper's order (legends list them so). Adding one is one entry
+# here and its test: sweep files, the figures' labels, colours and order read the table.
+MASK1_TABLE: tuple[Mask1Action, ...] = (
+    Mask1Action("rewind", _rewind, "rewind (lottery ticket)", "#1f77b4", rewinds=True),
+    *_RANDOMISED,
+    *(rescaled(a) for a in _RANDOMISED),
+)
+MASK1_ACTIONS: tuple[str, ...] = tuple(a.name for a in MASK1_TABLE)
+_MASK1: dict[str, Mask1Action] = {a.name: a for a in MASK1_TABLE}
+
+MASK0_ACTIONS: tuple[str, ...] = (
+    "zero",
+    "freeze_init",
+    "freeze_init_zero_mask",  # Variant 1
+    "freeze_init_zero_all",  # Variant 2
+    "freeze_init_zero_random",  # control for Variant 1
+)
+
+
+def register_mask1_action(entry: Mask1Action) -> None:
+    """Add a mask-1 action beside the table's (a new name), for one's own experiments and tests;
+    presets run the table's."""
+    if entry.name in _MASK1:
+        raise ValueError(f"mask-1 action {entry.name!r} is registered twice")
+    _MASK1[entry.name] = entry
+
+
+def unregister_mask1_action(name: str) -> None:
+    """Take a registered mask-1 action out again (the table's cannot be taken out)."""
+    if name in MASK1_ACTIONS:
+        raise ValueError(f"{name!r} is one of SPEC's mask-1 actions, which stay")
+    _MASK1.pop(name, None)
+
+
+def mask1_names() -> tuple[str, ...]:
+    """Every mask-1 action in use: the table's in the paper's order, then registered ones."""
+    return tuple(_MASK1)
+
+
+def mask1_action(name: str) -> Mask1Action:
+    """The entry of `name`, or a one-line TicketlabError naming the valid mask-1 actions."""
+    try:
+        return _MASK1[name]
+    except KeyError:
+        raise TicketlabError(f"unknown mask-1 action {name!r}: choose one of {', '.join(_MASK1)}") from None
+
+
+def check_mask1(name: str) -> None:
+    """Raise a one-line TicketlabError naming the valid mask-1 actions if `name` is not one."""
+    mask1_action(name)
+
+
+def check_mask0(name: str) -> None:
+    """Raise a one-line TicketlabError naming the valid mask-0 actions if `name` is not one."""
+    if name not in MASK0_ACTIONS:
+        raise TicketlabError(f"unknown mask-0 action {name!r}: choose one of {', '.join(MASK0_ACTIONS)}")
+
+
+def kept_start(action: str, context: Mask1Context) -> Tensor:
+    """Start values of the kept weights under a mask-1 action, as a full-shape tensor of w0's dtype
+    (values at pruned positions are meaningless: the caller overwrites them)."""
+    entry = mask1_action(action)
+    c = context
+    if not c.w0.shape == c.init.shape == c.final.shape == c.mask.shape:
+        raise ValueError(f"w0 {tuple(c.w0.shape)}, init {tuple(c.init.shape)}, final {tuple(c.final.shape)} and "
+                         f"mask {tuple(c.mask.shape)} differ")
+    return entry.start(replace(c, mask=c.mask.bool())).to(c.w0.dtype)
+
+
+def mask1_start(action: str, w0: Tensor, dense_init: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
+    """`kept_start` from its parts (w0 = the previous run's start weights, dense_init = the dense run's
+    init), for actions that do not read the final weights."""
+    return kept_start(action, Mask1Context(w0, dense_init, w0, mask, generator))
 
 
 def moved_toward_zero(w_init: Tensor, w_final: Tensor) -> Tensor:
@@ -117,6 +246,8 @@ def held_values(mask0: str, w_init: Tensor, w_final: Tensor, mask: Tensor, gener
     Variant 2 is the same as Variant 1 here: its extra zeroing of kept weights is done by
     `start_weights`.
     """
+    import torch
+
     check_mask0(mask0)
     mask = mask.bool()
     if mask0 == "zero":
@@ -156,14 +287,23 @@ def start_weights(
     dense_init = the dense run's init. The mask-1 action draws from `generator` first, then the
     random control.
     """
+    import torch
+
     check_mask1(mask1)
     check_mask0(mask0)
     if not w0.shape == w_init.shape == w_final.shape == dense_init.shape == mask.shape:
         raise ValueError("w0, w_init, w_final, dense_init and mask must share one shape")
     mask = mask.bool()
-    kept = mask1_start(mask1, w0, dense_init, mask, generator)
+    kept = kept_start(mask1, Mask1Context(w0, dense_init, w_final, mask, generator))
     out = torch.where(mask, kept, held_values(mask0, w_init, w_final, mask, generator))
     if mask0 == "freeze_init_zero_all":
         # Variant 2: kept weights that moved toward zero also start at 0.
         out = torch.where(mask & moved_toward_zero(w_init, w_final), torch.zeros_like(out), out)
     return out
+
+
+def round_start(mask1: str, mask0: str, context: Mask1Context) -> Tensor:
+    """The full start tensor of a chain's round for one layer: `start_weights` with the previous run
+    of the context (its start weights w0, which the mask-0 actions hold and test, and its final ones)."""
+    c = context
+    return start_weights(mask1, mask0, c.w0, c.w0, c.final, c.init, c.mask, c.generator)

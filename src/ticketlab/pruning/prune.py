@@ -7,6 +7,7 @@ Masks are bool tensors, True = kept. Every function returns a new mask and never
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -126,6 +127,25 @@ def prune_n(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: in
     gen = torch.Generator().manual_seed(seed)
     # `random` draws its scores before the tie-breaking permutation, from the same generator.
     return prune_lowest(score(criterion, w_init, w_final, gen), mask, n, gen)
+
+
+def global_prune_count(remaining: int, rate: float) -> int:
+    """How many of `remaining` weights one round of global pruning prunes: ceil(rate x remaining), as
+    OpenLTH's sparse_global (its pruning_fraction), with the rate read as the decimal it is written as
+    (0.2 = 1/5), so that no float rounding lands a product just past an integer."""
+    return math.ceil(Fraction(str(rate)) * remaining)
+
+
+def prune_global(criterion: str, w_inits: list[Tensor], w_finals: list[Tensor], masks: list[Tensor], n: int,
+                 seed: int) -> list[Tensor]:
+    """Prune the `n` lowest-scored kept weights of several layers together: one ranking of all their
+    remaining weights by `criterion` (the percentile rules: one percentile over all of them), ties
+    broken at random by torch.Generator().manual_seed(seed), as `prune_n` on the layers laid end to end."""
+    for w_i, w_f, m in zip(w_inits, w_finals, masks):
+        _check_same_shape(w_i, w_f, m)
+    flat = prune_n(criterion, torch.cat([w.reshape(-1) for w in w_inits]), torch.cat([w.reshape(-1) for w in w_finals]),
+                   torch.cat([m.reshape(-1) for m in masks]), n, seed)
+    return [part.reshape(m.shape) for part, m in zip(torch.split(flat, [m.numel() for m in masks]), masks)]
 
 
 def oneshot_masks(criterion: str, w_init: Tensor, w_final: Tensor, counts: list[int], seed: int) -> list[Tensor]:

@@ -91,8 +91,10 @@ def _kernels(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> 
     return [torch.from_numpy(arrays[f"{prefix}{layer.name}.weight"]) for layer in spec.layers]
 
 
-def _biases(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
+def param_arrays(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
+    """The net's parameters other than kernels (`NetSpec.params`: biases, BatchNorm's) from a run's arrays."""
     return [torch.from_numpy(arrays[f"{prefix}{t.name}"]) for t in spec.params]
+
 
 
 def start_biases(spec: NetSpec, arrays: dict[str, np.ndarray]) -> list[torch.Tensor] | None:
@@ -100,7 +102,7 @@ def start_biases(spec: NetSpec, arrays: dict[str, np.ndarray]) -> list[torch.Ten
     BatchNorm scales start at drawn values); None: all zero, as every net without them starts."""
     if not spec.params or f"{spec.params[0].name}" not in arrays:
         return None
-    return _biases(spec, arrays)
+    return param_arrays(spec, arrays)
 
 
 def buffer_arrays(spec: NetSpec, arrays: dict[str, np.ndarray], prefix: str = "") -> list[torch.Tensor]:
@@ -128,7 +130,7 @@ def read_state(path: Path, spec: NetSpec) -> RunState:
         masks = unpack_masks([layer.name for layer in spec.layers], load_arrays(path / "masks.npz"))
     else:
         masks = [torch.ones(layer.weight_shape, dtype=torch.bool) for layer in spec.layers]
-    return RunState(start, final, masks, start_biases(spec, start_arrays))
+    return RunState(start, final, masks, startparam_arrays(spec, start_arrays))
 
 
 def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], int] | None:
@@ -138,9 +140,9 @@ def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor],
     summary = read_json(path / SUMMARY)
     if base == "converged":
         final = load_arrays(path / "final.npz")
-        return start, _kernels(spec, final), _biases(spec, final), int(summary["iterations"])
+        return start, _kernels(spec, final), param_arrays(spec, final), int(summary["iterations"])
     snaps = load_arrays(path / "snapshots.npz")
     key = base.replace("iterations_", "iteration_")  # the trainer names snapshots by step
     if f"{key}/{spec.layers[0].name}.weight" not in snaps:
         return None
-    return start, _kernels(spec, snaps, f"{key}/"), _biases(spec, snaps, f"{key}/"), int(summary["snapshot_iterations"][key])
+    return start, _kernels(spec, snaps, f"{key}/"), param_arrays(spec, snaps, f"{key}/"), int(summary["snapshot_iterations"][key])

@@ -52,6 +52,8 @@ class TF1Adam:
     same numbers either way (the tests' reference)."""
 
     slots = ("exp_avg", "exp_avg_sq")
+    whole_buffer = True  # torch's fused kernel: lanes fixed by an element's offset (`state.Optimizer`)
+    sparse_kernels = True  # the update `nets.sparse` computes; a subclass with another update sets False
 
     def __init__(self, learning_rate: float, hold_by_inf: bool = True):
         self.learning_rate, self.hold_by_inf = learning_rate, hold_by_inf
@@ -66,17 +68,15 @@ class TF1Adam:
         return True
 
     @torch.no_grad()
-    def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
-        self.step_pieces([param], [grad], [[s] for s in slots], iteration)
-
-    @torch.no_grad()
-    def step_pieces(self, params: list[torch.Tensor], grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
-                    iteration: int) -> None:
-        """`step` on several pieces of the flat buffers in one call (slots: per slot, its pieces): the
-        dense members' blocks when others train sparse (`training.state`). A piece that starts on a
-        member block and is a multiple of ALIGN floats long gets the numbers of `step` on the whole buffer."""
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+             iteration: int, learning_rate: float | None = None) -> None:
+        """One update of the pieces of the flat buffers (slots: per slot, its pieces), at `learning_rate`
+        (None: the one it was built with). A piece that starts on a member block and is a multiple of
+        ALIGN floats long gets the numbers of one call on the whole buffer: the state passes the whole
+        buffers, or the dense members' blocks when others train sparse (`training.state`)."""
         if not params:
             return
+        lr = self.learning_rate if learning_rate is None else learning_rate
         exp_avgs, exp_avg_sqs = slots
         if self._fused is None:
             self._fused = has_fused_adam(params[0].device)
@@ -84,6 +84,6 @@ class TF1Adam:
         if self._fused:
             self._step_t.fill_(iteration)
             torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [self._step_t] * len(params),
-                               **tf1_adam_fused_args(iteration, self.learning_rate))
+                               **tf1_adam_fused_args(iteration, lr))
         else:  # no fused kernel here (CPU before torch 2.4): the foreach form, which rounds differently
-            _adam_step(params, grads, exp_avgs, exp_avg_sqs, iteration, self.learning_rate)
+            _adam_step(params, grads, exp_avgs, exp_avg_sqs, iteration, lr)

@@ -11,13 +11,8 @@ from ..core.errors import TicketlabError
 from ..core.fields import MAX_SEED, check_fields, described, ranged
 from ..data import DATASETS, IMAGE_SHAPES, train_size
 from ..data import classes as data_classes
-from ..data.augment import AUGMENTATIONS
 from ..nets.specs import NETS, DoesNotFit, NetSpec, get_net, shape_text
-from .schedule import TEST_EVAL_POLICIES, Schedule
-
-# An upper bound that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stops
-# a typo from starting a run of centuries, and keeps every number within int64 (JSON, Parquet).
-MAX_ITERATIONS = 10**8
+from .schedule import MAX_ITERATIONS, TEST_EVAL_POLICIES, Recipe, Schedule
 
 
 def cli_flag(name: str) -> str:
@@ -50,9 +45,10 @@ def _default_datasets() -> str:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Recipe):
     """One training run (SPEC §3). None means 'the SPEC default for this net'. Each numeric field
-    declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike."""
+    declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike. The
+    optimiser, its schedule and the batch order are the `Recipe`'s fields."""
 
     net: str = described("fc", "network", NETS)
     dataset: str | None = described(None, "dataset; every net builds for its images and classes (default: the net's "
@@ -62,7 +58,7 @@ class TrainConfig:
                                 "--iterations", low=1)
     iterations: int | None = ranged(None, "training steps (default: epochs x floor(N_train / batch))", low=1,
                                     high=MAX_ITERATIONS)
-    learning_rate: float | None = ranged(None, "Adam learning rate (default: SPEC's per net)", above=0)
+    learning_rate: float | None = ranged(None, "base learning rate (default: SPEC's per net, for TF1 Adam)", above=0)
     batch_size: int = ranged(60, "examples per step", low=1)
     eval_every: int = ranged(100, "evaluate val and test every this many steps (and at 0 and the end)", low=1,
                              high=MAX_ITERATIONS)
@@ -71,9 +67,6 @@ class TrainConfig:
     eval_train: bool = described(False, "also evaluate the whole training set at each point (slow)")
     stop_at_val_accuracy: float | None = ranged(None, "evaluate val after every step and stop once it reaches this "
                                                 "fraction", above=0, high=1)
-    augment: str = described("none", "training-batch augmentation: crop_flip = random crops of the image padded by 4 "
-                             "pixels and horizontal flips (the CIFAR-10 recipe of ResNets and VGGs), seeded by the "
-                             "run's seed", AUGMENTATIONS)
 
     def validate(self, flag: Callable[[str], str] = cli_flag) -> None:
         """Refuse nonsense before any work starts, naming the field and the fix.
@@ -106,6 +99,11 @@ class TrainConfig:
             raise TicketlabError(
                 f"{flag('epochs')} {self.epochs} means {steps:,} training steps: at most {MAX_ITERATIONS:,} are allowed"
             )
+        self.check_recipe(flag, steps)
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Recipe)})
 
     @property
     def resolved_dataset(self) -> str:
@@ -138,6 +136,6 @@ class TrainConfig:
             test_eval=r.test_eval,
             eval_train=r.eval_train,
             stop_at_val_accuracy=r.stop_at_val_accuracy,
-            augment=r.augment,
+            recipe=r.recipe,
             **extra,
         )

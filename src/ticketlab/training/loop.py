@@ -104,6 +104,11 @@ def train_cohort(
 ) -> list[MemberResult]:
     """Train every member with SPEC §3's schedule; return per-member histories and weights.
 
+    The members train the schedule's steps start_iteration + 1 .. end (all of them by default), with
+    the batches those steps have in the whole schedule (one permutation per epoch from the batch-order
+    generator, seeded by the recipe's data_order_seed, else by `seed`) and its learning rates;
+    evaluation points are the start, every eval_every steps, and the end.
+
     learner: what is trained and how (`state.Learner`); default `train_weights`, the weights by TF1
     Adam with pruned weights held. The loop (batches, evaluation points, snapshots, early exits) is the
     same for every learner; it evaluates and returns the learner's `weights` and `biases`.
@@ -125,10 +130,16 @@ def train_cohort(
     steps_per_epoch = n_train // schedule.batch_size
     if steps_per_epoch == 0:
         raise ValueError("batch size exceeds the training set")
-    batch_gen = generator(seed, "batch_order")
-    if schedule.augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {schedule.augment!r}: one of {', '.join(AUGMENTATIONS)}")
-    augment_gen = generator(seed, "augment") if schedule.augment == "crop_flip" else None
+    order_seed = seed if schedule.recipe.data_order_seed is None else schedule.recipe.data_order_seed
+    batch_gen = generator(order_seed, "batch_order")
+    start, end = schedule.start_iteration, schedule.end
+    if not 0 <= start <= end <= schedule.iterations:
+        raise ValueError(f"steps {start}..{end} are not within the schedule's {schedule.iterations}")
+    for _ in range(start // steps_per_epoch):  # the epochs before the start: their draws, not their batches
+        torch.randperm(n_train, generator=batch_gen)
+    if schedule.recipe.augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {schedule.recipe.augment!r}: one of {', '.join(AUGMENTATIONS)}")
+    augment = schedule.recipe.augment == "crop_flip"
 
     history: dict[str, list[list[float]]] = {
         key: [[] for _ in range(k)] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -178,7 +189,7 @@ def train_cohort(
                 history["train_loss"][m].append(rl[m])
                 history["train_accuracy"][m].append(ra[m])
         if progress is not None:
-            progress(it, schedule.iterations, va)
+            progress(it - start, max(end - start, 1), va)
 
     def snapshot(m: int, name: str, it: int) -> None:
         weights, biases = state.weights, state.biases
@@ -204,32 +215,32 @@ def train_cohort(
         return target is not None and min(va) >= target
 
     snapshot_at = set(schedule.snapshot_iterations)
-    if 0 in snapshot_at:
+    if start in snapshot_at:
         for m in range(k):
-            snapshot(m, "iteration_0", 0)
-    record(0, final=schedule.iterations == 0)
-    stopped = check_val_targets(0)
-    it = 0
+            snapshot(m, f"iteration_{start}", start)
+    record(start, final=start == end)
+    stopped = check_val_targets(start)
+    it = start
     perm = None
-    while it < schedule.iterations and not stopped:
+    while it < end and not stopped:
         pos = it % steps_per_epoch
-        if pos == 0:
+        if pos == 0 or perm is None:
             perm = torch.randperm(n_train, generator=batch_gen).to(device)
         idx = perm[pos * schedule.batch_size : (pos + 1) * schedule.batch_size]
         x, y = gather_batch(data.train_x, data.train_y, idx)
-        if augment_gen is not None:
-            x = crop_flip(x, spec.image_shape, augment_gen)
+        if augment:  # each step's draws its own (data order, step): a window of steps gets the whole schedule's
+            x = crop_flip(x, spec.image_shape, generator(order_seed, "augment", it))
         state.step(x, y)
         it += 1
         if it in snapshot_at:
             for m in range(k):
                 snapshot(m, f"iteration_{it}", it)
         stopped = check_val_targets(it)
-        final = it == schedule.iterations or stopped
+        final = it == end or stopped
         if it % schedule.eval_every == 0 or final:
             record(it, final)
 
-    clock.finish(it)
+    clock.finish(it - start)
     final_w, final_b = _split(state.weights), _split(state.biases)
     final_r = _split(buffers) if buffers else [[] for _ in range(k)]
     results = []

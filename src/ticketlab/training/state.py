@@ -24,17 +24,29 @@ from .schedule import MemberStart, Schedule
 
 
 class Optimizer(Protocol):
-    """How a cohort's parameters move given their gradients, on flat buffers (`FlatLayout`): one call
-    per step on the whole buffer keeps a member's update independent of its cohort."""
+    """How a cohort's parameters move given their gradients, on pieces of its flat buffers
+    (`FlatLayout`), each piece a run of whole member blocks, so that a member's update does not depend
+    on its cohort. Built by `optimizers.make_optimizer` from a run's recipe (`recipes.OPTIMIZER_TABLE`)."""
 
     slots: tuple[str, ...]  # names of its per-parameter state buffers, zeros at the start
+    # True: an element's update depends on the element and its offset in the piece modulo ALIGN only
+    # (torch's fused kernels), so the state calls it once on the whole buffers; False: on each
+    # member's block of each tensor, the calls the member gets alone (torch's elementwise kernels
+    # split a tensor across threads by its length). An optimiser that does not say is called so.
+    whole_buffer: bool
+    # True: its update is TF1 Adam's, which `nets.sparse`'s kernels compute, so low-density FC members
+    # may train there (the state then hands it the dense members' pieces only). An optimiser that does
+    # not say trains every member dense.
+    sparse_kernels: bool
 
     def hold(self, slots: dict[str, list[torch.Tensor]], member: int, masks: list[torch.Tensor]) -> bool:
         """Make `member`'s pruned weights (masks False) hold their start values through its state, if it
         can (return True); False: the cohort zeroes their gradients at every step instead."""
 
-    def step(self, param: torch.Tensor, grad: torch.Tensor, slots: list[torch.Tensor], iteration: int) -> None:
-        """One update of the flat parameter buffer from the flat gradient buffer (iteration counts from 1)."""
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], slots: list[list[torch.Tensor]],
+             iteration: int, learning_rate: float) -> None:
+        """One update of the parameter pieces from the gradient pieces (slots: per slot, its pieces);
+        `iteration` counts this state's updates from 1, `learning_rate` is the schedule's for this step."""
 
 
 class CohortLearner(Protocol):
@@ -51,8 +63,13 @@ Learner = Callable[[NetSpec, Sequence[MemberStart], Schedule, torch.device], Coh
 
 
 def train_weights(spec: NetSpec, starts: Sequence[MemberStart], schedule: Schedule, device: torch.device) -> "CohortState":
-    """The default learner (SPEC §3): the weights themselves, by TF1 Adam, pruned weights held."""
-    return CohortState(spec, list(starts), schedule.learning_rate, device)
+    """The default learner: the weights themselves, pruned weights held, by the schedule's optimiser
+    (SPEC §3: TF1 Adam) at the schedule's learning rates, from its start step on."""
+    from .optimizers import make_optimizer
+
+    return CohortState(spec, list(starts), schedule.learning_rate, device,
+                       optimizer=make_optimizer(schedule.recipe, schedule.learning_rate),
+                       learning_rates=lambda i: schedule.learning_rate_at(schedule.start_iteration + i - 1))
 
 
 def cohort_lanes(spec: NetSpec, device: torch.device) -> int:
@@ -128,9 +145,12 @@ class CohortState:
 
     def __init__(self, spec: NetSpec, starts: list[MemberStart], learning_rate: float, device: torch.device | str,
                  hold_by_inf: bool = True, optimizer: Optimizer | None = None,
-                 sparse_below: dict[tuple[tuple[int, int], ...], float] | None = None):
+                 sparse_below: dict[tuple[tuple[int, int], ...], float] | None = None,
+                 learning_rates: Callable[[int], float] | None = None):
         self.spec = spec
         self.optimizer = optimizer if optimizer is not None else TF1Adam(learning_rate, hold_by_inf)
+        # the learning rate of this state's update i (from 1): the schedule's, else constant
+        self.learning_rates = learning_rates or (lambda i: learning_rate)
         device = torch.device(device)
         if device.type == "cuda":
             cuda_float32()
@@ -195,8 +215,13 @@ class CohortState:
         self._cpu_pass: FCPass | None = None  # the CPU's FC pass, its views and buffers made at the first step
         self.sparse: SparseMembers | None = None
         self._dense_members: list[int] | None = None  # None: every member trains dense
-        self._dense_pieces: list[list[torch.Tensor]] | None = None
-        if self._fast_fc and device.type == "cpu" and type(self.optimizer) is TF1Adam:  # not a subclass's own step
+        # what the optimiser steps: per flat buffer, its pieces (see `Optimizer.whole_buffer`)
+        if getattr(self.optimizer, "whole_buffer", False):
+            self._pieces = [[b] for b in self.flat]
+        else:
+            self._pieces = [[b[o + m * p : o + (m + 1) * p] for o, p in zip(layout.offsets, layout.padded)
+                             for m in range(padded)] for b in self.flat]
+        if self._fast_fc and device.type == "cpu" and getattr(self.optimizer, "sparse_kernels", False):
             self._init_sparse(starts, sparse_below)
 
     def _init_sparse(self, starts: list[MemberStart],
@@ -217,7 +242,7 @@ class CohortState:
         self._dense_members = [m for m in range(layout.k) if m not in sparse]
         # each run of consecutive dense members' blocks of every tensor: it starts on a member block
         # and its length is a multiple of ALIGN, so the fused kernel gives each element what one call
-        # over the whole buffer would (`adam.TF1Adam.step_pieces`)
+        # over the whole buffer would (`Optimizer.whole_buffer`)
         runs: list[tuple[int, int]] = []
         for t in range(2 * n):
             o, p = layout.offsets[t], layout.padded[t]
@@ -225,7 +250,7 @@ class CohortState:
                 if dense:
                     members = list(group)
                     runs.append((o + members[0] * p, o + (members[-1] + 1) * p))
-        self._dense_pieces = [[b[a:e] for a, e in runs] for b in self.flat]
+        self._pieces = [[b[a:e] for a, e in runs] for b in self.flat]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One training step on the shared batch (x, y): gradients, then the optimiser on every parameter."""
@@ -303,12 +328,12 @@ class CohortState:
     def update(self) -> None:
         """The optimiser's step on every parameter from the gradients in `grads` (the step's last phase)."""
         self.iteration += 1
-        if self._dense_pieces is None:
-            self.optimizer.step(self.flat[0], self.flat[1], self.flat[2:], self.iteration)
-            return
-        params, grads, *slots = self._dense_pieces
-        self.optimizer.step_pieces(params, grads, slots, self.iteration)
-        self.sparse.update(self.iteration)
+        lr = self.learning_rates(self.iteration)
+        params, grads, *slots = self._pieces
+        self.optimizer.step(params, grads, slots, self.iteration, lr)
+        if self.sparse is not None:
+            self.sparse.learning_rate = lr  # TF1 Adam's, as the dense members'
+            self.sparse.update(self.iteration)
 
     @property
     def weights(self) -> list[torch.Tensor]:
