@@ -65,7 +65,7 @@ def test_a_member_rewound_to_k_starts_from_the_dense_runs_weights_at_k(tmp_path,
         run = _round(root, k)
         start = load_arrays(run / "start.npz")
         masks = unpack_masks([l.name for l in FC.layers], load_arrays(run / "masks.npz"))
-        w, b = dense.snapshots[f"iteration_{k}"]
+        w, b, _ = dense.snapshots[f"iteration_{k}"]
         for layer, wk, bk, m in zip(FC.layers, w, b, masks):
             assert torch.equal(torch.from_numpy(start[f"{layer.name}.weight"]), torch.where(m, wk, torch.zeros_like(wk)))
             assert torch.equal(torch.from_numpy(start[f"{layer.name}.bias"]), bk)

@@ -154,7 +154,7 @@ def test_training_from_a_later_step_continues_the_schedules_batches_and_rates(sh
     recipe = Recipe(optimizer="sgd", lr_schedule="multistep", milestones=(30,), gamma=0.5)
     whole = Schedule(iterations=40, learning_rate=0.05, eval_every=10, recipe=recipe, snapshot_iterations=(23,))
     (run,) = train_cohort(FC, small, [MemberStart(init)], whole, seed=2)
-    w23, b23 = run.snapshots["iteration_23"]
+    w23, b23, _ = run.snapshots["iteration_23"]
     late = dataclasses.replace(whole, start_iteration=23, snapshot_iterations=())
     (rest,) = train_cohort(FC, small, [MemberStart(w23, biases=b23)], late, seed=2)
     assert all(torch.equal(a, b) for a, b in zip(rest.final_weights, run.final_weights))

@@ -130,7 +130,7 @@ def read_state(path: Path, spec: NetSpec) -> RunState:
         masks = unpack_masks([layer.name for layer in spec.layers], load_arrays(path / "masks.npz"))
     else:
         masks = [torch.ones(layer.weight_shape, dtype=torch.bool) for layer in spec.layers]
-    return RunState(start, final, masks, startparam_arrays(spec, start_arrays))
+    return RunState(start, final, masks, start_biases(spec, start_arrays))
 
 
 def read_base(path: Path, spec: NetSpec, base: str) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], int] | None:
