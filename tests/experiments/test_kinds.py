@@ -107,7 +107,7 @@ def test_a_kind_checks_its_own_fields(toy_kind):
         parse_spec(TOY.replace("halvings = 2", "halvings = 11"), "probe.toml", "full")
     with pytest.raises(TicketlabError, match=r"probe.toml:6: unknown field 'criteria'; valid fields: .*halvings"):
         parse_spec(TOY + 'criteria = ["random"]\n', "probe.toml", "full")
-    with pytest.raises(TicketlabError, match=r"unknown kind 'random-prob'; valid: iterative, supermask, learned_supermask, random-probe"):
+    with pytest.raises(TicketlabError, match=r"unknown kind 'random-prob'; valid: iterative, supermask, learned_supermask, stability, random-probe"):
         parse_spec(TOY.replace('"random-probe"', '"random-prob"'), "probe.toml", "full")
 
 

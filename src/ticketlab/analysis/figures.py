@@ -234,7 +234,8 @@ def _single_axes_figure(
     fig = _new_figure(8.5, 4.8)
     ax = fig.add_subplot()
     levels = _draw_level_curves(ax, rows, keys, value, band, only)
-    reference_lines(ax, dense_baseline(rows, value) if value in TRAINED_MEASURES else None, "dense")
+    reference_lines(ax, dense_baseline(rows, value) if value in TRAINED_MEASURES else None, "dense",
+                    chance=experiment.curves.chance)
     format_level_axis(ax, levels)
     fit_y([ax])
     ax.set_ylabel(experiment.curves.ylabel)
@@ -272,7 +273,8 @@ def _panel_grid(n: int) -> tuple[int, int]:
 
 
 def _level_panels(
-    panels: list[tuple[str, pd.DataFrame]], keys: Sequence[str], value: str, title: str, band: str, ylabel: str
+    panels: list[tuple[str, pd.DataFrame]], keys: Sequence[str], value: str, title: str, band: str, ylabel: str,
+    chance: bool = True,
 ) -> "Figure":
     """Panels of curves (one per group of `keys`) vs % remaining, each with its base; one legend outside."""
     nrows, ncols = _panel_grid(len(panels))
@@ -284,11 +286,11 @@ def _level_panels(
         base = base_accuracy(rows)
         if base is not None or value not in TRAINED_MEASURES:
             # Bases differ between panels: the value goes in the panel title, not the shared legend.
-            reference_lines(ax, base, "trained base, own weights", value_in_label=False)
+            reference_lines(ax, base, "trained base, own weights", chance=chance, value_in_label=False)
             ax.set_title(name + (f"\nbase test accuracy {base:.2f}%" if base is not None else ""), fontsize=8.5)
         else:
             dense = dense_baseline(rows, value)
-            reference_lines(ax, dense, "dense", value_in_label=False)
+            reference_lines(ax, dense, "dense", chance=chance, value_in_label=False)
             ax.set_title(name + (f"\ndense {dense:.2f}%" if dense is not None else ""), fontsize=8.5)
     return _finish_panels(fig, axes, len(panels), ncols, levels, ylabel, title, label_size=8.5)
 
@@ -303,7 +305,8 @@ def _kind_figures(rows: pd.DataFrame, experiment: Experiment, tag: str, band: st
         return
     keys = curve_keys(rows, experiment)[len(panels):]
     groups = [(panel_label(dict(zip(panels, key))), g) for key, g in ordered_groups(rows, panels)]
-    fig = _level_panels(groups, keys, experiment.curves.value, title, band, experiment.curves.ylabel)
+    fig = _level_panels(groups, keys, experiment.curves.value, title, band, experiment.curves.ylabel,
+                        experiment.curves.chance)
     yield _stem(experiment.name, "", tag), fig
 
 

@@ -95,7 +95,7 @@ def seed_ranges(seeds: list[int]) -> str:
 
 
 # Names (categories), counts (nullable ints), flags (nullable bools); every other column is a float.
-CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start", "scope")
+CATEGORY_COLUMNS = ("experiment", "net", "dataset", "criterion", "mask1", "mask0", "base", "start", "scope", "mask")
 INT_COLUMNS = ("seed", "round", "remaining_weights", "early_stop_iteration", "base_iterations", "rewind_iteration")
 BOOL_COLUMNS = ("dwr",)
 

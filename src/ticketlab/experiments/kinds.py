@@ -35,6 +35,7 @@ class Curves:
     keys: tuple[str, ...]
     panels: tuple[str, ...] = ()
     ylabel: str = "test accuracy (%)"
+    chance: bool = True  # the value is an accuracy: its figure marks chance (10%)
 
 
 class JobProgress:
@@ -47,18 +48,25 @@ class JobProgress:
         self.report, self.work = report, work
         self.costs = [relative_cost(w) for w in work]
         self.total = sum(self.costs)
-        self.done, self.index = 0.0, -1
+        self.done, self.index, self.current = 0.0, -1, 0.0
 
-    def next(self) -> Callable[[float], None]:
+    def next(self) -> Callable[..., None]:
         """Start the next work item (in the order of `work`): its fraction-done callback."""
-        if self.index >= 0:
-            self.done += self.costs[self.index]
-        self.index += 1
-        cost, note = self.costs[self.index], self.work[self.index].label
+        return self.span(1)
 
-        def part(fraction: float) -> None:
+    def span(self, count: int) -> Callable[..., None]:
+        """Start the next `count` work items as one (a call that does them all, e.g. the iterative kind's
+        `run_chains`): the callback of the fraction of their summed cost done, and optionally the note of
+        what runs (default: the first item's label)."""
+        self.done += self.current
+        first = self.index + 1
+        self.index += count
+        cost, label = sum(self.costs[first : first + count]), self.work[first].label
+        self.current = cost
+
+        def part(fraction: float, note: str = "") -> None:
             if self.report is not None and self.total > 0:
-                self.report(min(1.0, (self.done + fraction * cost) / self.total), note)
+                self.report(min(1.0, (self.done + fraction * cost) / self.total), note or label)
 
         part(0.0)
         return part
@@ -157,7 +165,7 @@ KINDS: dict[str, ExperimentKind] = {}
 # The built-in kinds' modules, in registration order (the results table's column order). They are
 # imported at the registry's first use, not with the package: a sweep file is parsed and checked, and
 # the command line answers, before torch loads.
-BUILTIN_KIND_MODULES = ("iterative", "supermask", "learned")
+BUILTIN_KIND_MODULES = ("iterative", "supermask", "learned", "stability")
 _builtins_loaded = False
 
 
