@@ -4,6 +4,7 @@ Other test rooms may build on them too: `from synthetic import synthetic_results
 """
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -148,4 +149,38 @@ def beyond_results(seeds=(0, 1)) -> pd.DataFrame:
             r = row["round"]
             fc1 = 0.8**r * (0.9**r if scope == "global" else 1.0)
             rows.append({**row, "scope": scope, "density_fc1": fc1, "density_fc2": 0.8**r, "density_fc3": 0.9**r})
+    return pd.DataFrame.from_records(rows)
+
+
+STABILITY_ROUNDS = {3: 51.28, 8: 16.88, 12: 6.96, 16: 2.88}  # SPEC rounds of stability-tickets, % remaining (FC)
+
+
+def stability_errors(barrier: float, seed: int, copy_gap: float = 0.001) -> list[float]:
+    """31 test errors (fractions) along a path: ends near 2%, a bump of `barrier` in the middle."""
+    ends = (0.02 + 0.0005 * seed, 0.02 + 0.0005 * seed + copy_gap)
+    return [round((1 - i / 30) * ends[0] + i / 30 * ends[1] + barrier * 4 * (i / 30) * (1 - i / 30), 6)
+            for i in range(31)]
+
+
+def stability_results(seeds=(0, 1, 2), ks=(0, 500, 2000), experiment: str = "stability-tickets",
+                      random_gap: float = 0.01) -> pd.DataFrame:
+    """A stability sweep: the dense start and, per ticket round, large_final tickets and random masks;
+    barriers that fall with k, random's `random_gap` above the ticket's (plus a seed effect)."""
+    rows = []
+    starts = [("dense", 0, 100.0)] + [(m, r, pct) for r, pct in STABILITY_ROUNDS.items() for m in ("large_final", "random")]
+    if experiment == "stability-dense":
+        starts = starts[:1]
+    for seed in seeds:
+        for k_index, k in enumerate(ks):
+            for mask, r, pct in starts:
+                barrier = max(0.0, 0.03 / (1 + k_index) + (random_gap + 0.001 * seed if mask == "random" else 0.0)
+                              + 0.002 * (r / 4))
+                errors = stability_errors(barrier, seed)
+                rows.append({
+                    "experiment": experiment, "net": "fc", "dataset": "mnist", "seed": seed, "mask": mask, "round": r,
+                    "remaining_weights": int(2662 * pct), "remaining_percent": pct, "rewind_iteration": k,
+                    "instability": max(errors) - (errors[0] + errors[-1]) / 2, "error_at_0": errors[0],
+                    "error_at_1": errors[-1], "max_error": max(errors),
+                    "max_error_alpha": errors.index(max(errors)) / 30, "error_path": json.dumps(errors),
+                })
     return pd.DataFrame.from_records(rows)

@@ -83,3 +83,20 @@ def test_claims_read_the_presets_only():
     renamed = synthetic_results(seeds=(0, 1), experiments=("criteria",)).assign(experiment="my-criteria")
     assert check_claims(renamed) == []
     assert check_claims(renamed, kinds={"my-criteria": "iterative"}) == []
+
+
+def test_large_final_tickets_are_more_stable_than_random_masks_paired_by_seed_density_and_k():
+    from synthetic import stability_results
+
+    (claim,) = check_claims(stability_results())
+    assert claim.name == "large_final tickets are more stable than random masks [FC]" and claim.holds is True
+    # random's barrier is 1 pp + 0.1 pp x seed above the ticket's at every (density, k): per seed 1.0, 1.1, 1.2
+    assert claim.mean_diff == pytest.approx(1.1) and claim.n == 3
+    assert claim.ci_low == pytest.approx(1.1 - 4.303 * 0.1 / math.sqrt(3))
+    (reversed_,) = check_claims(stability_results(random_gap=-0.01))
+    assert reversed_.holds is False and reversed_.mean_diff < 0
+    (one_seed,) = check_claims(stability_results(seeds=(0,)))
+    assert one_seed.holds is None
+    # a table of the dense start alone, or a user's own sweep, claims nothing
+    assert check_claims(stability_results(experiment="stability-dense")) == []
+    assert check_claims(stability_results(experiment="mine"), {"mine": "stability"}) == []

@@ -165,3 +165,46 @@ def test_late_rewinding_and_scope_figures(tmp_path):
     fc1_global = next(ln for ln in ax.lines if ln.get_label() == "fc1, global ranking")
     assert fc1_global.get_ydata()[0] == pytest.approx(100.0) and fc1_global.get_ydata()[-1] == pytest.approx(
         100 * 0.72**10)
+
+
+def test_stability_figures_plot_instability_against_k_and_the_error_along_alpha():
+    from synthetic import stability_results
+
+    results = pd.concat([stability_results(), stability_results(experiment="stability-dense",
+                                                                 ks=(0, 100, 250, 500, 1000, 2000))])
+    figs = dict(draw_figures(results))
+    assert set(figs) == {"stability-dense", "stability-dense_path", "stability-tickets", "stability-tickets_path"}
+    # tickets: a panel per density, densest first; large_final and random side by side, the dense start dashed
+    panels = [ax for ax in figs["stability-tickets"].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["51.3% remaining (round 3)", "16.9% remaining (round 8)",
+                                                 "6.96% remaining (round 12)", "2.88% remaining (round 16)"]
+    lines = {ln.get_label(): ln for ln in panels[0].lines}
+    assert {"large_final ticket", "random mask", "dense (100%)"} <= set(lines)
+    assert lines["dense (100%)"].get_linestyle() == "--"
+    assert to_hex(lines["large_final ticket"].get_color()) == criterion_colors()["large_final"]
+    assert list(lines["large_final ticket"].get_xdata()) == [0, 500, 2000] and panels[0].get_xscale() == "symlog"
+    # in pp: the synthetic barrier of the ticket at 51% and k = 0 is 3.15 pp
+    assert lines["large_final ticket"].get_ydata()[0] == pytest.approx(3.15)
+    # the path: a row per k, a column per density; alpha from 0 to 1, errors in %
+    path_axes = [ax for ax in figs["stability-tickets_path"].axes if ax.get_visible() and ax.lines]
+    assert len(path_axes) == 12 and path_axes[0].get_title() == "51.3% remaining (round 3), k = 0"
+    ticket = next(ln for ln in path_axes[0].lines if ln.get_label() == "large_final ticket")
+    assert ticket.get_xdata()[0] == 0.0 and ticket.get_xdata()[-1] == 1.0 and len(ticket.get_xdata()) == 31
+    assert ticket.get_ydata()[0] == pytest.approx(100 * results[(results["mask"] == "large_final")
+                                                               & (results["rewind_iteration"] == 0)
+                                                               & (results["round"] == 3)]["error_at_0"].mean())
+    # dense alone: one panel, a curve per k
+    dense = [ax for ax in figs["stability-dense_path"].axes if ax.get_visible() and ax.lines]
+    assert len(dense) == 1 and [ln.get_label() for ln in dense[0].lines] == [
+        "k = 0", "k = 100", "k = 250", "k = 500", "k = 1,000", "k = 2,000"]
+    (only,) = [ax for ax in figs["stability-dense"].axes if ax.get_visible()]
+    assert [ln.get_label() for ln in only.lines if not ln.get_label().startswith("_")] == ["dense"]
+
+
+def test_a_users_stability_sweep_gets_its_kinds_figure_without_a_chance_line():
+    from synthetic import stability_results
+
+    figs = dict(draw_figures(stability_results(experiment="my-stability", ks=(0, 500)), kinds={"my-stability": "stability"}))
+    assert set(figs) == {"my-stability"}
+    labels = [ln.get_label() for ax in figs["my-stability"].axes for ln in ax.lines]
+    assert not any(label.startswith("chance") for label in labels)

@@ -217,3 +217,27 @@ def test_the_presets_beyond_the_paper_get_their_sections_and_captions(tmp_path):
     captions = {Path(f.path).stem: f.caption for s in doc.sections for f in s.blocks if hasattr(f, "caption")}
     assert captions["global-vs-layer_densities"] == DENSITY_CAPTION
     assert captions["late-rewinding"].startswith("Late rewinding")
+
+
+def test_a_stability_preset_gets_its_numbers_and_the_paired_differences(tmp_path):
+    from synthetic import stability_results
+    from ticketlab.analysis.document import Heading, Paragraph, Table
+
+    results = stability_results()
+    doc = build_document(results, META, make_figures(results, tmp_path, formats=("png",)))
+    section = next(s for s in doc.sections if s.heading == "Results by experiment")
+    blocks = list(section.blocks)
+    at = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "stability-tickets")
+    assert isinstance(blocks[at + 1], Paragraph) and "percentage points of test error" in blocks[at + 1].text
+    numbers, pairs = [b for b in blocks[at:] if isinstance(b, Table)][:2]
+    assert "instability (pp)" in numbers.headers and len(numbers.rows) == 27  # 9 starts x 3 k
+    first = {h: c.text for h, c in zip(numbers.headers, numbers.rows[0])}
+    assert first["mask"] == "dense" and first["k"] == "0" and first["instability (pp)"] == "3.00 ± 0.00"
+    assert pairs.headers[3] == "random − large_final (pp)" and len(pairs.rows) == 12
+    assert pairs.rows[0][3].text == "+1.10"
+    claims = next(s for s in doc.sections if s.heading == "The papers' claims, checked")
+    assert "large_final tickets are more stable than random masks [FC]" in str(claims.blocks)
+    captions = {Path(f.path).stem: f.caption for s in doc.sections for f in s.blocks if hasattr(f, "caption")}
+    assert captions["stability-tickets"].startswith("Instability") and "along the straight line" in \
+        captions["stability-tickets_path"]
+    assert "stability-tickets" not in summary_tables(results)

@@ -5,7 +5,8 @@ the arms' accuracies at the same levels are subtracted and averaged over the lev
 names, giving one difference per seed. A 95% t confidence interval over the seeds decides:
 the claim holds when the interval lies entirely on the claimed side (every difference is oriented
 so that the claimed side is > 0), does not hold otherwise, and is undecided (`holds=None`) with
-fewer than 2 seeds. Differences are in percentage points of test accuracy.
+fewer than 2 seeds. Differences are in percentage points of test accuracy (of test error, for the
+stability claim: random's barrier minus the ticket's, so that "more stable" is > 0).
 
 scipy is deliberately not a dependency: the t quantile comes from a table (df 1..30) and a
 Cornish-Fisher expansion beyond it (error < 1e-3).
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..pruning.criteria import straddle_pairs
-from .stats import Experiment, best_over_levels, experiments, net_groups, preset_rows
+from .stats import STABILITY, Experiment, best_over_levels, experiment_rows, experiments, net_groups, \
+    paired_stability, preset_rows, stability_rows
 from .style import net_label, sort_key
 
 # Two-sided 95%: the 0.975 quantile of Student's t.
@@ -296,6 +298,37 @@ def _base_training_claims(results: pd.DataFrame, found: Mapping[str, Experiment]
     return claims
 
 
+def _tickets_are_stable(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[Claim]:
+    """Stability (protocol §17): paired by seed, density and k, random masks' instability minus
+    large_final tickets', averaged over the (density, k) cells of each seed. Read from every preset of
+    the stability kind holding both (stability-tickets)."""
+    claims = []
+    for experiment in found.values():
+        if not (experiment.preset and experiment.kind == STABILITY):
+            continue
+        rows = experiment_rows(results, experiment)
+        if rows.empty or "mask" not in rows or not {"large_final", "random"} <= set(rows["mask"].dropna().astype(str)):
+            continue
+        for net, dataset, g in net_groups(stability_rows(rows)):
+            cells = paired_stability(g, "random", "large_final")
+            if cells.empty:
+                continue
+            diffs = cells.groupby("seed")["diff"].mean()
+            per_density = cells.groupby("round").agg(x=("remaining_percent", "mean"), d=("diff", "mean"))
+            detail = ", ".join(f"{r.x:.3g}%: {r.d:+.2f}" for r in per_density.sort_values("x", ascending=False)
+                               .itertuples())
+            ks = ", ".join(f"{int(k):,}" for k in sorted(cells["rewind_iteration"].unique()))
+            note = (f"random − large_final instability, averaged per seed over {len(per_density)} densities x k = {ks} "
+                    f"(mean by density: {detail})")
+            claims.append(_verdict(
+                f"large_final tickets are more stable than random masks [{net_label(net)}]",
+                f"{experiment.name} ({net_label(net)}): large_final tickets are more stable to SGD noise (a lower "
+                "test-error barrier between two copies trained with different data orders) than random masks of the "
+                "same per-layer density, from the same iteration k.",
+                diffs, note))
+    return claims
+
+
 def check_claims(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> list[Claim]:
     """Every claim whose data are in `results` (experiments absent are simply not checked).
 
@@ -311,6 +344,7 @@ def check_claims(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) 
         + _action_claims(results, found)
         + _same_sign_at_init(results, found)
         + _base_training_claims(results, found)
+        + _tickets_are_stable(results, found)
     )
 
 

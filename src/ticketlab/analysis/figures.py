@@ -35,7 +35,9 @@ from .stats import (
     net_tags,
     ordered_groups,
     over_seeds,
+    path_stats,
     seed_stats,
+    stability_rows,
     supermask_combos,
 )
 from .style import (
@@ -51,6 +53,7 @@ from .style import (
     legend_rank,
     net_label,
     panel_label,
+    sort_key,
     start_dwr_label,
     start_dwr_slug,
 )
@@ -537,6 +540,136 @@ def _densities(rows: pd.DataFrame, experiment: Experiment, tag: str) -> Iterator
     yield _stem(experiment.name, "densities", tag), fig
 
 
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: stability to SGD noise (protocol §17)
+
+
+def _stability_panels(rows: pd.DataFrame) -> list[tuple[str, int | None, pd.DataFrame]]:
+    """(title, round, rows) per density of the masked starts, densest first; the dense start alone when
+    no start is masked (round None: the panel holds the dense rows themselves)."""
+    masked = rows[rows["mask"] != "dense"]
+    if masked.empty:
+        return [("dense (100% remaining)", None, rows)]
+    panels = []
+    for r, g in masked.groupby("round", sort=False):
+        panels.append((f"{g['remaining_percent'].mean():.3g}% remaining (round {r})", int(r), g))
+    return sorted(panels, key=lambda p: -p[2]["remaining_percent"].mean())
+
+
+def _k_axis(ax: "Axes", ks: Sequence[int]) -> None:
+    """x-axis of start iterations k: symmetric-log (linear below the smallest k > 0), so that k = 0 shows."""
+    positive = sorted(k for k in ks if k > 0)
+    ax.set_xscale("symlog", linthresh=positive[0] if positive else 1.0, linscale=0.5)
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
+    ticks = sorted(set(ks))
+    ax.set_xticks(ticks, labels=[f"{k:,}" for k in ticks])
+    ax.set_xlabel("iteration k the copies start from", fontsize=8.5)
+    ax.grid(True, which="major", alpha=0.3, lw=0.5)
+
+
+def _mask_curve(ax: "Axes", rows: pd.DataFrame, mask: str, band: str, reference: bool = False) -> list[int]:
+    """Instability vs k of one mask over seeds (pp); `reference`: the dense start drawn black, dashed."""
+    stats = seed_stats(rows, "instability", by=["rewind_iteration"]).sort_values("rewind_iteration")
+    style = curve_style("mask", mask)
+    if reference:
+        style.update(color="black", linestyle="--", marker="", label="dense (100%)")
+    x = stats["rewind_iteration"].to_numpy(dtype=float)
+    draw_curve(ax, x, stats, style, band)
+    return [int(k) for k in x]
+
+
+def _stability(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
+    """Instability vs the start iteration k, one panel per density (each mask a curve: large_final
+    tickets and random masks side by side, the dense start black, dashed); and the test error along the path."""
+    rows = stability_rows(rows)
+    if rows.empty:
+        return
+    net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
+    title = _title(EXPERIMENT_TITLES.get(experiment.name, experiment.name), net, dataset, rows)
+    dense = rows[rows["mask"] == "dense"]
+    panels = _stability_panels(rows)
+    nrows, ncols = _panel_grid(len(panels))
+    fig = _new_figure(max(8.0, 4.2 * ncols + 2.4), 3.2 * nrows + 0.5)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    ks: list[int] = []
+    for ax, (name, r, g) in zip(axes, panels):
+        for (mask,), m in ordered_groups(g, ["mask"]):
+            ks += _mask_curve(ax, m, str(mask), band)
+        if r is not None and not dense.empty:
+            ks += _mask_curve(ax, dense, "dense", band, reference=True)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_title(name, fontsize=8.5)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[: len(panels)]:
+        _k_axis(ax, ks)
+        ax.tick_params(labelsize=7.5, labelbottom=True)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("instability (pp of test error)", fontsize=8.5)
+    handles, labels = _unique_legend(axes)
+    fig.legend(handles, labels, loc="outside right center", fontsize=7.5, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    yield _stem(experiment.name, "", tag), fig
+    paths = _stability_paths(rows, panels, title, band)
+    if paths is not None:
+        yield _stem(experiment.name, "path", tag), paths
+
+
+def _stability_paths(rows: pd.DataFrame, panels: list[tuple[str, int | None, pd.DataFrame]], title: str,
+                     band: str) -> "Figure | None":
+    """Test error (%) along alpha: for the dense start alone, one axes with a curve per k; else one row
+    per k and one column per density, each mask a curve (the dense start black, dashed)."""
+    stats = path_stats(rows)
+    if stats.empty:
+        return None
+    ks = sorted(int(k) for k in stats["rewind_iteration"].unique())
+    dense_only = panels[0][1] is None
+    nrows, ncols = (1, 1) if dense_only else (len(ks), len(panels))
+    fig = _new_figure(max(8.0, 3.3 * ncols + 2.4), (3.4 if dense_only else 2.6) * nrows + 0.6)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
+
+    def curve(ax: "Axes", s: pd.Series, style: dict[str, Any]) -> None:
+        ax.plot(s["alpha"], s["mean"], lw=1.3, ms=2.5, **style)
+        if s["n"] > 1:
+            lo, hi = (s["min"], s["max"]) if band == "minmax" else (s["mean"] - s["std"], s["mean"] + s["std"])
+            ax.fill_between(s["alpha"], lo, hi, color=style["color"], alpha=0.15, lw=0)
+
+    if dense_only:
+        ax = axes[0, 0]
+        from matplotlib import colormaps
+
+        colours = colormaps["viridis"](np.linspace(0.0, 0.9, len(ks)))
+        for colour, k in zip(colours, ks):
+            for _, s in stats[stats["rewind_iteration"] == k].iterrows():
+                curve(ax, s, {"color": colour, "marker": "o", "label": f"k = {k:,}"})
+        ax.set_title("dense", fontsize=8.5)
+    else:
+        for i, k in enumerate(ks):
+            at_k = stats[stats["rewind_iteration"] == k]
+            for j, (name, r, _) in enumerate(panels):
+                ax = axes[i, j]
+                cell = at_k[at_k["round"] == r]
+                for _, s in cell.sort_values("mask", key=lambda c: c.map(lambda v: sort_key("mask", v))).iterrows():
+                    curve(ax, s, curve_style("mask", str(s["mask"])))
+                for _, s in at_k[at_k["mask"] == "dense"].iterrows():
+                    curve(ax, s, {"color": "black", "linestyle": "--", "marker": "", "label": "dense (100%)"})
+                ax.set_title(f"{name}, k = {k:,}", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xlim(0.0, 1.0)
+        ax.grid(True, alpha=0.3, lw=0.5)
+        ax.tick_params(labelsize=7.5, labelbottom=True)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("alpha (0: copy a, 1: copy b)", fontsize=8.5)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error (%)", fontsize=8.5)
+    handles, labels = _unique_legend(axes.ravel())
+    fig.legend(handles, labels, loc="outside right center", fontsize=7.5, frameon=False)
+    fig.suptitle(f"{title}:\ntest error along the path", fontsize=10)
+    return fig
+
+
 Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[Drawn]]
 # The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
 PRESET_FIGURES: dict[str, Draw] = {
@@ -551,6 +684,8 @@ PRESET_FIGURES: dict[str, Draw] = {
     "learned-supermask": _learned_supermask,
     "late-rewinding": _late_rewinding,
     "global-vs-layer": _global_vs_layer,
+    "stability-dense": _stability,
+    "stability-tickets": _stability,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..core.errors import TicketlabError
-from .claims import Claim, check_claims
+from .claims import Claim, check_claims, paired_ci
 from .document import (
     Cell,
     Document,
@@ -30,6 +30,7 @@ from .document import (
 from .stats import (
     LEVEL_TOLERANCE,
     LEVELS,
+    STABILITY,
     Experiment,
     coinciding_curves,
     dense_baseline,
@@ -37,7 +38,10 @@ from .stats import (
     experiment_rows,
     experiments,
     net_groups,
+    paired_stability,
     published_comparison,
+    stability_rows,
+    stability_table,
     summary_tables,
 )
 from .style import (
@@ -104,6 +108,41 @@ def comparison_display(table: pd.DataFrame) -> Table:
         body.append(tuple(Cell(t) for t in (r["quantity"], fmt_pct(r["published"]), r["published_note"], ours, diff,
                                             r["detail"])))
     return Table(tuple(headers), tuple(body))
+
+
+def stability_display(results: pd.DataFrame, experiment: Experiment) -> tuple:
+    """A stability experiment's numbers: per start and k the instability and the path's errors over
+    seeds, and, where large_final tickets and random masks both ran, their paired difference per
+    density and k (the cells the claim averages)."""
+    rows = experiment_rows(results, experiment)
+    table = stability_table(rows)
+    if table.empty:
+        return (Paragraph("No finished runs."),)
+    headers = ["net", "mask", "% remaining", "k", "seeds", "instability (pp)", "error at alpha 0 (%)",
+               "error at alpha 1 (%)", "largest error on the path (%)"]
+    body = []
+    for r in table.to_dict("records"):
+        body.append((Cell(net_label(r["net"])), Cell(key_text("mask", r["mask"])), Cell(f"{r['remaining_percent']:.3g}"),
+                     Cell(f"{int(r['rewind_iteration']):,}"), Cell(str(r["n_seeds"])),
+                     *(Cell(fmt_mean_std(r[f"{v}_mean"], r[f"{v}_std"]))
+                       for v in ("instability", "error_at_0", "error_at_1", "max_error"))))
+    blocks: list = [Table(tuple(headers), tuple(body))]
+    pairs = []
+    for net, dataset, g in net_groups(stability_rows(rows)):
+        cells = paired_stability(g, "random", "large_final")
+        for (r, k), c in cells.groupby(["round", "rewind_iteration"], sort=True):
+            mean, lo, hi, n = paired_ci(list(c["diff"]))
+            pairs.append((c["remaining_percent"].mean(), k, net, mean, lo, hi, n))
+    if pairs:
+        body = []
+        for x, k, net, mean, lo, hi, n in sorted(pairs, key=lambda p: (p[2], -p[0], p[1])):
+            ci = "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+            body.append(tuple(Cell(t) for t in (net_label(net), f"{x:.3g}", f"{int(k):,}", f"{mean:+.2f}", ci, str(n))))
+        blocks += [Paragraph("Random masks minus large_final tickets of the same per-layer counts, paired by seed "
+                             "(same seed, density and k): instability difference in pp, 95% t interval; > 0: the "
+                             "ticket is more stable."),
+                   Table(("net", "% remaining", "k", "random − large_final (pp)", "95% CI (pp)", "n"), tuple(body))]
+    return tuple(blocks)
 
 
 def verdict_text(claim: Claim) -> str:
@@ -291,9 +330,13 @@ def build_document(
         f"“at L%” = the level nearest L% remaining (within a factor {LEVEL_TOLERANCE:g}; blank if none).",
         hover_hint="Hover a cell for the exact level.",
     )]
-    for name, table in tables.items():
-        results_blocks += [Heading(name), Paragraph(_experiment_intro(found[name], results)),
-                           *explanations(found[name], results), summary_display(table)]
+    for name, experiment in found.items():
+        if experiment.kind == STABILITY:
+            results_blocks += [Heading(name), Paragraph(_experiment_intro(experiment, results)),
+                               *stability_display(results, experiment)]
+        elif name in tables:
+            results_blocks += [Heading(name), Paragraph(_experiment_intro(experiment, results)),
+                               *explanations(experiment, results), summary_display(tables[name])]
     claim_blocks = (
         Paragraph("Paired differences across seeds (same seed, same level), 95% t interval; a claim holds when the "
                   "interval lies entirely on the claimed side, and needs at least 2 seeds."),

@@ -17,6 +17,7 @@ from .style import PRESET_CURVE_COLUMN, PRESET_ORDER, START_DWR_ORDER, net_label
 if TYPE_CHECKING:
     from ..experiments.kinds import Curves
 
+STABILITY = "stability"  # the kind whose rows are error barriers per (mask, round, rewind iteration), not accuracy curves
 SUPERMASK_INFERRED = "supermask"  # the kind of rows with a `start`, when neither `kinds` nor a preset names it
 ITERATIVE_INFERRED = "iterative"
 
@@ -331,6 +332,8 @@ def summary_tables(results: pd.DataFrame, kinds: Mapping[str, str] | None = None
     """
     tables: dict[str, pd.DataFrame] = {}
     for experiment in experiments(results, kinds).values():
+        if experiment.kind == STABILITY:  # its table is `stability_table`'s: no "best" level of a barrier
+            continue
         rows = drawn_rows(results, experiment)
         value = experiment.curves.value
         keys = curve_keys(rows, experiment)
@@ -477,3 +480,83 @@ def _learned_entries(results: pd.DataFrame, found: Mapping[str, Experiment]) -> 
                           "paper (learned-supermask table)", vals, detail))
     return out
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Stability (protocol §17)
+
+
+STABILITY_KEYS = ("mask", "round", "rewind_iteration")  # one start at one k; its rows: one per seed
+
+
+def path_errors(cell: Any) -> np.ndarray:
+    """A row's `error_path` (a JSON array of test errors, fractions) as an array (empty if none)."""
+    import json
+
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return np.array([], dtype=float)
+    return np.asarray(json.loads(str(cell)), dtype=float)
+
+
+def stability_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """A stability experiment's rows with `mask` as text and `round`/`rewind_iteration` as ints."""
+    rows = rows.dropna(subset=["instability"]).copy()
+    rows["mask"] = rows["mask"].astype(str)
+    for column in ("round", "rewind_iteration", "seed"):
+        rows[column] = pd.to_numeric(rows[column]).astype(int)
+    return rows
+
+
+def stability_stats(rows: pd.DataFrame, value: str = "instability") -> pd.DataFrame:
+    """Per (mask, round, rewind_iteration): mean/std/min/max over seeds of `value`, in % (pp for the
+    instability), with the mean % remaining; sorted by mask, density (dense first) and k."""
+    stats = seed_stats(rows, value, by=list(STABILITY_KEYS))
+    order = stats.apply(lambda r: (sort_key("mask", r["mask"]), -r["remaining_percent"], r["rewind_iteration"]), axis=1)
+    return stats.iloc[sorted(range(len(stats)), key=lambda i: order.iloc[i])].reset_index(drop=True)
+
+
+def path_stats(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (mask, round, rewind_iteration): the test error along the path, mean, min and max over seeds
+    (each seed's rows averaged first) in %, as arrays over alpha (`alpha`: evenly spaced in [0, 1])."""
+    records = []
+    for key, g in rows.groupby(list(STABILITY_KEYS), sort=False):
+        per_seed = [np.mean([path_errors(c) for c in s["error_path"]], axis=0) for _, s in g.groupby("seed")]
+        lengths = {len(p) for p in per_seed}
+        if len(lengths) != 1 or 0 in lengths:
+            continue
+        paths = np.vstack(per_seed) * 100.0
+        n = paths.shape[1]
+        records.append({**dict(zip(STABILITY_KEYS, key)), "remaining_percent": float(g["remaining_percent"].mean()),
+                        "alpha": np.arange(n) / (n - 1), "mean": paths.mean(0), "min": paths.min(0),
+                        "max": paths.max(0), "std": paths.std(0, ddof=1) if len(paths) > 1 else np.full(n, np.nan),
+                        "n": len(paths)})
+    return pd.DataFrame.from_records(records)
+
+
+def paired_stability(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Per (seed, round, rewind_iteration) where both masks ran: instability of `a` minus that of `b`,
+    in percentage points (`diff`), with the mean % remaining."""
+    keyed = rows.groupby(["mask", "seed", "round", "rewind_iteration"])[["instability", "remaining_percent"]].mean()
+    if a not in keyed.index.get_level_values("mask") or b not in keyed.index.get_level_values("mask"):
+        return pd.DataFrame(columns=["seed", "round", "rewind_iteration", "remaining_percent", "diff"])
+    both = keyed.loc[a].join(keyed.loc[b], lsuffix="_a", rsuffix="_b", how="inner").dropna()
+    out = pd.DataFrame({"remaining_percent": (both["remaining_percent_a"] + both["remaining_percent_b"]) / 2,
+                        "diff": (both["instability_a"] - both["instability_b"]) * 100.0})
+    return out.reset_index()
+
+
+def stability_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (net, dataset, mask, round, rewind_iteration) of a stability experiment: seeds, and
+    mean and std over seeds of the instability (pp), the two ends' test errors and the path's largest
+    (%), in the order of `stability_stats`."""
+    records = []
+    for net, dataset, g in net_groups(stability_rows(rows)):
+        stats = {value: stability_stats(g, value) for value in ("instability", "error_at_0", "error_at_1", "max_error")}
+        base = stats["instability"]
+        for i, row in base.iterrows():
+            record = {"net": net, "dataset": dataset, **{k: row[k] for k in STABILITY_KEYS},
+                      "remaining_percent": row["remaining_percent"], "n_seeds": int(row["n"])}
+            for value, table in stats.items():
+                record[f"{value}_mean"], record[f"{value}_std"] = table.loc[i, "mean"], table.loc[i, "std"]
+            records.append(record)
+    return pd.DataFrame.from_records(records)

@@ -29,11 +29,14 @@ PRESET_ORDER: tuple[str, ...] = (
     "supermask-vs-training",
     "late-rewinding",
     "global-vs-layer",
+    "stability-dense",
+    "stability-tickets",
 )
 # The column that names a preset's curves where it is not the criterion (the figure is about it even
 # when a run holds a single action).
 PRESET_CURVE_COLUMN: dict[str, str] = {"mask1-actions": "mask1", "mask0-actions": "mask0",
-                                       "late-rewinding": "rewind_iteration", "global-vs-layer": "scope"}
+                                       "late-rewinding": "rewind_iteration", "global-vs-layer": "scope",
+                                       "stability-dense": "mask", "stability-tickets": "mask"}
 SIGN_CRITERIA: dict[str, tuple[str, ...]] = {
     "large-final-signs": ("large_final", "large_final_same_sign", "large_final_diff_sign"),
     "magnitude-increase-signs": ("magnitude_increase", "magnitude_increase_same_sign", "magnitude_increase_diff_sign"),
@@ -71,7 +74,11 @@ CHANCE_PERCENT = 10.0
 MEASURES: dict[str, str] = {
     "test_accuracy_at_early_stop": "Test accuracy at early stop",
     "test_accuracy_at_init": "Test accuracy at initialisation (no training) of the masked network",
+    "instability": "Instability: the test-error barrier between two copies trained from one start with different "
+    "data orders (the largest error on the straight line between them minus the mean of its two ends' errors)",
 }
+# How a measure is counted where it is not a % (default "in %").
+MEASURE_UNITS: dict[str, str] = {"instability": "in percentage points of test error; the errors in %"}
 # Measures whose round 0 is the trained dense network: its accuracy is the dense baseline.
 TRAINED_MEASURES: frozenset[str] = frozenset({"test_accuracy_at_early_stop"})
 BANDS = ("minmax", "std")
@@ -84,6 +91,8 @@ EXPERIMENT_TITLES: dict[str, str] = {
     "mask0-actions": "Mask-0 actions: values of pruned weights (large_final)",
     "late-rewinding": "Late rewinding: kept weights rewound to the dense run at iteration k",
     "global-vs-layer": "Global ranking vs per-layer rates",
+    "stability-dense": "Stability to SGD noise: the dense network from iteration k",
+    "stability-tickets": "Stability to SGD noise: large_final tickets and random masks from iteration k",
 }
 # What a preset beyond the paper runs, said at the head of its report section.
 EXPERIMENT_NOTES: dict[str, str] = {
@@ -93,6 +102,14 @@ EXPERIMENT_NOTES: dict[str, str] = {
     "global-vs-layer": "scope global: one ranking of every prunable weight of the net, 20% of the remaining weights "
     "pruned per round (OpenLTH's sparse_global); scope layer: SPEC's per-layer rates. The per-layer density figure "
     "shows where the global ranking takes its weights from.",
+    "stability-dense": "Linear mode connectivity (Frankle et al., ICML 2020; protocol §17): from the dense run's "
+    "weights at iteration k two copies train the rest of the schedule with different data orders; the test error "
+    "is measured at evenly spaced points of the straight line between their final weights. A network is stable to "
+    "SGD noise when the barrier is about 0.",
+    "stability-tickets": "Linear mode connectivity (Frankle et al., ICML 2020; protocol §17) of large_final tickets "
+    "(the lottery ticket's masks) and of random masks with the same per-layer counts, kept weights at the dense "
+    "run's weights at iteration k, pruned weights zero along the whole path; the dense network is the 100% "
+    "reference.",
 }
 FIGURE_DESCRIPTIONS: dict[str, str] = {
     "criteria": "Test accuracy at early stop vs % of weights remaining, one curve per mask criterion "
@@ -114,13 +131,22 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "one panel per criterion; dashed: the dense net.",
     "global-vs-layer": "One global ranking (solid) against SPEC's per-layer rates (dashed): test accuracy at early "
     "stop vs % remaining, one colour per criterion.",
+    "stability-dense": "Instability (test-error barrier between two copies trained with different data orders, pp) "
+    "vs the iteration k they start from. Line: mean over seeds; band: spread over seeds.",
+    "stability-dense_path": "Test error along the straight line between the two copies (alpha = 0: copy a, 1: copy "
+    "b), one curve per start iteration k. Line: mean over seeds; band: spread over seeds.",
+    "stability-tickets": "Instability (test-error barrier between two copies, pp) vs the iteration k their kept "
+    "weights start from, one panel per density: large_final tickets and random masks of the same per-layer counts; "
+    "black dashed: the dense network.",
+    "stability-tickets_path": "Test error along the straight line between the two copies, one row per start "
+    "iteration k, one column per density: large_final tickets, random masks, and (black, dashed) the dense network.",
 }
 DENSITY_CAPTION = ("Per-layer density (% of each layer's weights kept) vs % of all weights remaining, one colour per "
                    "layer, one panel per criterion: global ranking solid, SPEC's per-layer rates dashed.")
 # How the report's tables head a curve's key columns, and the paper's names of some of their values.
 KEY_HEADERS: dict[str, str] = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action",
                                "base": "base", "start": "start weights", "dwr": "DWR",
-                               "rewind_iteration": "rewind iteration", "scope": "scope"}
+                               "rewind_iteration": "rewind iteration", "scope": "scope", "mask": "mask"}
 SCOPE_LABELS: dict[str, str] = {"layer": "per-layer rates (SPEC)", "global": "global ranking"}
 _PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
                 "freeze_init_zero_random": "random control"}
@@ -200,7 +226,7 @@ def panel_label(values: dict[str, Any]) -> str:
 
 def measure_text(value: str) -> str:
     """The sentence naming a measure: 'Test accuracy at early stop, in %.'"""
-    return f"{MEASURES.get(value, value)}, in %."
+    return f"{MEASURES.get(value, value)}, {MEASURE_UNITS.get(value, 'in %')}."
 
 
 def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
@@ -226,6 +252,8 @@ def sort_key(column: str, value: Any) -> tuple:
         return (float(value),)
     if column == "scope":
         return _order_index(tuple(SCOPE_LABELS), value)
+    if column == "mask":  # a stability start: the dense network, then the criteria in SPEC order
+        return _order_index(("dense", *CRITERIA), value)
     if column == "base":
         s = str(value)
         m = re.fullmatch(r"val_accuracy_([0-9.]+)", s)
@@ -261,6 +289,10 @@ def curve_style(column: str, name: str) -> dict[str, Any]:
     if column == "scope":
         return {"label": SCOPE_LABELS.get(str(name), str(name)), "color": UNSTYLED, "marker": "o",
                 "linestyle": "--" if name == "layer" else "-"}
+    if column == "mask":  # a stability start: dense, or a criterion's mask (random: a random mask of its counts)
+        if name == "dense":
+            return {"label": "dense", "color": "#000000", "marker": "o", "linestyle": "-"}
+        return {**curve_style("criterion", name), "label": f"{name} ticket" if name != "random" else "random mask"}
     return {"label": str(name), "color": UNSTYLED, "marker": "o", "linestyle": "-"}
 
 
