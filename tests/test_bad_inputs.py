@@ -177,7 +177,7 @@ def _damaged(tmp_path: Path, how: str) -> Path:
 def test_damaged_mask_file(tmp_path, capsys, how, message):
     path = _damaged(tmp_path, how)
     line = refused(["train", "--mask", str(path), "--out", str(tmp_path / "out")], capsys, message, str(path),
-                   "one bool or 0/1 array per layer: fc1, fc2, fc3")
+                   "one bool or 0/1 array per prunable layer: fc1, fc2, fc3")
     assert "allow_pickle" not in line
     assert not (tmp_path / "out").exists()
 

@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (SPEC §3).")
     add_dataclass_arguments(p, TrainConfig)
-    p.add_argument("--mask", type=Path, default=None, help=".npz with one array per layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
+    p.add_argument("--mask", type=Path, default=None, help=".npz with one array per prunable layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
     p.add_argument("--allow-empty-layers", action="store_true",
                    help="with --mask: train even if the mask keeps no weight of some layer (a warning instead of an error)")
     _runtime_arguments(p, "root of the run store; the run goes to OUT/train_<hash>")
