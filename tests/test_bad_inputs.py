@@ -13,7 +13,7 @@ from test_bad_data import refused
 from ticketlab.nets.specs import get_net
 from ticketlab.experiments.train import read_mask_file
 
-SPEC = """\
+TINY = """\
 name = "tiny"
 kind = "iterative"
 criteria = ["large_final"]
@@ -40,19 +40,19 @@ NUMBERS = [
     (["train", "--epochs", str(10**12)], "--epochs 1000000000000 means 916,000,000,000,000 training steps"),
     (["train", "--eval-every", str(10**20)], "--eval-every must be <= 100,000,000"),
     (["train", "--seed", str(2**63)], "--seed must be <= 2^63-1"),
-    (["sweep", "SPEC", "--seeds", str(10**12)], "--seeds must be <= 1000, got 1000000000000"),
-    (["sweep", "SPEC", "--seeds", "0"], "--seeds must be >= 1, got 0"),
-    (["sweep", "SPEC", "--first-seed", str(2**63 - 1), "--seeds", "2"], "--first-seed + seeds - 1 must be at most 2^63-1"),
-    (["sweep", "SPEC", "--workers", "0"], "--workers must be between 1 and 4096"),
-    (["sweep", "SPEC", "--iterations", str(10**12)], "--iterations must be <= 100,000,000"),
+    (["sweep", "TINY", "--seeds", str(10**12)], "--seeds must be <= 1000, got 1000000000000"),
+    (["sweep", "TINY", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["sweep", "TINY", "--first-seed", str(2**63 - 1), "--seeds", "2"], "--first-seed + seeds - 1 must be at most 2^63-1"),
+    (["sweep", "TINY", "--workers", "0"], "--workers must be between 1 and 4096"),
+    (["sweep", "TINY", "--iterations", str(10**12)], "--iterations must be <= 100,000,000"),
     (["reproduce", "--seeds", str(10**12)], "--seeds must be <= 1000"),
     (["reproduce", "--seeds", "0"], "--seeds must be >= 1, got 0"),
 ]
 
 
-@pytest.mark.parametrize("args,message", NUMBERS, ids=[" ".join(a[:1] + a[2:] if a[1] == "SPEC" else a)[:40] for a, _ in NUMBERS])
+@pytest.mark.parametrize("args,message", NUMBERS, ids=[" ".join(a[:1] + a[2:] if a[1] == "TINY" else a)[:40] for a, _ in NUMBERS])
 def test_out_of_range_numbers(tmp_path, capsys, args, message):
-    args = [_spec(tmp_path, SPEC) if a == "SPEC" else a for a in args]
+    args = [_spec(tmp_path, TINY) if a == "TINY" else a for a in args]
     out = ["--out", str(tmp_path / "out")] if args[0] != "bench" else []
     line = refused([*args, *out], capsys, message)
     assert "s.toml" not in line  # a flag's value is blamed on the flag, not on the file's line
@@ -62,8 +62,8 @@ def test_out_of_range_numbers(tmp_path, capsys, args, message):
 @pytest.mark.parametrize(
     "field,message",
     [
-        (f"rounds = {10**12}", "field 'rounds' must be <= 24 (SPEC §4 prunes 24 rounds"),
-        ("rounds = 30", "field 'rounds' must be <= 24 (SPEC §4"),
+        (f"rounds = {10**12}", "field 'rounds' must be <= 24 (protocol §4 prunes 24 rounds"),
+        ("rounds = 30", "field 'rounds' must be <= 24 (protocol §4"),
         ("levels = 99", "field 'levels' must be <= 24"),
         ("round_step = 0", "field 'round_step' must be >= 1"),
         (f"seeds = {10**12}", "field 'seeds' must be <= 1000"),
@@ -76,7 +76,7 @@ def test_out_of_range_numbers(tmp_path, capsys, args, message):
 )
 def test_out_of_range_numbers_in_a_sweep_file(tmp_path, capsys, field, message):
     key = field.split()[0]
-    base = SPEC.replace('kind = "iterative"', 'kind = "supermask"').replace("rounds = 1\n", "") if key == "levels" else SPEC
+    base = TINY.replace('kind = "iterative"', 'kind = "supermask"').replace("rounds = 1\n", "") if key == "levels" else TINY
     lines = [line for line in base.splitlines() if not line.startswith(key + " ")] + [field]
     path = _spec(tmp_path, "\n".join(lines) + "\n")
     refused(["sweep", path, "--out", str(tmp_path / "out")], capsys, f"s.toml:{len(lines)}: {message}")
@@ -86,7 +86,7 @@ def test_out_of_range_numbers_in_a_sweep_file(tmp_path, capsys, field, message):
 def test_flag_override_is_blamed_on_the_flag_and_iterations_replace_epochs(tmp_path, capsys):
     from ticketlab.experiments.spec import load_sweep
 
-    path = _spec(tmp_path, SPEC.replace("iterations = 5", "epochs = 2"))
+    path = _spec(tmp_path, TINY.replace("iterations = 5", "epochs = 2"))
     assert load_sweep(path, "full", {"iterations": 7}).train_config(0).resolved().iterations == 7
     refused(["sweep", path, "--seeds", "0", "--out", str(tmp_path / "out")], capsys, "--seeds must be >= 1, got 0")
 
@@ -95,14 +95,14 @@ def test_flag_override_is_blamed_on_the_flag_and_iterations_replace_epochs(tmp_p
 
 
 def test_sweep_file_that_is_not_utf8(tmp_path, capsys):
-    path = _spec(tmp_path, SPEC.encode() + b'description = "caf\xe9"\n')
+    path = _spec(tmp_path, TINY.encode() + b'description = "caf\xe9"\n')
     refused(["sweep", path, "--out", str(tmp_path / "out")], capsys, "s.toml:7: not UTF-8 text (byte 0xe9)")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("scale", ["quick", "full"])
 def test_scale_that_is_not_a_table(tmp_path, capsys, scale):
-    path = _spec(tmp_path, SPEC + "quick = 3\n")
+    path = _spec(tmp_path, TINY + "quick = 3\n")
     refused(["sweep", path, "--scale", scale, "--out", str(tmp_path / "out")], capsys,
             "s.toml:7: field 'quick' must be a table of overrides ([quick] on its own line), got 3")
     assert not (tmp_path / "out").exists()
@@ -114,7 +114,7 @@ def test_scale_that_is_not_a_table(tmp_path, capsys, scale):
 @pytest.mark.parametrize("name", ["/{tmp}/elsewhere/ESCAPED", "../x", "a\\u0000b", ".hidden", "x" * 65, "a b", ""])
 def test_sweep_name_cannot_leave_out_or_break_the_path(tmp_path, capsys, name):
     name = name.replace("/{tmp}", str(tmp_path))
-    path = _spec(tmp_path, SPEC.replace('name = "tiny"', f'name = "{name}"'))
+    path = _spec(tmp_path, TINY.replace('name = "tiny"', f'name = "{name}"'))
     out = tmp_path / "out"
     refused(["sweep", path, "--out", str(out)], capsys, "s.toml:1: field 'name' is ", "a sweep name is 1 to 64 letters")
     assert not out.exists() and not (tmp_path / "elsewhere").exists() and not (tmp_path / "x.json").exists()
@@ -123,7 +123,7 @@ def test_sweep_name_cannot_leave_out_or_break_the_path(tmp_path, capsys, name):
 def test_dotted_and_dashed_names_are_fine():
     from ticketlab.experiments.spec import parse_spec
 
-    assert parse_spec(SPEC.replace('"tiny"', '"my-sweep_v1.2"'), "s.toml", "full").name == "my-sweep_v1.2"
+    assert parse_spec(TINY.replace('"tiny"', '"my-sweep_v1.2"'), "s.toml", "full").name == "my-sweep_v1.2"
 
 
 # --- masks ----------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_zero_one_integer_and_float_masks_mean_the_same_as_bool(tmp_path, dtype)
 
 def test_a_field_of_another_kind_is_refused(tmp_path, capsys):
     # `levels` belongs to supermask sweeps: in an iterative sweep it would be silently ignored
-    path = _spec(tmp_path, SPEC + "levels = 3\n")
+    path = _spec(tmp_path, TINY + "levels = 3\n")
     refused(["sweep", path, "--out", str(tmp_path / "out")], capsys, "s.toml:7: unknown field 'levels'; valid fields:",
             "round_step, rounds")
     assert not (tmp_path / "out").exists()

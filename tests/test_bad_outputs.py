@@ -201,8 +201,8 @@ def test_report_scale_says_what_was_run(store, tmp_path, capsys):
     assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     banner = next(line for line in md.splitlines() if line.startswith("> **Scale:**"))
-    assert "not the paper protocol" in banner and "1 seed, 2 training steps per run (SPEC §3: 50,380)" in banner
-    assert "SPEC rounds 0–1" in banner and "supermask levels p = 0…1" in banner
+    assert "not the paper protocol" in banner and "1 seed, 2 training steps per run (protocol §3: 50,380)" in banner
+    assert "pruning rounds 0–1" in banner and "supermask levels p = 0…1" in banner
 
 
 def test_scale_label_calls_only_the_paper_protocol_so():
@@ -210,8 +210,8 @@ def test_scale_label_calls_only_the_paper_protocol_so():
     from ticketlab.experiments.spec import load_sweep
 
     full = scale_label([load_sweep(name, "full") for name in STUDY_PRESETS])
-    assert full.startswith("full: the paper protocol.") and "5 seeds, the full SPEC §3 schedule" in full
+    assert full.startswith("full: the paper protocol.") and "5 seeds, the full protocol §3 schedule" in full
     one_seed = scale_label([load_sweep(name, "full", {"seeds": 1}) for name in STUDY_PRESETS])
     assert "not the paper protocol" in one_seed and "1 seed," in one_seed
     quick = scale_label([load_sweep(name, "quick") for name in STUDY_PRESETS])
-    assert "not the paper protocol" in quick and "SPEC rounds 0–24 in steps of 3" in quick
+    assert "not the paper protocol" in quick and "pruning rounds 0–24 in steps of 3" in quick

@@ -94,7 +94,7 @@ def test_run_bench_quick_json(capsys, monkeypatch):
     # evaluation costs more when the test set is evaluated at every point
     for name in ("single", "cohort13"):
         assert res[f"eval_overhead_full_fc_{name}_all"] > res[f"eval_overhead_full_fc_{name}_on_best"]
-    # the sparse path: SPEC's densities of rounds 0-20, the path chosen from the threshold alone, and
+    # the sparse path: the paper's densities of rounds 0-20, the path chosen from the threshold alone, and
     # the chosen projection the dense one wherever every level trained dense
     levels = res["sparse_levels"]
     assert [lv["round"] for lv in levels] == [0, 4, 8, 12, 16, 20]

@@ -62,11 +62,11 @@ from .training.state import CohortState
 
 BATCH = 60
 COHORT = len(CRITERIA)  # the criteria figure trains its criteria of one seed and round as one cohort
-FC_ITERATIONS = 50_380  # SPEC §3: 55 epochs x floor(55,000 / 60)
+FC_ITERATIONS = 50_380  # Protocol §3: 55 epochs x floor(55,000 / 60)
 EVAL_EVERY = 100
 N_VAL, N_TEST = 5_000, 10_000
 CRITERIA_SEEDS, CRITERIA_ROUNDS = 5, 24
-SPARSE_ROUNDS = (0, 4, 8, 12, 16, 20)  # SPEC's FC densities 100, 41, 17, 7, 3 and 1%
+SPARSE_ROUNDS = (0, 4, 8, 12, 16, 20)  # the paper's FC densities 100, 41, 17, 7, 3 and 1%
 FLOP_COUNT = (
     "per network and step: forward 2*B*P + backward-weights 2*B*P for every layer + backward-data "
     "2*B*P for every layer but the first (P = the layer's weights; biases, activations, loss and "
@@ -487,7 +487,7 @@ def run_bench(as_json: bool = False, quick: bool = False, device: str | torch.de
     res["projected_fc_cohort13_run_hours"] = cohort_run / 3600
     res["projected_criteria_full_hours_spread"] = CRITERIA_SEEDS * (dense_run + CRITERIA_ROUNDS * cohort_run) / 3600
 
-    # --- the sparse path (nets.sparse): a 13-member cohort's step and val evaluation at SPEC's
+    # --- the sparse path (nets.sparse): a 13-member cohort's step and val evaluation at the paper's
     # densities of rounds 0, 4, ..., 20, every member dense against the path the engine chooses;
     # the criteria preset projected with each, rounds between measured ones interpolated (rounds
     # 21-24 at round 20's cost, an upper bound)

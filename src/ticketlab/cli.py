@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ticketlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (SPEC §3).")
+    p = sub.add_parser("train", help="train one dense or masked network", description="Train one network (protocol §3).")
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--mask", type=Path, default=None, help=".npz with one array per prunable layer (fc1, ...), bool or all 0/1 (1 = keep): train that subnetwork from the seed's init")
     p.add_argument("--allow-empty-layers", action="store_true",
@@ -338,15 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset; every net builds for its images and classes (default: the preset's, else the net's)")
     p.add_argument("--iterations", type=int, default=None, help="training steps per run, 1 to 10^8; replaces the preset's iterations or epochs (default: the preset's)")
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="base learning rate of every run, > 0 (default: the preset's, else SPEC's per net)")
+                   help="base learning rate of every run, > 0 (default: the preset's, else the paper's per net)")
     p.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
-                   help="optimiser of every run (default: the preset's, else tf1_adam, SPEC §3's); its other fields "
+                   help="optimiser of every run (default: the preset's, else tf1_adam, protocol §3's); its other fields "
                         "(momentum, weight_decay, ...) are sweep-file fields")
     p.add_argument("--rewind-iteration", type=int, nargs="+", default=None, metavar="K",
                    help="iterative sweeps: the dense run's steps that kept weights rewind to (late rewinding; 0 = the "
                         "init), each run as its own chain (default: the preset's, else 0)")
     p.add_argument("--scope", nargs="+", default=None, choices=("layer", "global"),
-                   help="iterative sweeps: layer = SPEC's per-layer rates, global = one ranking of every weight at "
+                   help="iterative sweeps: layer = the paper's per-layer rates, global = one ranking of every weight at "
                         "global_rate; both: each as its own chain (default: the preset's, else layer)")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes, 1 to 4096, each with cores // workers threads (default: one per seed while seeds fit the cores, else the count that leaves no core idle at the end, e.g. 1 for 5 seeds on 2 cores)")
     _executor_argument(p)

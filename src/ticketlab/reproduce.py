@@ -16,7 +16,7 @@ from .experiments.kinds import get_kind
 from .experiments.manifests import manifest_seeds, read_manifests, spec_from_manifest
 from .experiments.spec import PAPER_SEEDS, SweepSpec, load_sweep, scale_name, what_ran
 
-# every figure of SPEC §8 that runs on MNIST (the learned supermasks are their own preset), in the order their
+# every figure of protocol §8 that runs on MNIST (the learned supermasks are their own preset), in the order their
 # jobs run: the study's own figures first (criteria, whose runs the two sign presets reuse, then the supermasks),
 # the mask actions last, so that a long full-scale run that is stopped has the headline results
 STUDY_PRESETS = ("criteria", "large-final-signs", "magnitude-increase-signs", "supermask-at-init", "masking-is-training",

@@ -152,7 +152,7 @@ def beyond_results(seeds=(0, 1)) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-STABILITY_ROUNDS = {3: 51.28, 8: 16.88, 12: 6.96, 16: 2.88}  # SPEC rounds of stability-tickets, % remaining (FC)
+STABILITY_ROUNDS = {3: 51.28, 8: 16.88, 12: 6.96, 16: 2.88}  # pruning rounds of stability-tickets, % remaining (FC)
 
 
 def stability_errors(barrier: float, seed: int, copy_gap: float = 0.001) -> list[float]:

@@ -157,7 +157,7 @@ def test_late_rewinding_and_scope_figures(tmp_path):
     # global vs layer: the criterion's colour, solid global, dashed per-layer rates
     lines = {ln.get_label(): ln for ln in figs["global-vs-layer"].axes[0].lines}
     assert lines["large_final — global ranking"].get_linestyle() == "-"
-    assert lines["large_final — per-layer rates (SPEC)"].get_linestyle() == "--"
+    assert lines["large_final — per-layer rates (paper)"].get_linestyle() == "--"
     assert to_hex(lines["large_final — global ranking"].get_color()) == criterion_colors()["large_final"]
     # densities: three layers per scope, in %, on a log axis
     ax = figs["global-vs-layer_densities"].axes[0]

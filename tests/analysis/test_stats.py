@@ -91,7 +91,7 @@ def test_a_users_experiment_gets_a_summary_table(mixed):
     tables = summary_tables(mixed)
     assert list(tables) == ["criteria", "supermask-at-init", "my-exp", "my-sm"]
     mine = tables["my-exp"].set_index("criterion")
-    assert list(mine.index) == ["large_final", "small_final", "random"]  # SPEC order
+    assert list(mine.index) == ["large_final", "small_final", "random"]  # the paper's order
     rows = mixed[(mixed["experiment"] == "my-exp") & (mixed["criterion"] == "large_final") & (mixed["round"] == 8)]
     per_seed = rows.groupby("seed")["test_accuracy_at_early_stop"].mean() * 100
     assert mine.loc["large_final", "at_17_mean"] == pytest.approx(per_seed.mean())

@@ -1,4 +1,4 @@
-"""SPEC §1: the MNIST split, scaling, and the checks that refuse bad data files."""
+"""Protocol §1: the MNIST split, scaling, and the checks that refuse bad data files."""
 from __future__ import annotations
 
 import gzip

@@ -42,7 +42,7 @@ def registry() -> Iterator[None]:
 
 
 def toy_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Just enough training images for the split and one batch of 60 (SPEC §1, §3)."""
+    """Just enough training images for the split and one batch of 60 (protocol §1, §3)."""
     rng = np.random.RandomState(5)
     train_x = rng.randint(0, 256, (MIN_TRAIN_IMAGES, *TOY_SHAPE)).astype(np.uint8)
     test_x = rng.randint(0, 256, (N_TOY_TEST, *TOY_SHAPE)).astype(np.uint8)

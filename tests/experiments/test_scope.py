@@ -1,4 +1,4 @@
-"""Pruning scope: one global ranking of every prunable weight, against SPEC's per-layer rates."""
+"""Pruning scope: one global ranking of every prunable weight, against the paper's per-layer rates."""
 from __future__ import annotations
 
 import pytest
@@ -37,7 +37,7 @@ def test_global_rounds_prune_one_ranking_and_record_each_layers_density(tmp_path
         assert g1["remaining_weights"] == 212160 + 1000 and g2["remaining_weights"] == 169728 + 1000
         assert g1["density_fc3"] == g2["density_fc3"] == 1.0
         assert 235200 * g1["density_fc1"] + 30000 * g1["density_fc2"] == pytest.approx(212160)
-        layer = by[(criterion, "layer", 1)]  # SPEC's count rule: 80%, 80%, 90%, as the released code rounds
+        layer = by[(criterion, "layer", 1)]  # the paper's count rule: 80%, 80%, 90%, as the released code rounds
         kept = pruning_schedule("fc", 1)[1]
         assert (layer["density_fc1"], layer["density_fc2"], layer["density_fc3"]) == \
             (kept[0] / 235200, kept[1] / 30000, kept[2] / 1000)

@@ -1,4 +1,4 @@
-"""SPEC §2: parameter counts and TF1's truncated Glorot-normal init."""
+"""Protocol §2: parameter counts and TF1's truncated Glorot-normal init."""
 from __future__ import annotations
 
 import math
@@ -9,15 +9,15 @@ import torch
 from ticketlab.nets.specs import NETS, TRUNCATED_NORMAL_STD, get_net, init_weights
 from ticketlab.core.seeds import generator
 
-SPEC_COUNTS = {"fc": 266_200, "conv2": 4_300_992, "conv4": 2_425_024, "conv6": 2_261_184}
+PAPER_COUNTS = {"fc": 266_200, "conv2": 4_300_992, "conv4": 2_425_024, "conv6": 2_261_184}
 
 
-@pytest.mark.parametrize("name", SPEC_COUNTS)
+@pytest.mark.parametrize("name", PAPER_COUNTS)
 def test_prunable_weight_counts(name):
     spec = get_net(name)
-    assert spec.prunable_weights == SPEC_COUNTS[name]
+    assert spec.prunable_weights == PAPER_COUNTS[name]
     weights = init_weights(spec, generator(0, "init"))
-    assert sum(w.numel() for w in weights) == SPEC_COUNTS[name]
+    assert sum(w.numel() for w in weights) == PAPER_COUNTS[name]
 
 
 def test_fc_layer_sizes():
@@ -49,8 +49,8 @@ def test_init_is_seeded():
 # ---------------------------------------------------------------------------------------------
 # The registry keeps FC and Conv2/4/6 as they were: their layers, and their numbers
 
-# SPEC §2 as declared before the registry (name, kind, in, out, keep, pool after) for their default data sets
-SPEC_LAYERS = {
+# Protocol §2 as declared before the registry (name, kind, in, out, keep, pool after) for their default data sets
+PAPER_LAYERS = {
     "fc": [("fc1", "fc", 784, 300, 0.8, False), ("fc2", "fc", 300, 100, 0.8, False), ("fc3", "fc", 100, 10, 0.9, False)],
     "conv2": [("conv1", "conv", 3, 64, 0.9, False), ("conv2", "conv", 64, 64, 0.9, True),
               ("fc1", "fc", 16384, 256, 0.8, False), ("fc2", "fc", 256, 256, 0.8, False), ("fc3", "fc", 256, 10, 0.9, False)],
@@ -61,11 +61,11 @@ SPEC_LAYERS = {
 }
 
 
-@pytest.mark.parametrize("name", SPEC_LAYERS)
+@pytest.mark.parametrize("name", PAPER_LAYERS)
 def test_spec_nets_keep_their_layers_and_defaults(name):
     spec = get_net(name)
     assert [(l.name, l.kind, l.fan_in_channels, l.out_channels, l.keep, l.pool_after) for l in spec.layers] == \
-        SPEC_LAYERS[name]
+        PAPER_LAYERS[name]
     assert all(l.kernel == 3 and l.padding == 1 and l.stride == 1 and l.bias and not l.batchnorm and l.prunable
                for l in spec.layers if l.kind == "conv")
     # one bias per layer after the kernels: the flat layout of every run so far

@@ -1,4 +1,4 @@
-"""Mask-1 and mask-0 actions of SPEC §6 on hand-computed cases."""
+"""Mask-1 and mask-0 actions of protocol §6 on hand-computed cases."""
 import pytest
 import torch
 

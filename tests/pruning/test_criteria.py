@@ -1,4 +1,4 @@
-"""The 13 mask criteria of SPEC §5, pinned on hand-computed scores."""
+"""The 13 mask criteria of protocol §5, pinned on hand-computed scores."""
 import pytest
 import torch
 

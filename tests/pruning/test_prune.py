@@ -1,4 +1,4 @@
-"""The count rule, the per-layer prune step, the percentile rule and the schedules (SPEC §4, §5, §7)."""
+"""The count rule, the per-layer prune step, the percentile rule and the schedules (protocol §4, §5, §7)."""
 import pytest
 import torch
 
@@ -38,7 +38,7 @@ def test_oneshot_prune_count():
     assert oneshot_prune_count(1000, 0.8, 3) == 487  # (1 - 0.512) * 100 = 48.79999999999999
 
 
-FC_TABLE = {  # SPEC §4: round -> (fc1, fc2, fc3, total)
+FC_TABLE = {  # Protocol §4: round -> (fc1, fc2, fc3, total)
     0: (235200, 30000, 1000, 266200),
     1: (188161, 24001, 901, 213063),
     2: (150529, 19201, 811, 170541),

@@ -115,7 +115,7 @@ def test_init_weights_give_the_accuracy_at_init_and_carry_the_metadata(held_roun
     assert (meta["criterion"], meta["mask1"], meta["mask0"], meta["round"], meta["weights"]) == \
         ("large_final", "rewind", "freeze_init", "1", "init")
     kept = json.loads(meta["layer_density"])
-    # SPEC §4's count rule: fc1 keeps 235,200 - 47,039 weights, fc3 1,000 - 99
+    # Protocol §4's count rule: fc1 keeps 235,200 - 47,039 weights, fc3 1,000 - 99
     assert kept["fc1"] == 188161 / 235200 and kept["fc3"] == 901 / 1000
 
 

@@ -10,7 +10,7 @@ from ticketlab.core.seeds import generator
 from ticketlab.training import MemberStart, Schedule, train_cohort
 from ticketlab.training.masks import BernoulliCohort, EdgePopupCohort, MaskLearner, MaskVariant, sampled_masks
 
-SPEC = get_net("fc")
+FC = get_net("fc")
 
 
 def _data(n: int = 300, seed: int = 0):
@@ -28,7 +28,7 @@ def _dataset(shape: tuple[int, ...] = (784,)) -> Dataset:
 
 
 def _starts(k: int) -> list[MemberStart]:
-    w = init_weights(SPEC, generator(0, "init"))
+    w = init_weights(FC, generator(0, "init"))
     return [MemberStart([t.clone() * (1 + 0.1 * m) for t in w]) for m in range(k)]
 
 
@@ -37,7 +37,7 @@ VARIANTS = [MaskVariant("a", 100.0, dwr=False), MaskVariant("b", 100.0, dwr=True
 
 def test_weights_and_biases_never_change():
     starts = _starts(3)
-    cohort = BernoulliCohort(SPEC, starts, VARIANTS, 0, Schedule(5, 100.0, batch_size=50), torch.device("cpu"))
+    cohort = BernoulliCohort(FC, starts, VARIANTS, 0, Schedule(5, 100.0, batch_size=50), torch.device("cpu"))
     x, y = _data(50)
     frozen0 = [f.clone() for f in cohort.frozen]
     biases0 = [b.clone() for b in cohort.biases]
@@ -58,7 +58,7 @@ def test_trained_run_keeps_kernels_frozen():
     """Through the loop: every evaluated network is frozen kernel x a 0/1 mask (x a DWR scale)."""
     starts = _starts(2)
     learner = MaskLearner("bernoulli", VARIANTS[:2], 3)
-    (r0, r1) = train_cohort(SPEC, _dataset(), starts, Schedule(6, 100.0, batch_size=100, eval_every=3), 3, learner=learner)
+    (r0, r1) = train_cohort(FC, _dataset(), starts, Schedule(6, 100.0, batch_size=100, eval_every=3), 3, learner=learner)
     for i, w in enumerate(r0.final_weights):
         kept = w != 0
         assert torch.equal(w[kept], starts[0].weights[i][kept])
@@ -104,7 +104,7 @@ def test_sampled_masks_reproducible():
     x, y = _data(50)
     masks = []
     for _ in range(2):
-        c = BernoulliCohort(SPEC, starts, VARIANTS[:1], 0, Schedule(2, 100.0, batch_size=50), torch.device("cpu"))
+        c = BernoulliCohort(FC, starts, VARIANTS[:1], 0, Schedule(2, 100.0, batch_size=50), torch.device("cpu"))
         c.step(x, y)
         masks.append([m.clone() for m in c.mask])
     assert all(torch.equal(p, q) for p, q in zip(*masks))
@@ -114,9 +114,9 @@ def _cohort_vs_alone(learner: str, variants: list[MaskVariant]):
     data = _dataset()
     starts = _starts(len(variants))
     schedule = Schedule(6, 1.0, batch_size=100, eval_every=2)
-    together = train_cohort(SPEC, data, starts, schedule, 4, learner=MaskLearner(learner, variants, 4))
+    together = train_cohort(FC, data, starts, schedule, 4, learner=MaskLearner(learner, variants, 4))
     for m, v in enumerate(variants):
-        (alone,) = train_cohort(SPEC, data, [starts[m]], schedule, 4, learner=MaskLearner(learner, [v], 4))
+        (alone,) = train_cohort(FC, data, [starts[m]], schedule, 4, learner=MaskLearner(learner, [v], 4))
         for a, b in zip(alone.final_weights, together[m].final_weights):
             assert torch.equal(a, b)
         assert alone.history == together[m].history
@@ -133,16 +133,16 @@ def test_edge_popup_member_equals_alone():
 def test_edge_popup_keeps_exact_top_k_with_seeded_ties():
     starts = _starts(2)
     vs = [MaskVariant("k0.3", 0.1, kept_fraction=0.3), MaskVariant("k0.7", 0.1, kept_fraction=0.7)]
-    c = EdgePopupCohort(SPEC, starts, vs, 0, Schedule(1, 0.1), torch.device("cpu"))
+    c = EdgePopupCohort(FC, starts, vs, 0, Schedule(1, 0.1), torch.device("cpu"))
     for m, frac in enumerate((0.3, 0.7)):
-        for i, layer in enumerate(SPEC.layers):
+        for i, layer in enumerate(FC.layers):
             mask = c.top_k(m, i)
             assert int(mask.sum()) == round(frac * layer.size)
             kept, dropped = c.param[i][m].abs()[mask], c.param[i][m].abs()[~mask]
             assert kept.min() >= dropped.max()
     # all scores tied: exactly k kept, chosen by the seeded order, the same for the same seed
     def tied(seed: int) -> torch.Tensor:
-        e = EdgePopupCohort(SPEC, starts[:1], vs[:1], seed, Schedule(1, 0.1), torch.device("cpu"))
+        e = EdgePopupCohort(FC, starts[:1], vs[:1], seed, Schedule(1, 0.1), torch.device("cpu"))
         e.param[2][0].fill_(0.25)
         return e.top_k(0, 2)
     a, b, other = tied(1), tied(1), tied(2)

@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules beside SPEC §3's: torch.optim's numbers on kept weights,
+"""Optimisers and learning-rate schedules beside protocol §3's: torch.optim's numbers on kept weights,
 pruned weights held, cohort invariance, training from a later step, the batch-order seed, errors."""
 from __future__ import annotations
 

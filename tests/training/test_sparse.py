@@ -1,4 +1,4 @@
-"""The sparse training path (nets.sparse): agreement with the dense reference on SPEC's densities,
+"""The sparse training path (nets.sparse): agreement with the dense reference on the paper's densities,
 bitwise cohort-vs-alone and rerun, pruned weights that never move, the path chosen from the masks
 alone, evaluation through the same kernels, denormals flushed on the kernels' threads."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ticketlab.training.schedule import MemberStart, Schedule
 from ticketlab.training.state import CohortState
 
 FC = get_net("fc")
-ROUNDS = (4, 8, 12, 16, 20)  # SPEC's densities of rounds 4..20: fc1 and fc2 keep 0.8 a round, fc3 0.9
+ROUNDS = (4, 8, 12, 16, 20)  # the paper's densities of rounds 4..20: fc1 and fc2 keep 0.8 a round, fc3 0.9
 SHAPES = ((784, 300), (300, 100), (100, 10))
 
 

@@ -4,7 +4,7 @@ min–max range over its seeds, flagged where outside; and figures overlaying th
 reference's bands.
 
 Rows are matched on what names a point of a curve: the experiment, net and data set, the kind's curve
-and panel columns (`Curves.keys`, `Curves.panels`) and the level (`round`: a SPEC round, or a one-shot
+and panel columns (`Curves.keys`, `Curves.panels`) and the level (`round`: a pruning round, or a one-shot
 level p, which the quick and full scales share). Whatever the user ran, a subset of seeds, of
 criteria or of levels, is compared where the reference has the same point; the rest is listed as
 not in the reference.

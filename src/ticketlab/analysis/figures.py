@@ -1,4 +1,4 @@
-"""The figures of SPEC §8, drawn from a results table (a DataFrame, one row per result).
+"""The figures of protocol §8, drawn from a results table (a DataFrame, one row per result).
 
 Matplotlib is used only through `matplotlib.figure.Figure`, never pyplot: drawing needs no display
 and leaves no global state behind, so figures can be made from worker threads or tests.
@@ -467,7 +467,7 @@ def _late_rewinding(rows: pd.DataFrame, experiment: Experiment, tag: str, band: 
 
 def _global_vs_layer(rows: pd.DataFrame, experiment: Experiment, tag: str, band: str) -> Iterator[Drawn]:
     """All curves in one axes: a colour per criterion (the table's), solid for the global ranking,
-    dashed for SPEC's per-layer rates."""
+    dashed for the paper's per-layer rates."""
     net, dataset = str(rows["net"].iloc[0]), str(rows["dataset"].iloc[0])
     value = experiment.curves.value
     keys = [k for k in curve_keys(rows, experiment) if k != "scope"] + ["scope"]
@@ -671,7 +671,7 @@ def _stability_paths(rows: pd.DataFrame, panels: list[tuple[str, int | None, pd.
 
 
 Draw = Callable[[pd.DataFrame, Experiment, str, str], Iterator[Drawn]]
-# The presets' own figures (SPEC §8), in place of their kind's; every other experiment gets `_kind_figures`.
+# The presets' own figures (protocol §8), in place of their kind's; every other experiment gets `_kind_figures`.
 PRESET_FIGURES: dict[str, Draw] = {
     "criteria": _iterative_figures,
     "large-final-signs": _iterative_figures,
@@ -698,7 +698,7 @@ def draw_figures(
 ) -> Iterator[Drawn]:
     """(file stem, figure) for every figure of `results`, one experiment and (net, dataset) at a time.
 
-    A preset gets its own SPEC §8 figures; any other experiment (a user's TOML sweep, say) the
+    A preset gets its own protocol §8 figures; any other experiment (a user's TOML sweep, say) the
     figure of its kind's `curves`. `kinds` maps experiment names to kind names (see
     `stats.experiments` for the fallbacks).
     """

@@ -236,7 +236,7 @@ def explanations(experiment: Experiment, results: pd.DataFrame) -> list[Notice]:
         notes.append(Notice(
             "Why the DWR panels repeat the others:",
             f"with DWR and without, the numbers differ by at most {effect * 100.0:.2f} pp. This is expected, not a "
-            "bug: the biases are zero at initialisation (SPEC §2), and with zero biases dynamic weight rescaling "
+            "bug: the biases are zero at initialisation (protocol §2), and with zero biases dynamic weight rescaling "
             "multiplies each layer by a positive constant, which scales every logit by the same positive factor "
             "(ReLU is positively homogeneous) and so cannot change a prediction (the few that differ are near-ties "
             "that float rounding breaks either way). DWR matters once biases are "

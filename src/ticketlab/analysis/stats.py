@@ -129,7 +129,7 @@ def curve_keys(rows: pd.DataFrame, experiment: Experiment) -> list[str]:
 
 
 def ordered_groups(rows: pd.DataFrame, keys: Sequence[str]) -> Iterator[tuple[tuple, pd.DataFrame]]:
-    """groupby(keys) in canonical order (criteria as in SPEC §5, ...), NaN keys kept."""
+    """groupby(keys) in canonical order (criteria as in protocol §5, ...), NaN keys kept."""
     if not keys:
         yield (), rows
         return
@@ -411,7 +411,7 @@ def _supermask_converged(results: pd.DataFrame, found: Mapping[str, Experiment])
 
 
 def published_comparison(results: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """SPEC §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
+    """Protocol §9's published numbers beside ours (in %); `status` is "not run" where no rows exist.
 
     Only the presets count (a user's experiment may run another protocol). How ours are computed:
     dense = round-0 rows of the iterative presets (each seed's rows averaged, then the seeds);
@@ -463,7 +463,7 @@ LEARNED_PUBLISHED = (("conv2", 66.0), ("conv4", 72.5), ("conv6", 76.5))
 
 
 def _learned_entries(results: pd.DataFrame, found: Mapping[str, Experiment]) -> list[dict]:
-    """SPEC §9's learned supermasks with DWR beside ours: the `learned-supermask` preset's Bernoulli rows
+    """Protocol §9's learned supermasks with DWR beside ours: the `learned-supermask` preset's Bernoulli rows
     with DWR, at the start (init or signed constant) of the higher seed mean, mean over 10 sampled masks."""
     rows = preset_rows(results, found, "learned-supermask")
     out = []

@@ -13,7 +13,7 @@ from ..nets.specs import NETS, net_title
 from ..pruning.actions import mask1_action, mask1_names
 from ..pruning.criteria import CRITERIA, complementary_pairs, criterion_colors
 
-# The criteria, their order (SPEC order: legends list them as the paper does), their colours and
+# The criteria, their order (legends list them as the paper does), their colours and
 # their complementary pairs come from the criteria table; the mask-1 actions' order, labels and
 # colours from the mask-1 table. Nothing here repeats them.
 
@@ -100,7 +100,7 @@ EXPERIMENT_NOTES: dict[str, str] = {
     "ticket's rewind to init), each round training the rest of the schedule from k with a fresh optimiser state "
     "(Frankle et al., Stabilizing the Lottery Ticket Hypothesis; Linear Mode Connectivity and the LTH).",
     "global-vs-layer": "scope global: one ranking of every prunable weight of the net, 20% of the remaining weights "
-    "pruned per round (OpenLTH's sparse_global); scope layer: SPEC's per-layer rates. The per-layer density figure "
+    "pruned per round (OpenLTH's sparse_global); scope layer: the paper's per-layer rates. The per-layer density figure "
     "shows where the global ranking takes its weights from.",
     "stability-dense": "Linear mode connectivity (Frankle et al., ICML 2020; protocol §17): from the dense run's "
     "weights at iteration k two copies train the rest of the schedule with different data orders; the test error "
@@ -117,9 +117,9 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "criteria_pairs": "The criteria figure split into complementary pairs; grey: random.",
     "large-final-signs": "large_final and its sign variants: test accuracy at early stop vs % remaining.",
     "magnitude-increase-signs": "magnitude_increase and its sign variants: test accuracy at early stop vs % remaining.",
-    "mask1-actions": "Start values of kept weights (mask-1 actions, SPEC §6): test accuracy at early stop vs "
+    "mask1-actions": "Start values of kept weights (mask-1 actions, protocol §6): test accuracy at early stop vs "
     "% remaining.",
-    "mask0-actions": "Values of pruned weights (mask-0 actions, SPEC §6): test accuracy at early stop vs % remaining.",
+    "mask0-actions": "Values of pruned weights (mask-0 actions, protocol §6): test accuracy at early stop vs % remaining.",
     "supermask-at-init": "Supermasks: test accuracy at init (no training) vs % remaining, per criterion; "
     "panels: start weights and dynamic weight rescaling (DWR).",
     "supermask-at-init_pairs": "Supermasks at init split into complementary pairs; grey: random.",
@@ -129,7 +129,7 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "black: the base's own test accuracy.",
     "late-rewinding": "Late rewinding: test accuracy at early stop vs % remaining, one curve per rewind iteration k, "
     "one panel per criterion; dashed: the dense net.",
-    "global-vs-layer": "One global ranking (solid) against SPEC's per-layer rates (dashed): test accuracy at early "
+    "global-vs-layer": "One global ranking (solid) against the paper's per-layer rates (dashed): test accuracy at early "
     "stop vs % remaining, one colour per criterion.",
     "stability-dense": "Instability (test-error barrier between two copies trained with different data orders, pp) "
     "vs the iteration k they start from. Line: mean over seeds; band: spread over seeds.",
@@ -142,12 +142,12 @@ FIGURE_DESCRIPTIONS: dict[str, str] = {
     "iteration k, one column per density: large_final tickets, random masks, and (black, dashed) the dense network.",
 }
 DENSITY_CAPTION = ("Per-layer density (% of each layer's weights kept) vs % of all weights remaining, one colour per "
-                   "layer, one panel per criterion: global ranking solid, SPEC's per-layer rates dashed.")
+                   "layer, one panel per criterion: global ranking solid, the paper's per-layer rates dashed.")
 # How the report's tables head a curve's key columns, and the paper's names of some of their values.
 KEY_HEADERS: dict[str, str] = {"criterion": "criterion", "mask1": "mask-1 action", "mask0": "mask-0 action",
                                "base": "base", "start": "start weights", "dwr": "DWR",
                                "rewind_iteration": "rewind iteration", "scope": "scope", "mask": "mask"}
-SCOPE_LABELS: dict[str, str] = {"layer": "per-layer rates (SPEC)", "global": "global ranking"}
+SCOPE_LABELS: dict[str, str] = {"layer": "per-layer rates (paper)", "global": "global ranking"}
 _PAPER_NAMES = {"rewind": "lottery ticket", "freeze_init_zero_mask": "Variant 1", "freeze_init_zero_all": "Variant 2",
                 "freeze_init_zero_random": "random control"}
 
@@ -235,7 +235,7 @@ def _order_index(order: Sequence[Any], value: Any) -> tuple[int, str]:
 
 
 def sort_key(column: str, value: Any) -> tuple:
-    """Canonical order of a column's values (criteria as in SPEC §5, bases by training, ...)."""
+    """Canonical order of a column's values (criteria as in protocol §5, bases by training, ...)."""
     if column == "criterion":
         return _order_index(CRITERIA, value)
     if column == "mask1":
@@ -252,7 +252,7 @@ def sort_key(column: str, value: Any) -> tuple:
         return (float(value),)
     if column == "scope":
         return _order_index(tuple(SCOPE_LABELS), value)
-    if column == "mask":  # a stability start: the dense network, then the criteria in SPEC order
+    if column == "mask":  # a stability start: the dense network, then the criteria in the paper's order
         return _order_index(("dense", *CRITERIA), value)
     if column == "base":
         s = str(value)

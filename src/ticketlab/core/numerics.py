@@ -108,7 +108,7 @@ def flush_denormals(check: bool = True) -> bool:
 def cuda_float32() -> None:
     """Make CUDA products and convolutions full float32 and deterministic, for this process.
 
-    SPEC's networks train in float32. torch lets cuDNN convolutions use TF32 (10-bit mantissa products)
+    The paper's networks train in float32. torch lets cuDNN convolutions use TF32 (10-bit mantissa products)
     by default on Ampere and later GPUs, and lets cuDNN pick among kernels by timing them, some of
     which accumulate with atomics; either would make a conv run's bits depend on the GPU's mood
     rather than its config and seed."""

@@ -1,4 +1,4 @@
-"""Datasets of SPEC §1: the one `Dataset` type, and the loaders by name in one registry.
+"""Datasets of protocol §1: the one `Dataset` type, and the loaders by name in one registry.
 
 Adding a dataset is one `register_dataset(name, loader, image_shape, train_size)` call, where the loader is
 `(data_dir, download) -> Dataset` (build it with `ticketlab.data.dataset.from_arrays`). `DATASETS`,
@@ -92,7 +92,7 @@ def register_dataset(name: str, load: Loader, image_shape: ImageShape, train_siz
     """Make `load_dataset(name, data_dir, download)` return `load(data_dir, download)`.
 
     `image_shape` is one example as (channels, height, width): it decides which nets fit the
-    dataset. `train_size`, the training images left after SPEC §1's validation split, makes "an
+    dataset. `train_size`, the training images left after protocol §1's validation split, makes "an
     epoch" a number of steps before the data is loaded (`TrainConfig.epochs`); without it a config of
     that dataset must give `iterations`. `classes`: how many labels (0..classes-1), the nets' outputs.
     A name can be registered once; a second registration is a programming error."""
@@ -127,7 +127,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     return entry.load(data_dir, download)
 
 
-# SPEC §1: 60,000 training images less 5,000 for validation; CIFAR-10: 50,000 less 5,000
+# Protocol §1: 60,000 training images less 5,000 for validation; CIFAR-10: 50,000 less 5,000
 register_dataset("mnist", idx.load_mnist, idx.IMAGE_SHAPE, 55_000)
 register_dataset("fashion-mnist", idx.load_fashion_mnist, idx.IMAGE_SHAPE, 55_000)
 register_dataset("cifar10", cifar.load_cifar10, cifar.IMAGE_SHAPE, 45_000)

@@ -153,7 +153,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(data_dir: str | os.PathLike | None, download: bool = False) -> Dataset:
-    """CIFAR-10 as a Dataset: train = data_batch_1..5 (minus the SPEC §1 val split), test = test_batch.
+    """CIFAR-10 as a Dataset: train = data_batch_1..5 (minus the protocol §1 val split), test = test_batch.
 
     `data_dir` holds `cifar-10-batches-py/` (or is that folder); None means `default_data_dir()`.
     With `download`, a missing copy is fetched and checksum-verified first.

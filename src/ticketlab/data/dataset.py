@@ -1,4 +1,4 @@
-"""The one `Dataset` type of SPEC §1 and how uint8 arrays become one: fixed train/val split, pixels
+"""The one `Dataset` type of protocol §1 and how uint8 arrays become one: fixed train/val split, pixels
 scaled to [0, 1]. The loaders (`idx`, `cifar`) build on it; it imports none of them, and knows no
 dataset by name (the registry in `ticketlab.data` does).
 """
@@ -19,7 +19,7 @@ ImageShape = tuple[int, int, int]
 N_CLASSES = 10
 VAL_SIZE = 5000
 SPLIT_SEED = 0
-# The fixed validation split plus one batch of SPEC §3's 60: a training file with fewer images
+# The fixed validation split plus one batch of protocol §3's 60: a training file with fewer images
 # cannot be split and trained on at all.
 MIN_TRAIN_IMAGES = VAL_SIZE + 60
 
@@ -44,7 +44,7 @@ _TENSOR_FIELDS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
 
 def split_indices(n_train: int, n_val: int = VAL_SIZE, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) indices of SPEC §1: val drawn by legacy numpy; train = the rest in file order."""
+    """(train, val) indices of protocol §1: val drawn by legacy numpy; train = the rest in file order."""
     val = np.random.RandomState(seed).choice(n_train, n_val, replace=False)
     is_val = np.zeros(n_train, dtype=bool)
     is_val[val] = True
@@ -53,7 +53,7 @@ def split_indices(n_train: int, n_val: int = VAL_SIZE, seed: int = SPLIT_SEED) -
 
 def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                 source: str | None = None) -> Dataset:
-    """Build a Dataset from uint8 arrays: split the training set (SPEC §1) and scale by 1/255.
+    """Build a Dataset from uint8 arrays: split the training set (protocol §1) and scale by 1/255.
 
     At least `MIN_TRAIN_IMAGES` training images and one test image are needed; `source` (default:
     the name) says in the error where the data came from."""
@@ -61,7 +61,7 @@ def from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.
     if len(train_x) < MIN_TRAIN_IMAGES:
         raise TicketlabError(
             f"{source} has {len(train_x):,} training images, fewer than the {MIN_TRAIN_IMAGES:,} needed "
-            f"(SPEC §1 holds out {VAL_SIZE:,} for validation, and training needs a batch of 60 more): "
+            f"(protocol §1 holds out {VAL_SIZE:,} for validation, and training needs a batch of 60 more): "
             "use the complete dataset"
         )
     if len(test_x) == 0:

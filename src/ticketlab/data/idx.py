@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from IDX files (SPEC §1).
+"""MNIST and Fashion-MNIST from IDX files (protocol §1).
 
 MNIST ships inside the package and is checksum-verified on every load. Fashion-MNIST is read from
 a directory of IDX files.
@@ -21,7 +21,7 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # The MNIST format's images: 28 x 28 grey, for MNIST and Fashion-MNIST alike.
 IMAGE_SHAPE: ImageShape = (1, 28, 28)
 
-# SHA-256 of the decompressed canonical IDX files (../shared/data/mnist/README.md).
+# SHA-256 of the decompressed canonical IDX files (docs/data.md).
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",

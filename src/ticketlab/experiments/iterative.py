@@ -1,4 +1,4 @@
-"""Iterative pruning (SPEC §4): chains of (criterion, mask-1 action, mask-0 action) over rounds.
+"""Iterative pruning (protocol §4): chains of (criterion, mask-1 action, mask-0 action) over rounds.
 
 Round 0 of every chain is the dense run of its seed, trained once and shared. Each later round of
 all chains of one seed that start from the same step trains as one cohort. A finished run is never
@@ -36,30 +36,30 @@ from ..training.schedule import MAX_ITERATIONS
 from .dense import dense_identity, ensure_dense, in_snapshot_plan, rewind_point, snapshot_identity
 from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
-from .spec import SPEC_ROUNDS, names_field
+from .spec import PAPER_ROUNDS, names_field
 
 if TYPE_CHECKING:
     from .jobs import Runtime
     from .spec import SweepSpec
 
-_ROUNDS_WHY = f"SPEC §4 prunes {SPEC_ROUNDS} rounds after the dense run"
+_ROUNDS_WHY = f"protocol §4 prunes {PAPER_ROUNDS} rounds after the dense run"
 SCOPES = ("layer", "global")
 
 
 @dataclass(frozen=True)
 class IterativeParams:
-    """An iterative sweep's own fields: every (criterion, mask-1, mask-0) chain, over SPEC rounds."""
+    """An iterative sweep's own fields: every (criterion, mask-1, mask-0) chain, over pruning rounds."""
 
-    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
-    mask1: tuple[str, ...] = names_field(("rewind",), mask1_names, "mask-1 actions (SPEC §6)")
-    mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (SPEC §6)")
-    rounds: int = ranged(SPEC_ROUNDS, "SPEC rounds covered", low=0, high=SPEC_ROUNDS, why=_ROUNDS_WHY)
-    round_step: int = ranged(1, "SPEC rounds of pruning per trained round (quick scale: > 1)", low=1,
-                             high=SPEC_ROUNDS, why=_ROUNDS_WHY)
+    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (protocol §5), or \"all\"", all_of=CRITERIA)
+    mask1: tuple[str, ...] = names_field(("rewind",), mask1_names, "mask-1 actions (protocol §6)")
+    mask0: tuple[str, ...] = names_field(("zero",), MASK0_ACTIONS, "mask-0 actions (protocol §6)")
+    rounds: int = ranged(PAPER_ROUNDS, "pruning rounds covered", low=0, high=PAPER_ROUNDS, why=_ROUNDS_WHY)
+    round_step: int = ranged(1, "rounds of pruning per trained round (quick scale: > 1)", low=1,
+                             high=PAPER_ROUNDS, why=_ROUNDS_WHY)
     rewind_iteration: tuple[int, ...] = ranged((0,), "the dense run's steps kept weights rewind to (late rewinding, "
                                                "for mask-1 actions that rewind); 0 = the init", low=0,
                                                high=MAX_ITERATIONS)
-    scope: tuple[str, ...] = names_field(("layer",), SCOPES, "pruning scope: layer = each layer at its own SPEC rate "
+    scope: tuple[str, ...] = names_field(("layer",), SCOPES, "pruning scope: layer = each layer at its own rate from the paper "
                                          "(§4); global = one ranking of every prunable weight at global_rate")
     global_rate: float = ranged(0.2, "scope global: the fraction of the remaining weights a round prunes (OpenLTH's "
                                 "pruning_fraction)", above=0, below=1)
@@ -69,7 +69,7 @@ class IterativeParams:
 
     @property
     def round_list(self) -> list[int]:
-        """The SPEC rounds this sweep trains (0 = the dense run)."""
+        """The pruning rounds this sweep trains (0 = the dense run)."""
         return list(range(0, self.rounds + 1, self.round_step))
 
 
@@ -120,7 +120,7 @@ def chain_round_identity(config: TrainConfig, chain: Chain, round_: int, round_s
 
 
 def remaining_after(spec: NetSpec, remaining: list[int], round_step: int) -> list[int]:
-    """Per-layer remaining counts after `round_step` SPEC rounds of the count rule."""
+    """Per-layer remaining counts after `round_step` pruning rounds of the count rule."""
     out = list(remaining)
     for _ in range(round_step):
         out = [r - prune_count(r, layer.keep) for r, layer in zip(out, spec.layers)]
@@ -136,8 +136,8 @@ def global_count(remaining: int, rate: float, round_step: int) -> int:
 
 
 def next_masks(spec: NetSpec, chain: Chain, prev: RunState, seed: int, round_: int, round_step: int) -> list[torch.Tensor]:
-    """The masks of a chain's round from its previous round: each layer at its SPEC rate (scope layer,
-    SPEC §4), or one ranking of every layer's remaining weights (scope global; the output layer apart at
+    """The masks of a chain's round from its previous round: each layer at the paper's rate (scope layer,
+    protocol §4), or one ranking of every layer's remaining weights (scope global; the output layer apart at
     its own rate where the chain says)."""
     def prune_seed(part: Any) -> int:
         return derive_seed(seed, "prune", chain.criterion, chain.mask1, chain.mask0, round_, part)
@@ -166,7 +166,7 @@ def next_masks(spec: NetSpec, chain: Chain, prev: RunState, seed: int, round_: i
 def next_start(
     spec: NetSpec, chain: Chain, prev: RunState, dense_init: list[torch.Tensor], seed: int, round_: int, round_step: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(start kernels, masks) of a chain's round from its previous round (SPEC §4 and §6)."""
+    """(start kernels, masks) of a chain's round from its previous round (protocol §4 and §6)."""
     starts, masks = [], []
     for i, mask in enumerate(next_masks(spec, chain, prev, seed, round_, round_step)):
         gen = generator(seed, "actions", chain.criterion, chain.mask1, chain.mask0, round_, i)
@@ -229,7 +229,7 @@ def run_chains(
     repair: bool = False,
     label: str = "",
 ) -> None:
-    """Train every missing round of `chains` for one seed; `rounds` are SPEC rounds 0, s, 2s, ...
+    """Train every missing round of `chains` for one seed; `rounds` are pruning rounds 0, s, 2s, ...
     `report(fraction, note)` gets the share of the job's predicted cost done and what trains (`label`
     starts each note).
 
@@ -325,7 +325,7 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
 
 
 class IterativeKind(ExperimentKind):
-    """Iterative pruning (SPEC §4): chains of (criterion, mask-1 action, mask-0 action) over rounds."""
+    """Iterative pruning (protocol §4): chains of (criterion, mask-1 action, mask-0 action) over rounds."""
 
     name = "iterative"
     params = IterativeParams
@@ -411,8 +411,8 @@ class IterativeKind(ExperimentKind):
     def protocol(self, spec: SweepSpec) -> tuple[bool, str]:
         p: IterativeParams = spec.params
         step = f" in steps of {p.round_step}" if p.round_step != 1 else ""
-        full = p.rounds == SPEC_ROUNDS and p.round_step == 1
-        return full, f"{SPEC_ROUNDS} rounds" if full else f"SPEC rounds 0–{p.rounds}{step}"
+        full = p.rounds == PAPER_ROUNDS and p.round_step == 1
+        return full, f"{PAPER_ROUNDS} rounds" if full else f"pruning rounds 0–{p.rounds}{step}"
 
 
 register_kind(IterativeKind())

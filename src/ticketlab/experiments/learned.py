@@ -1,7 +1,7 @@
-"""Learned supermasks (SPEC §7) and edge-popup: masks trained over frozen random weights.
+"""Learned supermasks (protocol §7) and edge-popup: masks trained over frozen random weights.
 
 Per seed, one cohort per learner: Bernoulli masks for every (start, dwr), edge-popup for every
-(start, kept_fraction), all from the seed's init (SPEC §2, the dense run's own start). Each cohort
+(start, kept_fraction), all from the seed's init (protocol §2, the dense run's own start). Each cohort
 is one stored run (`learned_<hash>`): per variant its evaluation (mean/std test accuracy over
 `eval_samples` seeded sampled masks, the expected density Σsigmoid/N, their realised density, the
 deterministic mask sigmoid > 0.5; edge-popup: its top-k mask), its history and trained parameters.
@@ -35,14 +35,14 @@ from ..training.masks import LEARNERS, MaskLearner, MaskVariant, kept_count, sam
 from .dense import ensure_dense
 from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
-from .spec import SPEC_ROUNDS, names_field
+from .spec import PAPER_ROUNDS, names_field
 from .supermask import STARTS, run_supermask, signed_constant, supermask_identity, supermask_work
 
 if TYPE_CHECKING:
     from .jobs import Runtime
     from .spec import SweepSpec
 
-# SPEC §7 for FC; the conv nets have no published settings: unsearched defaults (docs/protocol.md)
+# Protocol §7 for FC; the conv nets have no published settings: unsearched defaults (docs/protocol.md)
 MASK_EPOCHS = {"fc": 2000, "conv2": 100, "conv4": 100, "conv6": 100}
 BERNOULLI_LR = 100.0
 EDGE_POPUP_LR = 0.1
@@ -71,8 +71,8 @@ class LearnedParams:
                                   high=MAX_ITERATIONS)
     eval_samples: int = ranged(10, "sampled masks averaged for the reported accuracy", low=1, high=MAX_ITERATIONS)
     heuristic_criteria: tuple[str, ...] = names_field(HEURISTIC_CRITERIA, criterion_names, "criteria of the heuristic supermasks drawn beside")
-    level_step: int = ranged(1, "the heuristic supermasks' level step", low=1, high=SPEC_ROUNDS,
-                             why=f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}")
+    level_step: int = ranged(1, "the heuristic supermasks' level step", low=1, high=PAPER_ROUNDS,
+                             why=f"protocol §7's one-shot levels are p = 0..{PAPER_ROUNDS}")
 
 
 def mask_iterations(p: LearnedParams, net: str, dataset: str) -> int:
@@ -174,7 +174,7 @@ ROW_FIELDS: dict[str, tuple[type, ...]] = {
 
 
 class LearnedSupermaskKind(ExperimentKind):
-    """Masks learned over frozen random weights (SPEC §7) and edge-popup, beside heuristic supermasks."""
+    """Masks learned over frozen random weights (protocol §7) and edge-popup, beside heuristic supermasks."""
 
     name = "learned_supermask"
     params = LearnedParams
@@ -188,7 +188,7 @@ class LearnedSupermaskKind(ExperimentKind):
         p: LearnedParams = spec.params
         if spec.net not in MASK_EPOCHS:
             raise TicketlabError(f"{blame('net')}: learned supermasks run on {', '.join(MASK_EPOCHS)}, not {spec.net}")
-        check_steps(SPEC_ROUNDS, p.level_step, "the heuristic supermasks' levels", "level_step", blame)
+        check_steps(PAPER_ROUNDS, p.level_step, "the heuristic supermasks' levels", "level_step", blame)
         dataset = spec.train_config(spec.first_seed).resolved_dataset
         size = train_size(dataset)
         if size is not None and p.mask_batch > size:
@@ -202,7 +202,7 @@ class LearnedSupermaskKind(ExperimentKind):
 
     def _heuristic(self, spec: "SweepSpec", seed: int) -> tuple[Any, list[int]]:
         p: LearnedParams = spec.params
-        return spec.train_config(seed), list(range(0, SPEC_ROUNDS + 1, p.level_step))
+        return spec.train_config(seed), list(range(0, PAPER_ROUNDS + 1, p.level_step))
 
     def run_job(self, spec: "SweepSpec", seed: int, root: Path, runtime: "Runtime", report: Report | None) -> None:
         p: LearnedParams = spec.params

@@ -1,4 +1,4 @@
-"""A sweep: one experiment of SPEC §4–8 over seeds, declared as a TOML file (the presets are such
+"""A sweep: one experiment of protocol §4–8 over seeds, declared as a TOML file (the presets are such
 files). Top-level keys give the experiment; a `[quick]` or `[full]` table overrides them per scale.
 The fields every sweep has are `SweepSpec`'s; each experiment kind declares its own (`kinds.py`), and
 a sweep file may use those of its kind only.
@@ -23,7 +23,7 @@ from ..training.schedule import Recipe
 from .kinds import ExperimentKind, field_shape, get_kind, kind_names
 
 SCALES = ("quick", "full")
-SPEC_ROUNDS = 24  # SPEC §4: 24 rounds after the dense run; SPEC §7: one-shot levels p = 0..24
+PAPER_ROUNDS = 24  # Protocol §4: 24 rounds after the dense run; protocol §7: one-shot levels p = 0..24
 MAX_SEEDS = 1000  # the papers use 5; this bound only catches typos (a job list of 10^12 seeds)
 # A sweep's name becomes the file OUT/sweeps/NAME.json: no separators, no leading dot, no NUL.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -43,7 +43,7 @@ class SweepSpec(Recipe):
     dataset: str | None = None
     seeds: int = ranged(5, "number of seeds", low=1, high=MAX_SEEDS)
     first_seed: int = ranged(0, "first seed", low=0, high=MAX_SEED)
-    # training of every run (None = SPEC §3 defaults for the net)
+    # training of every run (None = protocol §3 defaults for the net)
     epochs: int | None = None
     iterations: int | None = None
     learning_rate: float | None = None
@@ -342,7 +342,7 @@ PAPER_SEEDS = 5  # the papers' figures average 5 seeds
 
 
 def recipe_text(recipe: Recipe) -> str:
-    """What a run's recipe changes from SPEC §3's ('optimizer sgd, momentum 0.9'), '' for SPEC's."""
+    """What a run's recipe changes from protocol §3's ('optimizer sgd, momentum 0.9'), '' for the paper's."""
     base = Recipe()
     return ", ".join(f"{f.name} {getattr(recipe, f.name)}" for f in dataclasses.fields(Recipe)
                      if getattr(recipe, f.name) != getattr(base, f.name))
@@ -358,17 +358,17 @@ def _paper_schedule(spec: SweepSpec) -> tuple[Any, Any, str, bool]:
 
 
 def what_ran(spec: SweepSpec) -> tuple[bool, str]:
-    """Whether a sweep ran the paper protocol (SPEC §3, §4, §7 at 5 seeds), and a phrase saying what it ran."""
+    """Whether a sweep ran the paper protocol (protocol §3, §4, §7 at 5 seeds), and a phrase saying what it ran."""
     ran, paper, recipe, schedule = _paper_schedule(spec)
     parts = [f"{spec.seeds} seed{'s' if spec.seeds != 1 else ''}"]
     if schedule:
-        parts.append(f"the full SPEC §3 schedule ({ran.iterations:,} steps per run)")
+        parts.append(f"the full protocol §3 schedule ({ran.iterations:,} steps per run)")
     else:
-        parts.append(f"{ran.iterations:,} training steps per run (SPEC §3: {paper.iterations:,})")
+        parts.append(f"{ran.iterations:,} training steps per run (protocol §3: {paper.iterations:,})")
         if ran.learning_rate != paper.learning_rate:
-            parts.append(f"learning rate {ran.learning_rate:g} (SPEC: {paper.learning_rate:g})")
+            parts.append(f"learning rate {ran.learning_rate:g} (paper: {paper.learning_rate:g})")
         if ran.eval_every != paper.eval_every:
-            parts.append(f"evaluated every {ran.eval_every:,} steps (SPEC: {paper.eval_every})")
+            parts.append(f"evaluated every {ran.eval_every:,} steps (paper: {paper.eval_every})")
     if recipe:
         parts.append(recipe)
     pruning, what = get_kind(spec.kind).protocol(spec)

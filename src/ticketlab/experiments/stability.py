@@ -11,7 +11,7 @@ the instability is the largest error on the path minus the mean of its two ends'
 Copies with one data order train as one cohort: for each k, copy a of every start, then copy b of
 every start (a cohort has one batch order; a member's numbers are the same alone and in any cohort).
 A ticket's mask is the round-r mask of an iterative chain (criterion, rewind, zero, rewound to the
-init, SPEC's per-layer rates round by round), read from the store or trained there by the iterative
+init, the paper's per-layer rates round by round), read from the store or trained there by the iterative
 kind's `run_chains`; a random mask keeps as many weights per layer, drawn from a seeded generator.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .dense import dense_identity, ensure_dense, in_snapshot_plan, rewind_point,
 from .iterative import Chain, chain_round_identity, chain_work, run_chains
 from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, register_kind
-from .spec import SPEC_ROUNDS, names_field
+from .spec import PAPER_ROUNDS, names_field
 
 if TYPE_CHECKING:
     from .jobs import Runtime
@@ -72,9 +72,9 @@ class StabilityParams:
     masks: tuple[str, ...] = names_field((DENSE,), mask_names, "the starts' masks: dense (none), a criterion's "
                                          "ticket (large_final: the lottery ticket), or random (a ticket's "
                                          "per-layer counts, drawn at random)")
-    ticket_rounds: tuple[int, ...] = ranged((3, 8, 12, 16), "SPEC rounds whose masks (and per-layer counts) tickets "
+    ticket_rounds: tuple[int, ...] = ranged((3, 8, 12, 16), "pruning rounds whose masks (and per-layer counts) tickets "
                                             "and random masks take (FC: 51%, 17%, 7%, 3% remaining)", low=1,
-                                            high=SPEC_ROUNDS, why=f"SPEC §4 prunes {SPEC_ROUNDS} rounds")
+                                            high=PAPER_ROUNDS, why=f"protocol §4 prunes {PAPER_ROUNDS} rounds")
     rewind_iteration: tuple[int, ...] = ranged((0,), "the dense run's steps k that the starts' kept weights (and "
                                                "biases) take; both copies train the schedule's steps after k",
                                                low=0, high=MAX_ITERATIONS)
@@ -93,7 +93,7 @@ def alpha_grid(n: int) -> list[float]:
 
 @dataclass(frozen=True)
 class Start:
-    """One starting point: `mask` (dense, random or a criterion) at SPEC round `round` (0: dense)."""
+    """One starting point: `mask` (dense, random or a criterion) at pruning round `round` (0: dense)."""
 
     mask: str
     round: int = 0
@@ -111,7 +111,7 @@ def starts_of(params: StabilityParams) -> list[Start]:
 
 def ticket_chain(criterion: str) -> Chain:
     """The iterative chain whose rounds give a criterion's tickets: kept weights rewound to the init,
-    pruned weights zero, SPEC's per-layer rates (the lottery ticket's, for large_final)."""
+    pruned weights zero, the paper's per-layer rates (the lottery ticket's, for large_final)."""
     return Chain(criterion, "rewind", "zero")
 
 
@@ -138,7 +138,7 @@ def stability_path(root: Path, config: TrainConfig, start: Start, k: int, alphas
 
 
 def random_masks(net: NetSpec, seed: int, round_: int) -> list[torch.Tensor]:
-    """A random mask with the per-layer counts of SPEC round `round_` (§4's count rule): each prunable
+    """A random mask with the per-layer counts of pruning round `round_` (§4's count rule): each prunable
     layer keeps a uniformly random subset of that size, drawn by `prune_n`'s random criterion from a
     generator seeded by (seed, "stability", "random", round, layer); other layers keep everything."""
     counts = pruning_schedule(net, round_)[round_]

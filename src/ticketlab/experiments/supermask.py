@@ -1,4 +1,4 @@
-"""Supermasks at initialisation (SPEC §7): one-shot masks from a trained base, no training.
+"""Supermasks at initialisation (protocol §7): one-shot masks from a trained base, no training.
 
 For each criterion the masks of every level p come from one score ordering per layer
 (`oneshot_masks`); the masked networks of all levels and start-weight variants are evaluated in
@@ -33,26 +33,26 @@ from ..training.evaluation import evaluate
 from .dense import dense_bases, dense_identity, ensure_dense
 from .jobs import DataCache
 from .kinds import Blame, Curves, ExperimentKind, JobProgress, Report, check_steps, register_kind
-from .spec import SPEC_ROUNDS, names_field
+from .spec import PAPER_ROUNDS, names_field
 
 if TYPE_CHECKING:
     from .jobs import Runtime
     from .spec import SweepSpec
 
 STARTS = ("init", "signed_constant")
-_LEVELS_WHY = f"SPEC §7's one-shot levels are p = 0..{SPEC_ROUNDS}, as §4's rounds"
+_LEVELS_WHY = f"protocol §7's one-shot levels are p = 0..{PAPER_ROUNDS}, as §4's rounds"
 
 
 @dataclass(frozen=True)
 class SupermaskParams:
     """A supermask sweep's own fields: the bases masks come from, and what is evaluated at init."""
 
-    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (SPEC §5), or \"all\"", all_of=CRITERIA)
+    criteria: tuple[str, ...] = names_field(("large_final",), criterion_names, "mask criteria (protocol §5), or \"all\"", all_of=CRITERIA)
     bases: tuple[str, ...] = ("converged",)  # converged, val_accuracy_0.NN or iterations_N
     starts: tuple[str, ...] = names_field(("init",), STARTS, "start weights of the kept weights")
     dwr: tuple[bool, ...] = (False,)  # dynamic weight rescaling
-    levels: int = ranged(SPEC_ROUNDS, "one-shot levels p = 0..levels", low=0, high=SPEC_ROUNDS, why=_LEVELS_WHY)
-    level_step: int = ranged(1, "one-shot levels between evaluated ones", low=1, high=SPEC_ROUNDS, why=_LEVELS_WHY)
+    levels: int = ranged(PAPER_ROUNDS, "one-shot levels p = 0..levels", low=0, high=PAPER_ROUNDS, why=_LEVELS_WHY)
+    level_step: int = ranged(1, "one-shot levels between evaluated ones", low=1, high=PAPER_ROUNDS, why=_LEVELS_WHY)
 
     @property
     def level_list(self) -> list[int]:
@@ -68,13 +68,13 @@ EVAL_STACK = 26  # networks evaluated together
 
 
 def signed_constant(w: torch.Tensor) -> torch.Tensor:
-    """c * sign(w), c = the population std of the whole layer (SPEC §6)."""
+    """c * sign(w), c = the population std of the whole layer (protocol §6)."""
     return float(w.double().std(correction=0)) * torch.sign(w)
 
 
 def check_no_batchnorm(spec: SweepSpec, blame: Blame, kind: str) -> None:
     """Refuse a net with BatchNorm in a sweep of untrained masked networks: at init its running
-    statistics are torch's 0 and 1, which say nothing of the masked net's activations, and SPEC §7
+    statistics are torch's 0 and 1, which say nothing of the masked net's activations, and protocol §7
     defines supermasks on nets without it."""
     if spec.net in NETS and NETS[spec.net].buffers:
         plain = ", ".join(n for n in NETS if not NETS[n].buffers)
@@ -237,7 +237,7 @@ ROW_FIELDS: dict[str, tuple[type, ...]] = {
 
 
 class SupermaskKind(ExperimentKind):
-    """Supermasks at initialisation (SPEC §7): one-shot masks from trained bases, evaluated untrained."""
+    """Supermasks at initialisation (protocol §7): one-shot masks from trained bases, evaluated untrained."""
 
     name = "supermask"
     params = SupermaskParams
@@ -312,7 +312,7 @@ class SupermaskKind(ExperimentKind):
     def protocol(self, spec: SweepSpec) -> tuple[bool, str]:
         p: SupermaskParams = spec.params
         step = f" in steps of {p.level_step}" if p.level_step != 1 else ""
-        return p.levels == SPEC_ROUNDS and p.level_step == 1, f"supermask levels p = 0…{p.levels}{step}"
+        return p.levels == PAPER_ROUNDS and p.level_step == 1, f"supermask levels p = 0…{p.levels}{step}"
 
 
 register_kind(SupermaskKind())

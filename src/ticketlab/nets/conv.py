@@ -1,4 +1,4 @@
-"""Conv2, Conv4 and Conv6 of SPEC §2 (the VGG-like nets of Frankle & Carbin): pairs of 3x3 'same'
+"""Conv2, Conv4 and Conv6 of protocol §2 (the VGG-like nets of Frankle & Carbin): pairs of 3x3 'same'
 ReLU convolutions, each pair followed by a 2x2 max-pool, then dense layers of 256, 256 and one
 unit per class. Built for any image shape whose sides survive the pools (CIFAR-10's 32x32x3 by
 default; Fashion-MNIST's 28x28x1 too): the first dense layer takes what the last pool leaves.
@@ -62,7 +62,7 @@ def _builder(name: str, widths: tuple[int, ...], conv_keep: float, lr: float, ep
     return build
 
 
-# SPEC §2-3: widths, keep factors of the conv layers, Adam learning rates and epochs
+# Protocol §2-3: widths, keep factors of the conv layers, Adam learning rates and epochs
 register_net("conv2", _builder("conv2", (64, 64), 0.9, 2e-4, 27), (3, 32, 32))
 register_net("conv4", _builder("conv4", (64, 64, 128, 128), 0.9, 3e-4, 34), (3, 32, 32))
 register_net("conv6", _builder("conv6", (64, 64, 128, 128, 256, 256), 0.85, 3e-4, 40), (3, 32, 32))

@@ -1,4 +1,4 @@
-"""FC, the dense network of SPEC §2 (LeNet-300-100): 300 and 100 ReLU units, then one per class.
+"""FC, the dense network of protocol §2 (LeNet-300-100): 300 and 100 ReLU units, then one per class.
 
 Its input is the image flattened, so it takes any data set: 784 inputs for 28x28 grey images
 (MNIST, Fashion-MNIST, its default), 3,072 for CIFAR-10. It declares itself a `dense_stack`, which
@@ -15,7 +15,7 @@ from .specs import ImageShape, Layer, NetSpec, register_net
 if TYPE_CHECKING:
     import torch
 
-# SPEC §3: Adam at 1.2e-3 for 55 epochs of batch 60 (50,380 steps on MNIST)
+# Protocol §3: Adam at 1.2e-3 for 55 epochs of batch 60 (50,380 steps on MNIST)
 LEARNING_RATE, EPOCHS = 1.2e-3, 55
 
 

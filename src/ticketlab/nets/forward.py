@@ -46,7 +46,7 @@ from ..nets.specs import BN_EPS, BN_MOMENTUM, NetSpec
 
 # Members per batched product on a CUDA GPU. Part of the numerics on a GPU (the batch count picks
 # cuBLAS's kernel), so a constant, not the size of whichever cohort runs: a member's bits must not
-# depend on its cohort. 13 lets the criteria figure's cohort (SPEC's 13 criteria of one seed and
+# depend on its cohort. 13 lets the criteria figure's cohort (the paper's 13 criteria of one seed and
 # round) run unpadded; other cohorts are padded to a multiple of it (`training.state.cohort_lanes`).
 CUDA_LANES = 13
 # Every member's block of a buffer starts at a multiple of this many floats: 64 bytes, one cache line

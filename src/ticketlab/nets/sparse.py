@@ -80,7 +80,7 @@ _CACHE = _kernel_cache()
 # Kernel shapes of a network -> the density (kept fraction of all its kernel weights) below which a
 # member trains sparse. Measured on a 2-core AMD EPYC (torch 2.13.0 CPU, numba 0.68.1), the 13-member
 # cohort step with every member sparse against every member dense (the step `ticketlab bench` times
-# at SPEC's densities), interleaved blocks: sparse/dense speed 0.61x at 51%, 0.74x at 41%, 0.95x at
+# at the paper's densities), interleaved blocks: sparse/dense speed 0.61x at 51%, 0.74x at 41%, 0.95x at
 # 33%, 1.09x at 26%, 1.9x at 17%, 4.3x at 7%. Networks not listed always train dense.
 SPARSE_BELOW: dict[tuple[tuple[int, int], ...], float] = {
     ((784, 300), (300, 100), (100, 10)): 0.30,
@@ -235,7 +235,7 @@ class SparseMembers:
             self._dirty = False
 
     def update(self, iteration: int) -> None:
-        """TF1 Adam (SPEC §3) on every sparse member's parameters (`write_back` puts them into `flat`)."""
+        """TF1 Adam (protocol §3) on every sparse member's parameters (`write_back` puts them into `flat`)."""
         self._dirty = True
         (beta1, beta2), eps = self.betas, self.eps
         lr_t = self.learning_rate * math.sqrt(1 - beta2**iteration) / (1 - beta1**iteration)

@@ -47,14 +47,14 @@ class Layer:
     whole feature map if `global_pool`. A `projection` layer (a ResNet's 1x1 shortcut) is not in
     the chain: it runs where a later layer's `shortcut` names it, on that layer's `residual` input.
 
-    Prunable layers lose a fraction of their remaining weights each round (`keep`, SPEC §4); a layer
+    Prunable layers lose a fraction of their remaining weights each round (`keep`, protocol §4); a layer
     that is not prunable keeps every weight (keep 1.0) and is left out of densities."""
 
     name: str
     kind: str  # "conv" or "fc"
     fan_in_channels: int  # conv: C_in; fc: inputs
     out_channels: int  # conv: C_out; fc: outputs
-    keep: float  # fraction of remaining weights kept per pruning round (SPEC §4)
+    keep: float  # fraction of remaining weights kept per pruning round (protocol §4)
     pool_after: bool = False
     kernel: int = 3
     stride: int = 1
@@ -140,7 +140,7 @@ class NetSpec:
     layers: tuple[Layer, ...]
     input_shape: tuple[int, ...]  # one example as the forward takes it: (784,) or (C, H, W)
     dataset: str  # its default dataset
-    learning_rate: float  # default learning rate (TF1 Adam, SPEC §3)
+    learning_rate: float  # default learning rate (TF1 Adam, protocol §3)
     epochs: int  # default epochs
     image_shape: ImageShape = (1, 28, 28)
     classes: int = 10
@@ -308,7 +308,7 @@ def truncated_normal_(t: "torch.Tensor", std: float, generator: "torch.Generator
 
 
 def init_weights(spec: NetSpec, generator: "torch.Generator") -> list["torch.Tensor"]:
-    """One member's kernels, drawn on the CPU so every device agrees: TF1 glorot_normal (SPEC §2), or
+    """One member's kernels, drawn on the CPU so every device agrees: TF1 glorot_normal (protocol §2), or
     OpenLTH's kaiming_normal where a layer declares it."""
     import torch
 

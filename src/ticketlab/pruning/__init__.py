@@ -1,4 +1,4 @@
-"""Pruning (SPEC §4–7): the criteria table, the count rule and ranking, and the mask actions.
+"""Pruning (protocol §4–7): the criteria table, the count rule and ranking, and the mask actions.
 
 `prune_layer`, `prune_count`, `pruning_schedule` and the rest of `prune.py` are also reachable here
 (`ticketlab.pruning.prune_layer`, as before the package had rooms), loaded on first use so that

@@ -1,4 +1,4 @@
-"""Mask-1 and mask-0 actions of SPEC §6: the start tensor of the next pruning round's run.
+"""Mask-1 and mask-0 actions of protocol §6: the start tensor of the next pruning round's run.
 
 Mask-1 actions give the start values of kept weights; mask-0 actions give the values that pruned
 weights hold, fixed, through training. The trainer holds every pruned weight at its start value,
@@ -17,7 +17,7 @@ the released code the unmasked layer that `reinit`, `signed_reinit`, `constant` 
 `signed_constant` start from is, at every round, a random permutation of the dense init (with its
 signs, for the signed forms), so these four draw from the dense init: the same distribution, with
 no holes. `rewind`, `reshuffle` and `signed_reshuffle` only read kept positions, which have been
-kept since the dense run, so they use W0 = the previous run's start weights as the SPEC says.
+kept since the dense run, so they use W0 = the previous run's start weights as the protocol says.
 
 Combinations: every mask-1 action may be paired with every mask-0 action. Held values never
 depend on the mask-1 action (they come from the previous run's w_init / w_final), the rescaled
@@ -59,7 +59,7 @@ Start = Callable[[Mask1Context], "Tensor"]
 
 @dataclass(frozen=True)
 class Mask1Action:
-    """One mask-1 action of SPEC §6: where the kept weights of a round start.
+    """One mask-1 action of protocol §6: where the kept weights of a round start.
 
     `start` gives the start values from the context; `label` and `color` are its name and colour
     in every figure (rescaled forms: dashed, triangle markers). `rewinds`: its kept weights are
@@ -143,7 +143,7 @@ def _signed_constant(c: Mask1Context) -> Tensor:
 
 def rescaled(entry: Mask1Action) -> Mask1Action:
     """The `_rescaled` form of an action: it starts from the dense init each round (its W0 is the
-    init) and multiplies the kept weights by size / sum(M) (SPEC §6)."""
+    init) and multiplies the kept weights by size / sum(M) (protocol §6)."""
 
     def start(c: Mask1Context) -> Tensor:
         return entry.start(replace(c, w0=c.init)) * density_multiplier(c.mask)
@@ -160,7 +160,7 @@ _RANDOMISED: tuple[Mask1Action, ...] = (
     Mask1Action("constant", _constant, "constant", "#8c564b"),
     Mask1Action("signed_constant", _signed_constant, "constant, sign kept", "#e377c2"),
 )
-# SPEC §6's mask-1 actions, in the paper's order (legends list them so). Adding one is one entry
+# Protocol §6's mask-1 actions, in the paper's order (legends list them so). Adding one is one entry
 # here and its test: sweep files, the figures' labels, colours and order read the table.
 MASK1_TABLE: tuple[Mask1Action, ...] = (
     Mask1Action("rewind", _rewind, "rewind (lottery ticket)", "#1f77b4", rewinds=True),
@@ -190,7 +190,7 @@ def register_mask1_action(entry: Mask1Action) -> None:
 def unregister_mask1_action(name: str) -> None:
     """Take a registered mask-1 action out again (the table's cannot be taken out)."""
     if name in MASK1_ACTIONS:
-        raise ValueError(f"{name!r} is one of SPEC's mask-1 actions, which stay")
+        raise ValueError(f"{name!r} is one of the paper's mask-1 actions, which stay")
     _MASK1.pop(name, None)
 
 

@@ -1,4 +1,4 @@
-"""The mask criteria of SPEC §5: which weights a pruning round keeps, one table entry per criterion.
+"""The mask criteria of protocol §5: which weights a pruning round keeps, one table entry per criterion.
 
 A criterion is either a *score* of (w_init, w_final) per weight of one layer (higher = kept; the
 shared ranking in `ticketlab.pruning.prune` prunes the lowest), or, for `large_init_large_final` and
@@ -7,7 +7,7 @@ shared ranking in `ticketlab.pruning.prune` prunes the lowest), or, for `large_i
 pruning generator, its complementary criterion (drawn beside it, and, where the study says the two
 straddle random, checked as a claim) and its plot colour. Adding a criterion is one `Criterion`
 in `CRITERION_TABLE` (and its test): sweep files, presets' `criteria = "all"`, figures and claims
-read the table. A criterion of one's own, beside SPEC's, can also be registered at run time
+read the table. A criterion of one's own, beside the paper's, can also be registered at run time
 (`register_criterion`); "all" stays the table's, so registering one renames no preset's runs.
 
 sign() is numpy's (sign(0) = 0), which torch's matches, so a weight that starts or ends at exactly 0
@@ -32,7 +32,7 @@ Score = Callable[["Tensor", "Tensor", "torch.Generator"], "Tensor"]
 
 @dataclass(frozen=True)
 class Criterion:
-    """One mask criterion of SPEC §5."""
+    """One mask criterion of protocol §5."""
 
     name: str
     score: Score | None  # None: an equal-percentile rule (`percentile`)
@@ -56,7 +56,7 @@ def _magnitude_increase(w_init: Tensor, w_final: Tensor) -> Tensor:
 
 
 def _only_where(keep: Tensor, values: Tensor) -> Tensor:
-    # The excluded group scores 0, not -inf (SPEC §5): e.g. shrunk same-sign weights (negative
+    # The excluded group scores 0, not -inf (protocol §5): e.g. shrunk same-sign weights (negative
     # magnitude increase) go before every sign-flipped one, as in the released code.
     return values.masked_fill(~keep, 0)
 
@@ -90,7 +90,7 @@ CRITERION_TABLE: tuple[Criterion, ...] = (
     Criterion("small_init_small_final", None, "#c9a27e", percentile="small"),
 )
 
-# SPEC §5's criteria, in SPEC order (legends list them as the paper does).
+# Protocol §5's criteria, in the paper's order (legends list them as the paper does).
 CRITERIA: tuple[str, ...] = tuple(c.name for c in CRITERION_TABLE)
 # The criteria in use: the table's, and any a user (or a test) registers beside them.
 _REGISTRY: dict[str, Criterion] = {c.name: c for c in CRITERION_TABLE}
@@ -111,12 +111,12 @@ def register_criterion(entry: Criterion) -> None:
 def unregister_criterion(name: str) -> None:
     """Take a registered criterion out again (the table's thirteen cannot be taken out)."""
     if name in CRITERIA:
-        raise ValueError(f"{name!r} is one of SPEC's criteria, which stay")
+        raise ValueError(f"{name!r} is one of the paper's criteria, which stay")
     _REGISTRY.pop(name, None)
 
 
 def criterion_names() -> tuple[str, ...]:
-    """Every criterion in use: the table's in SPEC order, then registered ones."""
+    """Every criterion in use: the table's in the paper's order, then registered ones."""
     return tuple(_REGISTRY)
 
 

@@ -1,4 +1,4 @@
-"""Layer-wise pruning (SPEC §4, §7): the count rule, the per-layer prune step, and schedules.
+"""Layer-wise pruning (protocol §4, §7): the count rule, the per-layer prune step, and schedules.
 
 Words: density = fraction of a layer's weights kept; sparsity = fraction pruned; a layer's `keep`
 factor is the density of one iterative round relative to the weights that remain before it.
@@ -30,7 +30,7 @@ def prune_count(remaining: int, keep: float) -> int:
 
 
 def oneshot_prune_count(size: int, keep: float, p: int) -> int:
-    """How many of a full layer's `size` weights one-shot pruning to density keep**p prunes (SPEC §7)."""
+    """How many of a full layer's `size` weights one-shot pruning to density keep**p prunes (protocol §7)."""
     return int(size * ((1 - keep**p) * 100) / 100)
 
 
@@ -75,7 +75,7 @@ def percentile_rule_prune(w_init: Tensor, w_final: Tensor, mask: Tensor, n: int,
     a_f >= the t-th percentile of a_f (a = |w|, or -|w| when `small`), both percentiles taken over
     the remaining weights. t is found by bisection on [0, 100] (tolerance 1e-4) to prune as close
     to `n` as possible (of two equally close counts, the larger); the count is a step function of
-    t, so it may miss `n` by a few weights (accepted by SPEC §5): callers record mask.sum() rather
+    t, so it may miss `n` by a few weights (accepted by protocol §5): callers record mask.sum() rather
     than assume it. Deterministic: it draws nothing.
     """
     _check_same_shape(w_init, w_final, mask)
@@ -118,7 +118,7 @@ def percentile_rule_prune(w_init: Tensor, w_final: Tensor, mask: Tensor, n: int,
 
 def prune_n(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, n: int, seed: int) -> Tensor:
     """Prune `n` of the remaining weights of one layer by `criterion` (behind `prune_layer`, and behind
-    sweeps that take several SPEC rounds' worth of pruning in one step). Tie-breaking and `random`
+    sweeps that take several pruning rounds' worth of pruning in one step). Tie-breaking and `random`
     draw from torch.Generator().manual_seed(seed)."""
     entry = criterion_entry(criterion)
     _check_same_shape(w_init, w_final, mask)
@@ -184,7 +184,7 @@ def prune_layer(criterion: str, w_init: Tensor, w_final: Tensor, mask: Tensor, k
 
 
 def prune_oneshot(criterion: str, w_init: Tensor, w_final: Tensor, keep: float, p: int, seed: int) -> Tensor:
-    """One-shot pruning of a full layer to density about keep**p (SPEC §7 supermasks)."""
+    """One-shot pruning of a full layer to density about keep**p (protocol §7 supermasks)."""
     full = torch.ones(w_final.shape, dtype=torch.bool)
     return prune_n(criterion, w_init, w_final, full, oneshot_prune_count(w_final.numel(), keep, p), seed)
 

@@ -1,4 +1,4 @@
-"""Training a cohort (SPEC §3): the schedule, the learner seam, TF1 Adam, evaluation and the loop.
+"""Training a cohort (protocol §3): the schedule, the learner seam, TF1 Adam, evaluation and the loop.
 
 The names below load on first use, so that `training.config` (what the command line parses flags
 with) imports without torch.

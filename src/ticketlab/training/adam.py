@@ -42,7 +42,7 @@ def tf1_adam_fused_args(step: int, lr: float) -> dict[str, float]:
 
 
 class TF1Adam:
-    """The optimiser of SPEC §3 for a cohort's flat buffers (`state.Optimizer`): TF1 Adam, through
+    """The optimiser of protocol §3 for a cohort's flat buffers (`state.Optimizer`): TF1 Adam, through
     torch's fused kernel where it runs (one call per step on the whole buffer), else the foreach form.
 
     Pruned weights hold by their second moment: +inf from the start, so their update

@@ -1,4 +1,4 @@
-"""The training config of one run (SPEC §3), declared once as a typed dataclass: the command line's
+"""The training config of one run (protocol §3), declared once as a typed dataclass: the command line's
 flags (`core.fields`), the defaults per net and the run's identity (`store.naming`) derive from it."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _default_datasets() -> str:
 
 @dataclass(frozen=True)
 class TrainConfig(Recipe):
-    """One training run (SPEC §3). None means 'the SPEC default for this net'. Each numeric field
+    """One training run (protocol §3). None means 'the paper's default for this net'. Each numeric field
     declares its range (`core.fields.ranged`), checked for flags, sweep files and Python alike. The
     optimiser, its schedule and the batch order are the `Recipe`'s fields."""
 
@@ -54,11 +54,11 @@ class TrainConfig(Recipe):
     dataset: str | None = described(None, "dataset; every net builds for its images and classes (default: the net's "
                                     f"own: {_default_datasets()})", DATASETS)
     seed: int = ranged(0, "run seed: init and batch order derive from it", low=0, high=MAX_SEED)
-    epochs: int | None = ranged(None, "epochs (default: SPEC's per net; at most 10^8 steps in all); exclusive with "
+    epochs: int | None = ranged(None, "epochs (default: the paper's per net; at most 10^8 steps in all); exclusive with "
                                 "--iterations", low=1)
     iterations: int | None = ranged(None, "training steps (default: epochs x floor(N_train / batch))", low=1,
                                     high=MAX_ITERATIONS)
-    learning_rate: float | None = ranged(None, "base learning rate (default: SPEC's per net, for TF1 Adam)", above=0)
+    learning_rate: float | None = ranged(None, "base learning rate (default: the paper's per net, for TF1 Adam)", above=0)
     batch_size: int = ranged(60, "examples per step", low=1)
     eval_every: int = ranged(100, "evaluate val and test every this many steps (and at 0 and the end)", low=1,
                              high=MAX_ITERATIONS)
@@ -114,7 +114,7 @@ class TrainConfig(Recipe):
         return net_spec(self.net, self.resolved_dataset)
 
     def resolved(self) -> "TrainConfig":
-        """The same run with every None replaced by its SPEC default (epochs folded into iterations)."""
+        """The same run with every None replaced by its paper default (epochs folded into iterations)."""
         spec = get_net(self.net)
         size = train_size(self.resolved_dataset)
         iterations = self.iterations or (self.epochs or spec.epochs) * ((size or 0) // self.batch_size)

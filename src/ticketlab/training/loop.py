@@ -1,4 +1,4 @@
-"""The training loop: K networks of one architecture and one seed trained in lockstep (SPEC §3).
+"""The training loop: K networks of one architecture and one seed trained in lockstep (protocol §3).
 
 All members see the same batches (the batch order depends on the seed only); each has its own start
 weights, mask and optimiser state (`state.CohortState`). The loop draws the batches, steps the
@@ -102,7 +102,7 @@ def train_cohort(
     timing: dict[str, float] | None = None,
     learner: Learner | None = None,
 ) -> list[MemberResult]:
-    """Train every member with SPEC §3's schedule; return per-member histories and weights.
+    """Train every member with protocol §3's schedule; return per-member histories and weights.
 
     The members train the schedule's steps start_iteration + 1 .. end (all of them by default), with
     the batches those steps have in the whole schedule (one permutation per epoch from the batch-order
@@ -119,7 +119,7 @@ def train_cohort(
     val checks for snapshots) and in the rest of the run, the training steps (`train_s`, `steps`)."""
     device = torch.device(device)
     if device.type == "cpu":
-        flush_denormals()  # SPEC's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
+        flush_denormals()  # The paper's TF1 ran with denormals flushed; it also keeps Adam fast (numerics.py)
     k = len(starts)
     state = (learner or train_weights)(spec, starts, schedule, device)
     sparse = getattr(state, "sparse", None)  # its sparse members evaluate through the same kernels

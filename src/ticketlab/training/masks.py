@@ -1,4 +1,4 @@
-"""Mask learners (SPEC §7's learned supermasks, and edge-popup): the kernels and biases stay frozen,
+"""Mask learners (protocol §7's learned supermasks, and edge-popup): the kernels and biases stay frozen,
 a per-kernel-weight parameter is trained instead, and the network of a step is kernel × mask.
 
 Two `Learner`s for `train_cohort`:
@@ -8,7 +8,7 @@ Two `Learner`s for `train_cohort`:
   sigmoid'(logit), with dL/dmask = dL/dW_eff · w. With DWR the step's network is w · mask · N/Σmask
   per layer (recomputed from each sampled mask); the scale N/Σmask is treated as a constant in the
   backward (no gradient through the count), so dL/dmask = dL/dW_eff · w · N/Σmask.
-  SGD with momentum 0.9 (SPEC §7 for FC: lr 100, batch 250).
+  SGD with momentum 0.9 (protocol §7 for FC: lr 100, batch 250).
 - `EdgePopup` (Ramanujan et al. 2020): a score per kernel weight; the forward keeps exactly
   k = round(kept_fraction · N) weights per layer, those of largest |score|, ties broken by a seeded
   random order of the layer's weights fixed per member at the start; straight-through backward
@@ -25,7 +25,7 @@ generators (`core.seeds.generator`) and are copied to the device, so CUDA runs d
 
 The loop evaluates `weights`, a property: the deterministic network of the current parameters
 (Bernoulli: mask sigmoid(logit) > 0.5, with DWR for that mask where the variant has it; edge-popup:
-the top-k mask). Biases stay those of the start (zero: SPEC §2's init).
+the top-k mask). Biases stay those of the start (zero: protocol §2's init).
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ class OptimizerEntry:
 
 
 OPTIMIZER_TABLE: tuple[OptimizerEntry, ...] = (
-    OptimizerEntry("tf1_adam", "adam:TF1Adam", "TensorFlow 1's Adam, SPEC §3 (the paper's)"),
+    OptimizerEntry("tf1_adam", "adam:TF1Adam", "TensorFlow 1's Adam, protocol §3 (the paper's)"),
     OptimizerEntry("adam", "optimizers:TorchAdam", "torch.optim.Adam's update (weight_decay: L2 added to the gradient)",
                    ("weight_decay",)),
     OptimizerEntry("sgd", "optimizers:SGD", "torch.optim.SGD's update (momentum, nesterov, weight_decay as torch's)",
@@ -59,7 +59,7 @@ def _cosine(s: int, total: int, o: Any) -> float:
 
 
 LR_SCHEDULE_TABLE: tuple[LRSchedule, ...] = (
-    LRSchedule("constant", lambda s, total, o: 1.0, "the base learning rate throughout (SPEC §3)"),
+    LRSchedule("constant", lambda s, total, o: 1.0, "the base learning rate throughout (protocol §3)"),
     LRSchedule("multistep", lambda s, total, o: o.gamma ** bisect.bisect_right(o.milestones, s),
                "times gamma after each of the milestones (steps)", ("milestones", "gamma")),
     LRSchedule("cosine", _cosine, "half a cosine from the base rate (after warmup) towards 0 at the last step"),
@@ -84,7 +84,7 @@ def lr_schedule(name: str) -> LRSchedule:
 def learning_rate(base: float, s: int, total: int, settings: Any) -> float:
     """The learning rate of update s (0-based) of a `total`-step schedule: base x the schedule's factor
     x the linear warmup's min(1, (s + 1) / warmup_steps). The constant schedule without warmup gives
-    `base` itself, the very float the runs of SPEC §3 use."""
+    `base` itself, the very float the runs of protocol §3 use."""
     factor = lr_schedule(settings.lr_schedule).factor(s, total, settings)
     if settings.warmup_steps:
         factor *= min(1.0, (s + 1) / settings.warmup_steps)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # only the type hints need torch: TrainConfig, which the comm
     import torch
 
 TEST_EVAL_POLICIES = ("all", "on_best")
-# An upper bound that no real run comes near (SPEC's longest schedule is 50,380 steps) but that stops
+# An upper bound that no real run comes near (the paper's longest schedule is 50,380 steps) but that stops
 # a typo from starting a run of centuries, and keeps every number within int64 (JSON, Parquet).
 MAX_ITERATIONS = 10**8
 
@@ -25,7 +25,7 @@ MAX_ITERATIONS = 10**8
 class Recipe:
     """How the weights move: the optimiser, its learning-rate schedule, the batch order and its
     augmentation. Every
-    default is SPEC §3's (TF1 Adam at a constant rate, batches drawn from the run's seed), and a run's
+    default is protocol §3's (TF1 Adam at a constant rate, batches drawn from the run's seed), and a run's
     identity leaves fields at their defaults out, so a run that sets none keeps its name. Fields of
     `TrainConfig` and of every sweep (flags, sweep files and the run's hash follow)."""
 
@@ -114,7 +114,7 @@ class Schedule:
 class MemberStart:
     """One member's start kernels (pruned positions already hold their fixed value) and bool masks,
     and the start of its other parameters (`NetSpec.params`: biases, BatchNorm's; None: as at init,
-    SPEC §2's zero biases; late rewinding gives the dense run's at the rewind step)."""
+    protocol §2's zero biases; late rewinding gives the dense run's at the rewind step)."""
 
     weights: list[torch.Tensor]
     masks: list[torch.Tensor] | None = None  # None: dense

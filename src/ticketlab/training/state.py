@@ -4,7 +4,7 @@ optimiser state in flat buffers, and one training step over all of them.
 Two seams: *what* the loop trains is a `CohortLearner` (anything with `step(x, y)` and the
 networks to evaluate, `weights` and `biases`), built by a `Learner` from the members' starts; the
 default, `train_weights`, trains the weights themselves (`CohortState`). *How* they move is an
-`Optimizer` on flat buffers; the default is SPEC §3's TF1 Adam (`adam.TF1Adam`), which also holds
+`Optimizer` on flat buffers; the default is protocol §3's TF1 Adam (`adam.TF1Adam`), which also holds
 pruned weights at their start values.
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ Learner = Callable[[NetSpec, Sequence[MemberStart], Schedule, torch.device], Coh
 
 def train_weights(spec: NetSpec, starts: Sequence[MemberStart], schedule: Schedule, device: torch.device) -> "CohortState":
     """The default learner: the weights themselves, pruned weights held, by the schedule's optimiser
-    (SPEC §3: TF1 Adam) at the schedule's learning rates, from its start step on."""
+    (protocol §3: TF1 Adam) at the schedule's learning rates, from its start step on."""
     from .optimizers import make_optimizer
 
     return CohortState(spec, list(starts), schedule.learning_rate, device,
@@ -169,7 +169,7 @@ class CohortState:
         everyone = starts + [starts[0]] * (padded - k)
         for i in range(n):
             params_all[i].copy_(torch.stack([s.weights[i] for s in everyone]))
-        # the other parameters start where the members say, else at zero (SPEC §2's biases)
+        # the other parameters start where the members say, else at zero (protocol §2's biases)
         if any(s.biases is not None for s in starts):
             for j, t in enumerate(spec.params):
                 params_all[n + j].copy_(torch.stack([s.biases[j] if s.biases is not None else torch.zeros(t.shape)
