@@ -34,7 +34,10 @@ SPARSE_EVAL = (3.0, 51.0)  # per 5,000 images
 VAL_IMAGES, TEST_IMAGES, EVAL_BATCH = 5000, 10_000, 60
 SNAPSHOT_CHECKS = 10  # val evaluations after every step until 75% val accuracy (FC on MNIST: ~10 steps)
 CACHE_VERSION = 1
-BUSY_CORES = 0.25  # a measurement during which other (not niced) processes kept more cores busy is not cached
+# A measurement during which other processes kept more cores busy is not cached. Niced ones count:
+# under Linux's autogroup scheduling a niced job started in another session takes its group's full
+# share, and a cached 4x-too-slow step was seen that way.
+BUSY_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def _machine_key(net: NetSpec, device: str, threads: int) -> str:
 def seconds_per_unit(net: NetSpec, device: str = "cpu", threads: int | None = None, measure: bool = True) -> float | None:
     """Seconds of one dense member step of `net` in a 13-member cohort on this machine: measured once
     (about a second) and cached per machine, device, thread count and release, unless other processes
-    (niced ones aside) kept the cores busy meanwhile; None if not cached and not `measure`."""
+    (niced ones too) kept the cores busy meanwhile; None if not cached and not `measure`."""
     import torch
 
     threads = threads or torch.get_num_threads()
@@ -164,9 +167,9 @@ def seconds_per_unit(net: NetSpec, device: str = "cpu", threads: int | None = No
         return None
     from ..core.device import background_between, cpu_ticks
 
-    before = cpu_ticks(count_niced=False)
+    before = cpu_ticks()
     value = _measure(net, device, threads)
-    load = background_between(before, cpu_ticks(count_niced=False))
+    load = background_between(before, cpu_ticks())
     if device == "cpu" and load is not None and load > BUSY_CORES:
         return value  # other work shared the cores: good for this run's projection, not for the cache
     try:
