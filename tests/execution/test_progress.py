@@ -189,3 +189,32 @@ def test_results_name_each_run_and_hold_only_the_columns_of_its_kinds(tmp_path, 
 def test_the_main_commands_output_is_ignored_by_git():
     ignored = (Path(__file__).parents[2] / ".gitignore").read_text().splitlines()
     assert "/ticketlab-reproduce-quick/" in ignored and "/ticketlab-reproduce-full/" in ignored
+
+
+def test_a_calibration_slowed_by_other_processes_niced_ones_included_is_not_cached(tmp_path, monkeypatch):
+    """Niced processes count as load (under autogroup scheduling they take their share): a measurement
+    made while they kept a core busy projects this run but is not written to the per-machine cache."""
+    import ticketlab.core.device as device
+    from ticketlab.nets.specs import get_net
+    from ticketlab.training import cost
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cost, "_measure", lambda net, dev, threads: 0.004)
+    asked = []
+
+    def busy(seconds_busy_per_call):
+        clock = iter(range(100))
+
+        def ticks(count_niced=True):
+            asked.append(count_niced)
+            t = next(clock)
+            # all cores' busy seconds grow by `seconds_busy_per_call` a wall second, this process by none
+            return t * seconds_busy_per_call, 0.0, float(t)
+        return ticks
+
+    monkeypatch.setattr(device, "cpu_ticks", busy(1.0))  # one core kept busy by another (say niced) job
+    assert cost.seconds_per_unit(get_net("fc"), "cpu", threads=2) == 0.004
+    assert all(asked) and not (tmp_path / "ticketlab").exists() and not list(tmp_path.rglob("*.json"))
+    monkeypatch.setattr(device, "cpu_ticks", busy(0.0))  # a quiet machine: cached
+    assert cost.seconds_per_unit(get_net("fc"), "cpu", threads=2) == 0.004
+    assert len(list(tmp_path.rglob("*.json"))) == 1
