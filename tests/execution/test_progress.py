@@ -218,3 +218,25 @@ def test_a_calibration_slowed_by_other_processes_niced_ones_included_is_not_cach
     monkeypatch.setattr(device, "cpu_ticks", busy(0.0))  # a quiet machine: cached
     assert cost.seconds_per_unit(get_net("fc"), "cpu", threads=2) == 0.004
     assert len(list(tmp_path.rglob("*.json"))) == 1
+
+
+def test_the_eta_weighs_the_projection_as_a_tenth_of_the_work(monkeypatch):
+    """Hand-computed: 30 s elapsed at 10% done. Alone, the elapsed rate says 30 / 0.1 x 0.9 = 270 s
+    left; with a projection of 100 s for the whole, the rate is (30 + 0.1 x 100) / (0.1 + 0.1) = 200 s
+    per unit of work, so 180 s left; before anything is done the ETA is the projection itself."""
+    import io
+
+    from ticketlab.core import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    plain, informed = io.StringIO(), io.StringIO()
+    lines = [progress.ProgressLine("[x]", stream=plain), progress.ProgressLine("[x]", stream=informed, expected=100.0)]
+    for line in lines:
+        line.update(0.0, 1.0, force=True)
+    clock[0] += 30.0
+    for line in lines:
+        line.update(0.1, 1.0, force=True)
+    assert plain.getvalue().splitlines() == ["[x] 0%, elapsed 0s, ETA ?", "[x] 10%, elapsed 30s, ETA 4m30s"]
+    assert informed.getvalue().splitlines() == ["[x] 0%, elapsed 0s, ETA 1m40s", "[x] 10%, elapsed 30s, ETA 3m00s"]
+    assert lines[1].eta(50.0, 1.0) == 0.0 and progress.ProgressLine("[x]", stream=io.StringIO(), expected=float("nan")).expected is None

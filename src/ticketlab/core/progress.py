@@ -18,15 +18,23 @@ def format_seconds(s: float) -> str:
 class ProgressLine:
     """Shows `label [bar] done/total (pct) extra, elapsed, ETA`: on a terminal at most five times a
     second, in a log at most one line per `every` seconds (a caller that wants a line at least that
-    often calls `update` on a timer). The ETA is the elapsed time scaled by what is left over what is
-    done, shown once `min_done` of the total is done."""
+    often calls `update` on a timer). The ETA is what is left times a rate of seconds per unit of work:
+    the elapsed time over what is done, shown once `min_done` of the total is done; or, given the
+    `expected` seconds of the whole (a projection), the two together, the projection weighing as
+    `PRIOR_SHARE` of the work already done. The first minutes of a run (compiling kernels, loading
+    data, warming caches) cost more than their share of work, so alone the elapsed rate overshoots
+    early, while the projection, measured on one step alone, tends to undershoot."""
 
-    def __init__(self, label: str, every: float = 15.0, stream=None, min_done: float = 0.01) -> None:
+    PRIOR_SHARE = 0.1
+
+    def __init__(self, label: str, every: float = 15.0, stream=None, min_done: float = 0.01,
+                 expected: float | None = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = every
         self.min_done = min_done
+        self.expected = expected if expected is not None and expected > 0 and expected == expected else None
         self.start = time.monotonic()
         self.last = -1e9
         self.width = 0
@@ -38,7 +46,7 @@ class ProgressLine:
         self.last = now
         elapsed = now - self.start
         share = done / total if total else 1.0
-        eta = elapsed / done * (total - done) if done > 0 and share >= self.min_done else float("nan")
+        eta = self.eta(elapsed, share)
         eta_text = format_seconds(eta) if eta == eta else "?"
         count = f"{done:g}/{total:g} " if float(done).is_integer() and total != 1 else ""
         bar = ""
@@ -53,6 +61,15 @@ class ProgressLine:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+    def eta(self, elapsed: float, share: float) -> float:
+        """Seconds left (NaN: not known yet) after `elapsed` seconds with `share` of the work done."""
+        if self.expected is not None:
+            rate = (elapsed + self.PRIOR_SHARE * self.expected) / (share + self.PRIOR_SHARE)
+            return rate * max(0.0, 1.0 - share)
+        if share <= 0 or share < self.min_done:
+            return float("nan")
+        return elapsed / share * (1.0 - share)
 
     def close(self, message: str = "") -> None:
         if self.tty and self.width:

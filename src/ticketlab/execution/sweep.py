@@ -26,13 +26,13 @@ from .base import Executor, make_executor
 class _ProgressBar:
     """The sweep's one progress line, fed by an executor: the share of the batch's predicted work done
     (each job weighted by its plan's cost, `training.cost`; jobs without a plan by the mean), what runs
-    now, and an ETA from the elapsed time. It times each job too (from its first report, which
+    now, and an ETA from the elapsed time and the projection (`expected` seconds, if any). It times each job too (from its first report, which
     `SweepWork` sends as the job starts, to its end). A log (not a TTY) gets a line every
     `LOG_SECONDS` even while no report arrives."""
 
     LOG_SECONDS = 15.0
 
-    def __init__(self, weights: list[float | None], label: str, quiet: bool):
+    def __init__(self, weights: list[float | None], label: str, quiet: bool, expected: float | None = None):
         n = len(weights)
         known = [w for w in weights if w is not None]
         fallback = sum(known) / len(known) if known else 1.0
@@ -43,7 +43,7 @@ class _ProgressBar:
         self.t0 = time.perf_counter()
         self.started = [math.nan] * n  # seconds from the start to each job's first report
         self.finished_after = [math.nan] * n  # seconds from the start to each job's end
-        self.bar = None if quiet else ProgressLine(f"[{label}]", every=self.LOG_SECONDS)
+        self.bar = None if quiet else ProgressLine(f"[{label}]", every=self.LOG_SECONDS, expected=expected)
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.ticker = None
@@ -226,13 +226,13 @@ def executor_for(n_jobs: int, workers: int, runtime: Runtime, name: str = "auto"
 
 def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: str, quiet: bool = False,
             executor: Executor | None = None, timing: list[float] | None = None,
-            weights: list[float | None] | None = None) -> list[float]:
+            weights: list[float | None] | None = None, expected: float | None = None) -> list[float]:
     """Run jobs with `executor` (default: `executor_for`), one progress line (jobs weighted by
-    `weights`, their predicted costs; default: equal); returns the seconds from the start to each
+    `weights`, their predicted costs, default equal; its ETA starts from `expected` seconds, if given); returns the seconds from the start to each
     job's end. `timing`, if given, gets the seconds each job ran (NaN: unfinished), also when a job
     fails."""
     executor = executor or executor_for(len(jobs), workers, runtime)
-    bar = _ProgressBar(weights or [None] * len(jobs), label, quiet)
+    bar = _ProgressBar(weights or [None] * len(jobs), label, quiet, expected)
     try:
         executor.run(jobs, SweepWork(root, runtime), bar)
     finally:
@@ -282,10 +282,13 @@ def run_sweeps(specs: list[SweepSpec], root: Path, runtime: Runtime, workers: in
         check = getattr(chosen, "check", None)  # an executor that can fail to start says so before the plan
         if check is not None:
             check(runtime)
+        expected = None
         if not quiet:
             threads = worker_threads(count, runtime, executor, len(jobs))
-            announce(*projection(jobs, plans, count, threads, device.type), name)
-        execute(jobs, root, runtime, count, name, quiet, chosen, timing=ran, weights=job_weights(plans))
+            expected, line = projection(jobs, plans, count, threads, device.type)
+            announce(expected, line, name)
+        execute(jobs, root, runtime, count, name, quiet, chosen, timing=ran, weights=job_weights(plans),
+                expected=expected)
     except BaseException as e:
         unfinished = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         _record(root, specs, jobs, ran, env, unfinished)
