@@ -49,6 +49,25 @@ def dense_snapshots(iterations: int) -> tuple[tuple[int, ...], tuple[float, ...]
     return tuple(i for i in BASE_ITERATIONS if i < iterations), VAL_ACCURACY_BASES
 
 
+def _train_from_init(config: TrainConfig, schedule: Any, device: torch.device, data: Any,
+                     report: Callable[[float], None] | None) -> tuple[list[torch.Tensor], list[torch.Tensor], Any, float]:
+    """(init kernels, init parameters, the training result, wall seconds) of the dense network of
+    `config` trained from its seed's init by `schedule`: the dense run itself, or a replay of its
+    first steps, which must give the same bits."""
+    spec = config.net_spec()
+    start = init_weights(spec, generator(config.seed, "init"))
+    params = init_params(spec, generator(config.seed, "init_params"))  # zeros but BatchNorm's scales
+
+    def progress(it: int, total: int, _: list[float]) -> None:
+        if report is not None:
+            report(it / total)
+
+    t0 = time.perf_counter()
+    (result,) = train_cohort(spec, data.get(config.resolved().dataset), [MemberStart(start, None, params)], schedule,
+                             config.seed, device, progress)
+    return start, params, result, time.perf_counter() - t0
+
+
 def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: Any,
                  report: Callable[[float], None] | None = None, repair: bool = False) -> Path:
     """The dense run of `config` (with its snapshots), trained if not yet in the store (or, with
@@ -58,20 +77,9 @@ def ensure_dense(root: Path, config: TrainConfig, device: torch.device, data: An
     if finished(path, repair):
         return path
     spec = config.net_spec()
-    resolved = config.resolved()
-    start = init_weights(spec, generator(config.seed, "init"))
-    params = init_params(spec, generator(config.seed, "init_params"))  # zeros but BatchNorm's scales
-    iters, accs = dense_snapshots(resolved.iterations)
+    iters, accs = dense_snapshots(config.resolved().iterations)
     schedule = config.schedule(snapshot_iterations=iters, snapshot_val_accuracies=accs)
-
-    def progress(it: int, total: int, _: list[float]) -> None:
-        if report is not None:
-            report(it / total)
-
-    t0 = time.perf_counter()
-    (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start, None, params)], schedule,
-                             config.seed, device, progress)
-    wall = time.perf_counter() - t0
+    start, params, result, wall = _train_from_init(config, schedule, device, data, report)
     snaps: dict[str, Any] = {}
     for name, (w, b, r) in result.snapshots.items():
         snaps.update(weight_arrays(spec, w, b, prefix=f"{name}/", buffers=r))
@@ -114,19 +122,8 @@ def rewind_point(root: Path, config: TrainConfig, iteration: int, device: torch.
         return kernels, biases
     path = run_dir(root, "snapshot", snapshot_identity(config, iteration))
     if not finished(path, repair):
-        resolved = config.resolved()
-        start = init_weights(spec, generator(config.seed, "init"))
-        params = init_params(spec, generator(config.seed, "init_params"))
-        schedule = config.schedule(end_iteration=iteration)
-
-        def progress(it: int, total: int, _: list[float]) -> None:
-            if report is not None:
-                report(it / total)
-
-        t0 = time.perf_counter()
-        (result,) = train_cohort(spec, data.get(resolved.dataset), [MemberStart(start, None, params)], schedule,
-                                 config.seed, device, progress)
-        summary = {**result.summary(), "seed": config.seed, "wall_seconds": time.perf_counter() - t0}
+        _, _, result, wall = _train_from_init(config, config.schedule(end_iteration=iteration), device, data, report)
+        summary = {**result.summary(), "seed": config.seed, "wall_seconds": wall}
         write_run(path, "snapshot", snapshot_identity(config, iteration), summary, config=config, device=device,
                   history=result.history,
                   arrays={"final.npz": weight_arrays(spec, result.final_weights, result.final_biases,
