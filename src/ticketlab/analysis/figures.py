@@ -631,10 +631,9 @@ def _stability_paths(rows: pd.DataFrame, panels: list[tuple[str, int | None, pd.
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
 
     def curve(ax: "Axes", s: pd.Series, style: dict[str, Any]) -> None:
-        ax.plot(s["alpha"], s["mean"], lw=1.3, ms=2.5, **style)
-        if s["n"] > 1:
-            lo, hi = (s["min"], s["max"]) if band == "minmax" else (s["mean"] - s["std"], s["mean"] + s["std"])
-            ax.fill_between(s["alpha"], lo, hi, color=style["color"], alpha=0.15, lw=0)
+        # one (mask, round, k)'s path: its arrays over alpha as the per-point stats `draw_curve` reads
+        points = pd.DataFrame({c: s[c] for c in ("mean", "min", "max", "std")}).assign(n=s["n"])
+        draw_curve(ax, s["alpha"], points, style, band)
 
     if dense_only:
         ax = axes[0, 0]

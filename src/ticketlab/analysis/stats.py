@@ -489,7 +489,7 @@ def _learned_entries(results: pd.DataFrame, found: Mapping[str, Experiment]) -> 
 STABILITY_KEYS = ("mask", "round", "rewind_iteration")  # one start at one k; its rows: one per seed
 
 
-def path_errors(cell: Any) -> np.ndarray:
+def error_path_values(cell: Any) -> np.ndarray:
     """A row's `error_path` (a JSON array of test errors, fractions) as an array (empty if none)."""
     import json
 
@@ -511,8 +511,9 @@ def stability_stats(rows: pd.DataFrame, value: str = "instability") -> pd.DataFr
     """Per (mask, round, rewind_iteration): mean/std/min/max over seeds of `value`, in % (pp for the
     instability), with the mean % remaining; sorted by mask, density (dense first) and k."""
     stats = seed_stats(rows, value, by=list(STABILITY_KEYS))
-    order = stats.apply(lambda r: (sort_key("mask", r["mask"]), -r["remaining_percent"], r["rewind_iteration"]), axis=1)
-    return stats.iloc[sorted(range(len(stats)), key=lambda i: order.iloc[i])].reset_index(drop=True)
+    order = sorted(stats.index, key=lambda i: (sort_key("mask", stats.at[i, "mask"]), -stats.at[i, "remaining_percent"],
+                                               stats.at[i, "rewind_iteration"]))
+    return stats.loc[order].reset_index(drop=True)
 
 
 def path_stats(rows: pd.DataFrame) -> pd.DataFrame:
@@ -520,7 +521,7 @@ def path_stats(rows: pd.DataFrame) -> pd.DataFrame:
     (each seed's rows averaged first) in %, as arrays over alpha (`alpha`: evenly spaced in [0, 1])."""
     records = []
     for key, g in rows.groupby(list(STABILITY_KEYS), sort=False):
-        per_seed = [np.mean([path_errors(c) for c in s["error_path"]], axis=0) for _, s in g.groupby("seed")]
+        per_seed = [np.mean([error_path_values(c) for c in s["error_path"]], axis=0) for _, s in g.groupby("seed")]
         lengths = {len(p) for p in per_seed}
         if len(lengths) != 1 or 0 in lengths:
             continue

@@ -26,9 +26,9 @@ from .base import Executor, make_executor
 class _ProgressBar:
     """The sweep's one progress line, fed by an executor: the share of the batch's predicted work done
     (each job weighted by its plan's cost, `training.cost`; jobs without a plan by the mean), what runs
-    now, and an ETA from the elapsed time and the projection (`expected` seconds, if any). It times each job too (from its first report, which
-    `SweepWork` sends as the job starts, to its end). A log (not a TTY) gets a line every
-    `LOG_SECONDS` even while no report arrives."""
+    now, and an ETA from the elapsed time and the projection (`expected` seconds, if any). It times
+    each job too (from its first report, which `SweepWork` sends as the job starts, to its end). A log
+    (not a TTY) gets a line every `LOG_SECONDS` even while no report arrives."""
 
     LOG_SECONDS = 15.0
 
@@ -228,9 +228,9 @@ def execute(jobs: list[Job], root: Path, runtime: Runtime, workers: int, label: 
             executor: Executor | None = None, timing: list[float] | None = None,
             weights: list[float | None] | None = None, expected: float | None = None) -> list[float]:
     """Run jobs with `executor` (default: `executor_for`), one progress line (jobs weighted by
-    `weights`, their predicted costs, default equal; its ETA starts from `expected` seconds, if given); returns the seconds from the start to each
-    job's end. `timing`, if given, gets the seconds each job ran (NaN: unfinished), also when a job
-    fails."""
+    `weights`, their predicted costs, default equal; its ETA starts from `expected` seconds, if
+    given); returns the seconds from the start to each job's end. `timing`, if given, gets the seconds
+    each job ran (NaN: unfinished), also when a job fails."""
     executor = executor or executor_for(len(jobs), workers, runtime)
     bar = _ProgressBar(weights or [None] * len(jobs), label, quiet, expected)
     try:
