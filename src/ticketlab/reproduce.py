@@ -116,9 +116,11 @@ def meta_of(root: Path, extra: dict | None = None) -> dict:
     meta: dict = {
         "scale": scale_label(specs),
         "sweeps": {spec.name: f"{spec.kind}, net {spec.net}, seeds {seed_ranges(s)}" for spec, s in zip(specs, seeds)},
-        # each sweep's own time: the seconds its jobs ran, whatever else its batch ran
-        "wall_seconds": {s.name: round(m.get("wall_seconds", float("nan")), 1) for s, m in zip(specs, manifests)},
     }
+    # each sweep's own time: the seconds its jobs ran, whatever else its batch ran (none until a job ends)
+    walls = {s.name: round(m["wall_seconds"], 1) for s, m in zip(specs, manifests) if "wall_seconds" in m}
+    if walls:
+        meta["wall_seconds"] = walls
     if manifests and "environment" in manifests[-1]:
         meta["environment"] = manifests[-1]["environment"]
     meta.update(extra or {})
@@ -143,8 +145,13 @@ def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict 
     out = out or _default_out(root, "report")
     ensure_writable(out)
     kinds = _kinds(root)
+    covered = None
+    if not is_table(root):
+        from .analysis.table import coverage
+
+        covered = coverage(root, list(zip(frame["experiment"], frame["seed"], frame["run_dir"])))
     figures = make_figures(frame, out / "figures", band=band, kinds=kinds)
-    return write_report(frame, out, meta, figures, kinds=kinds, reference=ref)
+    return write_report(frame, out, meta, figures, kinds=kinds, reference=ref, coverage=covered)
 
 
 def study_specs(scale: str, seeds: int | None) -> list[SweepSpec]:

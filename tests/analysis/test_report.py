@@ -241,3 +241,15 @@ def test_a_stability_preset_gets_its_numbers_and_the_paired_differences(tmp_path
     assert captions["stability-tickets"].startswith("Instability") and "along the straight line" in \
         captions["stability-tickets_path"]
     assert "stability-tickets" not in summary_tables(results)
+
+
+def test_a_chain_with_no_pruned_round_yet_has_no_best(results):
+    """An unfinished run holds a mask action's round 0 (the shared dense run) before any of its
+    rounds: its "best pruned" is blank, not the dense accuracy at 100%."""
+    rows = results[results["experiment"] == "mask1-actions"]
+    cut = rows[(rows["mask1"] == "rewind") | (rows["round"] == 0)]
+    table = summary_tables(cut)["mask1-actions"].set_index("mask1")
+    assert not math.isnan(table.loc["rewind", "best_mean"])
+    others = table.drop(index="rewind")
+    assert len(others) > 0 and others[["best_mean", "best_std", "best_remaining"]].isna().all().all()
+    assert others["n_seeds"].min() >= 1

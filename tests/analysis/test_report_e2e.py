@@ -92,3 +92,48 @@ def test_results_and_report_refuse_a_non_sweep_dir(tmp_path, capsys):
     assert "no sweep found" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "is neither a sweep directory nor a results table" in capsys.readouterr().err
+
+
+def _recorded_wall(root, run_dirs) -> float:
+    import json
+
+    return sum(json.loads((root / d / "summary.json").read_text())["wall_seconds"] for d in set(run_dirs))
+
+
+def test_coverage_counts_finished_and_missing_results(sweep_dir, tmp_path):
+    """Coverage by hand: 2 seeds x 3 criteria x rounds 0-2 = 18 iterative results; 2 seeds x 2 criteria x
+    levels 0, 2, 4 x 2 starts = 24 supermask results; one round run removed leaves seed 1 incomplete."""
+    import json
+    import shutil
+
+    from ticketlab.analysis.table import coverage, result_rows
+
+    store = tmp_path / "store"
+    shutil.copytree(sweep_dir, store)
+    gone = next(p for p in sorted((store / "runs").glob("round_*"))
+                if json.loads((p / "config.json").read_text())["config"]["seed"] == 1)
+    shutil.rmtree(gone)
+    rows = result_rows(store)
+    entries = {e["experiment"]: e for e in coverage(store, [(r["experiment"], r["seed"], r["run_dir"]) for r in rows])}
+    it, sm = entries["criteria"], entries["supermask-at-init"]
+    assert (it["results"], it["expected"], it["seeds"], it["complete_seeds"]) == (17, 18, [0, 1], [0])
+    assert (sm["results"], sm["expected"], sm["seeds"], sm["complete_seeds"]) == (24, 24, [0, 1], [0, 1])
+    for name, entry in entries.items():
+        mine = [r["run_dir"] for r in rows if r["experiment"] == name]
+        assert entry["run_seconds"] == pytest.approx(_recorded_wall(store, mine))
+    assert len({r["run_dir"] for r in rows if r["experiment"] == "criteria"}) == 1 * 2 + 2 * 3 * 2 - 1  # dense shared
+
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**Unfinished:** 1 of 2 experiments have not finished: criteria (17 of 18 results)." in md
+    assert "| criteria | 0-1 | 0 | 17 of 18 (unfinished) |" in md
+    assert "| supermask-at-init | 0-1 | 0-1 | 24 of 24 |" in md
+
+
+def test_a_finished_store_has_no_unfinished_notice_and_a_table_no_coverage(sweep_dir, tmp_path):
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Unfinished" not in md and "| criteria | 0-1 | 0-1 | 18 of 18 |" in md
+    assert main(["results", str(sweep_dir), "--csv", str(tmp_path / "r.csv")]) == 0
+    assert main(["report", str(tmp_path / "r.csv"), "--out", str(tmp_path / "from-table")]) == 0
+    assert "What these results cover" not in (tmp_path / "from-table" / "report.md").read_text()

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..core.errors import TicketlabError
+from ..core.progress import format_seconds
 from .claims import Claim, check_claims, paired_ci
 from .document import (
     Cell,
@@ -308,12 +309,55 @@ def reference_blocks(comparison: pd.DataFrame, source: str, missing: Sequence[st
     return tuple(blocks)
 
 
+def _seeds_text(seeds: Sequence[int]) -> str:
+    from .table import seed_ranges
+
+    return seed_ranges(list(seeds)) if seeds else "none"
+
+
+def is_finished(entry: Mapping) -> bool:
+    """Whether a `table.coverage` entry holds every result of its sweep."""
+    if entry["expected"] is not None:
+        return entry["results"] >= entry["expected"]
+    return list(entry["complete_seeds"]) == list(entry["seeds"])
+
+
+def coverage_display(coverage: Sequence[Mapping]) -> Table:
+    """The coverage table (`table.coverage`): per experiment its seeds, those complete, its results
+    against those a finished sweep gives, and the wall time its runs recorded."""
+    headers = ["experiment", "seeds", "complete seeds", "results", "run time"]
+    body = []
+    for e in coverage:
+        if e["expected"] is None:
+            results = f"{e['results']:,}"
+        else:
+            results = f"{e['results']:,} of {e['expected']:,}" + ("" if is_finished(e) else " (unfinished)")
+        time = "" if e["run_seconds"] is None else format_seconds(e["run_seconds"])
+        body.append(tuple(Cell(t) for t in (e["experiment"], _seeds_text(e["seeds"]), _seeds_text(e["complete_seeds"]),
+                                            results, time)))
+    return Table(tuple(headers), tuple(body))
+
+
+def coverage_notice(coverage: Sequence[Mapping]) -> Notice | None:
+    """A warning at the top of the page when some experiment is unfinished; None when all are."""
+    open_ = [e for e in coverage if not is_finished(e)]
+    if not open_:
+        return None
+    names = ", ".join(e["experiment"] + (f" ({e['results']:,} of {e['expected']:,} results)" if e["expected"] else "")
+                      for e in open_)
+    return Notice("Unfinished:", f"{len(open_)} of {len(coverage)} experiments have not finished: {names}. Their "
+                  "figures, tables and claims rest on the seeds and levels that have; “What these results cover” "
+                  "says which.")
+
+
 def build_document(
     results: pd.DataFrame, meta: dict, figures: Sequence[Path], kinds: Mapping[str, str] | None = None,
-    reference: tuple | None = None,
+    reference: tuple | None = None, coverage: Sequence[Mapping] | None = None,
 ) -> Document:
-    """The whole report as data: the scale, the run's metadata, the figures (PNG files of `figures`),
-    one results section per experiment (a user's own included), the published numbers and the claims."""
+    """The whole report as data: the scale, how much of each sweep the results hold (`coverage`, from
+    `table.coverage`; None for a results table, which records no sweep), the run's metadata, the
+    figures (PNG files of `figures`), one results section per experiment (a user's own included), the
+    published numbers and the claims."""
     found = experiments(results, kinds)
     tables = summary_tables(results, kinds)
     comparison = published_comparison(results, kinds)
@@ -323,6 +367,9 @@ def build_document(
         Paragraph("Accuracies in %, 2 decimals; “a ± b” is the mean ± standard deviation over seeds. "
                   "Density = fraction of weights kept (shown as % remaining); sparsity = fraction pruned."),
     )
+    unfinished = coverage_notice(coverage) if coverage else None
+    if unfinished is not None:
+        intro = (intro[0], unfinished, *intro[1:])
     pngs = [Path(f) for f in figures if Path(f).suffix.lower() == ".png"]
     shown: tuple = tuple(Figure(png, figure_caption(png, found)) for png in pngs) or (Paragraph("No figures."),)
     results_blocks: list = [Paragraph(
@@ -342,7 +389,11 @@ def build_document(
                   "interval lies entirely on the claimed side, and needs at least 2 seeds."),
         claims_display(claims) if claims else Paragraph("No claim could be checked on these rows."),
     )
-    sections = [
+    sections = [] if coverage is None else [Section("What these results cover", (Paragraph(
+        "Per experiment: the seeds its sweep records, those that hold every result the experiment gives, its "
+        "results against those of a finished sweep, and the wall time its runs recorded, summed (a run that "
+        "experiments share, such as the dense one, counts in each)."), coverage_display(coverage)))]
+    sections += [
         Section("Run configuration and environment", (KeyValues(tuple(flatten_meta(meta))),)),
         Section("Figures", shown),
         Section("Results by experiment", tuple(results_blocks)),
@@ -356,14 +407,14 @@ def build_document(
 
 def write_report(
     results: pd.DataFrame, out_dir: Path, meta: dict, figures: list[Path], kinds: Mapping[str, str] | None = None,
-    reference: tuple[Path, pd.DataFrame] | None = None,
+    reference: tuple[Path, pd.DataFrame] | None = None, coverage: Sequence[Mapping] | None = None,
 ) -> tuple[Path, Path]:
     """Write `report.html` (self-contained) and `report.md` into `out_dir`; return both paths.
 
     `kinds` maps experiment names to kind names (see `stats.experiments`): every experiment gets a
     section of the results, a user's own included. `reference`: (its path, its table): a section
     setting the results beside it (`compare.compare`), its figures in `out_dir/reference/` and the
-    whole comparison in `out_dir/reference-comparison.csv`.
+    whole comparison in `out_dir/reference-comparison.csv`. `coverage`: see `build_document`.
     """
     from ..store.files import write_output  # the run store pulls in torch: only when writing
 
@@ -384,7 +435,7 @@ def write_report(
         compared = set(comparison["experiment"])
         missing = [name for name in experiments(results, kinds) if name not in compared]
         section = (comparison, str(path), missing, drawn)
-    doc = build_document(results, meta, figures, kinds, section)
+    doc = build_document(results, meta, figures, kinds, section, coverage)
     page = render_html(doc)  # before any file is written: a missing jinja2 leaves no half report
     markdown = render_markdown(doc, out_dir)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"

@@ -308,14 +308,15 @@ def _level_entry(stats: pd.DataFrame, target: float) -> dict[str, float]:
 
 def _curve_summary(stats: pd.DataFrame) -> dict[str, float]:
     """Best seed-mean accuracy over levels (and where), and the accuracy at the fixed levels."""
-    # Round 0 is the same dense run for every curve: "best" means the best pruned level.
-    pruned = stats[stats["round"] > 0] if (stats["round"] > 0).any() else stats
-    best = pruned.loc[pruned["mean"].idxmax()]
+    # Round 0 is the same dense run for every curve: "best" means the best pruned level, and a curve
+    # with none yet (an unfinished chain) has no best.
+    pruned = stats[stats["round"] > 0].dropna(subset=["mean"])
+    best = pruned.loc[pruned["mean"].idxmax()] if not pruned.empty else None
     out = {
         "n_seeds": int(stats["n"].max()),
-        "best_mean": best["mean"],
-        "best_std": best["std"],
-        "best_remaining": best["remaining_percent"],
+        "best_mean": math.nan if best is None else best["mean"],
+        "best_std": math.nan if best is None else best["std"],
+        "best_remaining": math.nan if best is None else best["remaining_percent"],
     }
     for level in LEVELS:
         out.update(_level_entry(stats, level))
@@ -540,7 +541,7 @@ def paired_stability(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     keyed = rows.groupby(["mask", "seed", "round", "rewind_iteration"])[["instability", "remaining_percent"]].mean()
     if a not in keyed.index.get_level_values("mask") or b not in keyed.index.get_level_values("mask"):
         return pd.DataFrame(columns=["seed", "round", "rewind_iteration", "remaining_percent", "diff"])
-    both = keyed.loc[a].join(keyed.loc[b], lsuffix="_a", rsuffix="_b", how="inner").dropna()
+    both = keyed.loc[a].add_suffix("_a").join(keyed.loc[b].add_suffix("_b"), how="inner").dropna()
     out = pd.DataFrame({"remaining_percent": (both["remaining_percent_a"] + both["remaining_percent_b"]) / 2,
                         "diff": (both["instability_a"] - both["instability_b"]) * 100.0})
     return out.reset_index()

@@ -8,6 +8,7 @@ a newer ticketlab still reads.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -81,6 +82,55 @@ def incomplete_sweeps(root: Path) -> list[str]:
                 notes.append(f"{what} is complete, but {expected - found} of its {expected} runs are missing from the "
                              "store (deleted?): run the same `ticketlab sweep` again to train them")
     return notes
+
+
+def coverage(root: Path, found: list[tuple[str, int, str]]) -> list[dict[str, Any]]:
+    """How much of each sweep recorded in `root` its results hold, from `found`: one (experiment, seed,
+    run_dir) per row of the results table (`result_rows`). One dict per sweep, in manifest order:
+
+    experiment, kind, net, scale; `seeds`: the seeds its manifests record; `complete_seeds`: those with
+    every result their kind expects (`ExperimentKind.expected_results`; a kind that cannot say: those
+    whose job finished); `results` and `expected` (None: not known in advance); `run_seconds`: the wall
+    time its runs recorded, summed (a run shared with another sweep, such as the dense one, counts in
+    each), None when no run recorded one.
+    """
+    root = Path(root)
+    by_seed: dict[tuple[str, int], int] = {}
+    dirs: dict[str, set[str]] = {}
+    for experiment, seed, run in found:
+        by_seed[(experiment, int(seed))] = by_seed.get((experiment, int(seed)), 0) + 1
+        dirs.setdefault(experiment, set()).add(run)
+    out = []
+    for record in read_manifests(root):
+        specs = manifest_specs(record)
+        spec, statuses = specs[0], manifest_seeds(record)
+        kind = get_kind(spec.kind)
+        seeds = sorted(statuses)
+        expected_by_seed = {seed: kind.expected_results(dataclasses.replace(spec, first_seed=seed, seeds=1))
+                            for seed in seeds}
+        complete = [seed for seed in seeds
+                    if (by_seed.get((spec.name, seed), 0) >= expected_by_seed[seed] if expected_by_seed[seed] is not None
+                        else statuses[seed]["status"] == "complete")]
+        known = None if None in expected_by_seed.values() else sum(expected_by_seed.values())
+        out.append({"experiment": spec.name, "kind": spec.kind, "net": spec.net, "scale": spec.scale, "seeds": seeds,
+                    "complete_seeds": complete, "results": sum(by_seed.get((spec.name, s), 0) for s in seeds),
+                    "expected": known, "run_seconds": _recorded_seconds(root, dirs.get(spec.name, ()))})
+    return out
+
+
+def _recorded_seconds(root: Path, runs) -> float | None:
+    """The wall time the runs' summaries record, summed (a cohort member records its share of the cohort's)."""
+    from ..store.files import SUMMARY, read_json
+
+    seconds = []
+    for run in runs:
+        try:
+            wall = read_json(root / run / SUMMARY).get("wall_seconds")
+        except (TicketlabError, OSError, AttributeError):
+            continue
+        if isinstance(wall, (int, float)) and math.isfinite(wall):
+            seconds.append(float(wall))
+    return sum(seconds) if seconds else None
 
 
 def seed_ranges(seeds: list[int]) -> str:

@@ -309,6 +309,11 @@ class SupermaskKind(ExperimentKind):
                     ))
         return rows
 
+    def expected_results(self, spec: SweepSpec) -> int | None:
+        p: SupermaskParams = spec.params
+        bases = bases_of(p, spec.train_config(spec.first_seed).resolved().iterations)
+        return len(spec.seed_list) * len(bases) * len(p.criteria) * len(p.level_list) * len(p.starts) * len(p.dwr)
+
     def protocol(self, spec: SweepSpec) -> tuple[bool, str]:
         p: SupermaskParams = spec.params
         step = f" in steps of {p.level_step}" if p.level_step != 1 else ""
