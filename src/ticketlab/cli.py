@@ -194,8 +194,12 @@ def _cmd_results(ns: argparse.Namespace) -> int:
     if ns.csv == STDOUT:
         sys.stdout.write(to_csv(rows))
     elif ns.csv is not None:
-        text = to_csv(rows)
-        write_output(ns.csv, lambda path: path.write_text(text, encoding="utf-8"))
+        data = to_csv(rows).encode("utf-8")
+        if ns.csv.name.endswith(".gz"):  # what `report` and `--reference` read back as gzip; mtime 0: same bytes each time
+            import gzip
+
+            data = gzip.compress(data, mtime=0)
+        write_output(ns.csv, lambda path: path.write_bytes(data))
         print(f"wrote {len(rows)} rows to {ns.csv}", file=sys.stderr)
     elif ns.parquet is not None:
         from .analysis.table import results_frame
@@ -360,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(e.g. head), it stops quietly with exit status {BROKEN_PIPE_EXIT}, as a C tool killed by SIGPIPE.")
     p.add_argument("dir", type=Path, help="a sweep directory (the --out of ticketlab sweep)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--csv", type=file_argument, default=None, help="write CSV to this file (its folder must exist; replaced whole, never half-written), or to stdout with -")
+    group.add_argument("--csv", type=file_argument, default=None, help="write CSV to this file, gzipped if its name ends in .gz (its folder must exist; replaced whole, never half-written), or to stdout with -")
     group.add_argument("--parquet", type=file_argument, default=None, help="write Parquet to this file (needs pyarrow: pip install \"ticketlab[plot]\")")
     p.set_defaults(func=_cmd_results)
 
