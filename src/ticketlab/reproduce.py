@@ -149,7 +149,8 @@ def report(root: Path, out: Path | None, band: str = "minmax", extra_meta: dict 
     if not is_table(root):
         from .analysis.table import coverage
 
-        covered = coverage(root, list(zip(frame["experiment"], frame["seed"], frame["run_dir"])))
+        rows = zip(frame["experiment"], frame["seed"], frame["run_dir"]) if "run_dir" in frame.columns else ()  # none yet
+        covered = coverage(root, list(rows))
     figures = make_figures(frame, out / "figures", band=band, kinds=kinds)
     return write_report(frame, out, meta, figures, kinds=kinds, reference=ref, coverage=covered)
 

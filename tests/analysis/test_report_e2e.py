@@ -154,3 +154,14 @@ def test_a_gzipped_results_table_reads_back_as_the_plain_one(sweep_dir, tmp_path
         assert main(["report", str(tmp_path / name), "--out", str(tmp_path / name.replace(".", "-"))]) == 0
     plain, packed_md = ((tmp_path / d / "report.md").read_text() for d in ("r-csv", "r-csv-gz"))
     assert plain.split("## Results by experiment")[1] == packed_md.split("## Results by experiment")[1]
+
+
+def test_a_store_whose_sweeps_have_no_finished_run_reports_nothing_covered(sweep_dir, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(sweep_dir / "sweeps", store / "sweeps")
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| criteria | 0-1 | none | 0 of 18 (unfinished) |" in md
+    assert "**Unfinished:** 2 of 2 experiments have not finished" in md
