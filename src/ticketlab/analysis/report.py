@@ -50,6 +50,7 @@ from .style import (
     EXPERIMENT_NOTES,
     KEY_HEADERS,
     MEASURES,
+    PRESET_ORDER,
     TRAINED_MEASURES,
     dataset_label,
     describe_figure,
@@ -322,12 +323,18 @@ def is_finished(entry: Mapping) -> bool:
     return list(entry["complete_seeds"]) == list(entry["seeds"])
 
 
+def _in_paper_order(coverage: Sequence[Mapping]) -> list[Mapping]:
+    """Coverage entries in the order of the results sections: the presets in the papers' order, then by name."""
+    order = {name: i for i, name in enumerate(PRESET_ORDER)}
+    return sorted(coverage, key=lambda e: (order.get(e["experiment"], len(order)), e["experiment"]))
+
+
 def coverage_display(coverage: Sequence[Mapping]) -> Table:
     """The coverage table (`table.coverage`): per experiment its seeds, those complete, its results
     against those a finished sweep gives, and the wall time its runs recorded."""
     headers = ["experiment", "seeds", "complete seeds", "results", "run time"]
     body = []
-    for e in coverage:
+    for e in _in_paper_order(coverage):
         if e["expected"] is None:
             results = f"{e['results']:,}"
         else:
@@ -340,7 +347,7 @@ def coverage_display(coverage: Sequence[Mapping]) -> Table:
 
 def coverage_notice(coverage: Sequence[Mapping]) -> Notice | None:
     """A warning at the top of the page when some experiment is unfinished; None when all are."""
-    open_ = [e for e in coverage if not is_finished(e)]
+    open_ = [e for e in _in_paper_order(coverage) if not is_finished(e)]
     if not open_:
         return None
     names = ", ".join(e["experiment"] + (f" ({e['results']:,} of {e['expected']:,} results)" if e["expected"] else "")
