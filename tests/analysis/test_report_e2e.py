@@ -159,9 +159,16 @@ def test_a_gzipped_results_table_reads_back_as_the_plain_one(sweep_dir, tmp_path
 def test_a_store_whose_sweeps_have_no_finished_run_reports_nothing_covered(sweep_dir, tmp_path):
     import shutil
 
+    import json
+
     store = tmp_path / "store"
     shutil.copytree(sweep_dir / "sweeps", store / "sweeps")
+    for manifest in (store / "sweeps").glob("*.json"):  # as a sweep's record reads before any job has ended
+        record = json.loads(manifest.read_text())
+        record.pop("wall_seconds")
+        manifest.write_text(json.dumps(record))
     assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| criteria | 0-1 | none | 0 of 18 (unfinished) |" in md
     assert "**Unfinished:** 2 of 2 experiments have not finished" in md
+    assert "wall_seconds" not in md and "nan" not in md  # no time recorded: none shown, not "nan"
