@@ -39,7 +39,7 @@ def _array_difference(u: np.ndarray, v: np.ndarray) -> str | None:
         return f"{u.dtype}{list(u.shape)} against {v.dtype}{list(v.shape)}"
     if u.tobytes() == v.tobytes():
         return None
-    if u.dtype.kind in "fciub":  # numbers: say how many differ and by how much
+    if u.dtype.kind in "fiub":  # numbers: say how many differ and by how much
         a, b = u.astype(np.float64).ravel(), v.astype(np.float64).ravel()
         unequal = ~((a == b) | (np.isnan(a) & np.isnan(b)))
         largest = float(np.nanmax(np.abs(a - b))) if unequal.any() else 0.0

@@ -11,12 +11,13 @@ import csv
 import dataclasses
 import io
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import TicketlabError
 from ..experiments.kinds import get_kind, kind_names
-from ..experiments.manifests import manifest_seeds, manifest_specs, read_manifests
+from ..experiments.manifests import manifest_seeds, manifest_specs, read_manifests, spec_from_manifest
 
 # Every row names its experiment and where it ran; each experiment kind adds the columns it fills;
 # the last column names the run (its folder in the store) each row was read from.
@@ -95,26 +96,27 @@ def coverage(root: Path, found: list[tuple[str, int, str]]) -> list[dict[str, An
     each), None when no run recorded one.
     """
     root = Path(root)
-    by_seed: dict[tuple[str, int], int] = {}
+    by_seed = Counter((experiment, int(seed)) for experiment, seed, _ in found)
     dirs: dict[str, set[str]] = {}
-    for experiment, seed, run in found:
-        by_seed[(experiment, int(seed))] = by_seed.get((experiment, int(seed)), 0) + 1
+    for experiment, _, run in found:
         dirs.setdefault(experiment, set()).add(run)
     out = []
     for record in read_manifests(root):
-        specs = manifest_specs(record)
-        spec, statuses = specs[0], manifest_seeds(record)
+        spec, statuses = spec_from_manifest(record), manifest_seeds(record)
         kind = get_kind(spec.kind)
         seeds = sorted(statuses)
-        expected_by_seed = {seed: kind.expected_results(dataclasses.replace(spec, first_seed=seed, seeds=1))
-                            for seed in seeds}
-        complete = [seed for seed in seeds
-                    if (by_seed.get((spec.name, seed), 0) >= expected_by_seed[seed] if expected_by_seed[seed] is not None
-                        else statuses[seed]["status"] == "complete")]
-        known = None if None in expected_by_seed.values() else sum(expected_by_seed.values())
+        expected = {seed: kind.expected_results(dataclasses.replace(spec, first_seed=seed, seeds=1)) for seed in seeds}
+
+        def complete(seed: int) -> bool:
+            if expected[seed] is None:
+                return statuses[seed]["status"] == "complete"
+            return by_seed[(spec.name, seed)] >= expected[seed]
+
         out.append({"experiment": spec.name, "kind": spec.kind, "net": spec.net, "scale": spec.scale, "seeds": seeds,
-                    "complete_seeds": complete, "results": sum(by_seed.get((spec.name, s), 0) for s in seeds),
-                    "expected": known, "run_seconds": _recorded_seconds(root, dirs.get(spec.name, ()))})
+                    "complete_seeds": [seed for seed in seeds if complete(seed)],
+                    "results": sum(by_seed[(spec.name, seed)] for seed in seeds),
+                    "expected": None if None in expected.values() else sum(expected.values()),
+                    "run_seconds": _recorded_seconds(root, dirs.get(spec.name, ()))})
     return out
 
 
